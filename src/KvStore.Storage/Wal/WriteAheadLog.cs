@@ -1,0 +1,300 @@
+using FASTER.core;
+using Microsoft.Extensions.Logging;
+
+namespace KvStore.Storage.Wal;
+
+/// <summary>
+/// Append-only write-ahead log on FasterLog. Every record carries its own CRC-32C (see <see cref="WalRecordCodec"/>
+/// and docs/storage.md). <see cref="SyncAsync"/> is a group commit: callers that arrive while a commit is running
+/// share the next one. Not thread-safe for concurrent Append calls from several threads at once (one node loop appends).
+/// </summary>
+public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
+{
+    internal const int PageSizeBits = 22;
+    internal const int MemorySizeBits = 25;
+    internal const int SegmentSizeBits = 26;
+    internal const string LogFileName = "wal.log";
+
+    private readonly ILogger _logger;
+    private readonly string _directory;
+    private readonly object _gate = new();
+    private readonly List<(long Address, ulong Index)> _entryAddresses = [];
+    private IDevice _device = null!;
+    private FasterLog _log = null!;
+    private byte[] _buffer = new byte[64 * 1024];
+    private WalReplay _replay = new();
+    private (long Address, WalHardState State)? _lastHardState;
+    private (long Address, WalSnapshotMarker Marker)? _lastSnapshot;
+
+    // Group commit state, guarded by _gate.
+    private long _durableAddress;
+    private long _roundTarget;
+    private Task? _round;
+    private long _syncedSegment = -1;
+    private bool _disposed;
+    private int _commitRounds;
+
+    private WriteAheadLog(string directory, ILogger logger)
+    {
+        _directory = directory;
+        _logger = logger;
+    }
+
+    /// <summary>The directory holding the log segments (wal.log.N) and FasterLog's commit metadata (commits/).</summary>
+    public string Directory => _directory;
+
+    /// <summary>Opens (or creates) the log, repairs a torn tail and reads every record once for <see cref="Replay"/>.</summary>
+    public static WriteAheadLog Open(string walDirectory, ILogger logger)
+    {
+        ArgumentNullException.ThrowIfNull(walDirectory);
+        ArgumentNullException.ThrowIfNull(logger);
+        var full = Path.GetFullPath(walDirectory);
+        var created = !System.IO.Directory.Exists(full);
+        System.IO.Directory.CreateDirectory(full);
+        var wal = new WriteAheadLog(full, logger);
+        try
+        {
+            wal.OpenLog();
+            if (created)
+            {
+                SyncParent(full);
+            }
+
+            if (!wal.ScanAndValidate(out var validRecords, out var tornAt))
+            {
+                wal.RepairTornTail(validRecords, tornAt);
+                wal.OpenLog();
+                if (!wal.ScanAndValidate(out _, out tornAt))
+                {
+                    throw new WalCorruptException(wal.FileOf(tornAt), OffsetOf(tornAt), "torn tail still present after repair");
+                }
+            }
+
+            return wal;
+        }
+        catch
+        {
+            wal.CloseLog();
+            throw;
+        }
+    }
+
+    /// <summary>What was on disk at Open: the last hard state, the last snapshot marker, and the entries after it.</summary>
+    public WalReplay Replay() => _replay;
+
+    /// <summary>Appends an entry (buffered, not yet durable).</summary>
+    public void Append(WalEntry entry)
+    {
+        lock (_gate)
+        {
+            var size = WalRecordCodec.EntryHeaderSize + entry.Data.Length;
+            var buffer = BufferOf(size);
+            var length = WalRecordCodec.EncodeEntry(entry, buffer);
+            var address = _log.Enqueue(buffer.AsSpan(0, length));
+            _entryAddresses.Add((address, entry.Index));
+        }
+    }
+
+    /// <summary>Appends a hard state record (buffered, not yet durable).</summary>
+    public void Append(WalHardState state)
+    {
+        lock (_gate)
+        {
+            var length = WalRecordCodec.EncodeHardState(state, _buffer);
+            var address = _log.Enqueue(_buffer.AsSpan(0, length));
+            _lastHardState = (address, state);
+        }
+    }
+
+    /// <summary>Appends a snapshot marker (buffered, not yet durable).</summary>
+    public void Append(WalSnapshotMarker marker)
+    {
+        lock (_gate)
+        {
+            var length = WalRecordCodec.EncodeSnapshot(marker, _buffer);
+            var address = _log.Enqueue(_buffer.AsSpan(0, length));
+            _lastSnapshot = (address, marker);
+        }
+    }
+
+    /// <summary>
+    /// Makes everything appended before the call durable. Concurrent callers share one commit: a caller that
+    /// arrives while a commit is running waits for it and then joins (or starts) the single next one.
+    /// </summary>
+    public async ValueTask SyncAsync(CancellationToken ct = default)
+    {
+        long target;
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            target = _log.TailAddress;
+        }
+
+        while (true)
+        {
+            Task round;
+            lock (_gate)
+            {
+                if (_durableAddress >= target)
+                {
+                    return;
+                }
+
+                if (_round is null)
+                {
+                    _roundTarget = _log.TailAddress;
+                    _round = RunCommitRoundAsync(_roundTarget);
+                }
+
+                round = _round;
+            }
+
+            await round.WaitAsync(ct).ConfigureAwait(false);
+        }
+    }
+
+    private async Task RunCommitRoundAsync(long target)
+    {
+        await Task.Yield();
+        try
+        {
+            // FasterLog opens segments with O_SYNC (FileOptions.WriteThrough) on Linux, so the commit's pwrite of the
+            // tail page (which carries the fast-commit record) is durable when CommitAsync completes.
+            await _log.CommitAsync().ConfigureAwait(false);
+            Interlocked.Increment(ref _commitRounds);
+            var segment = target >> SegmentSizeBits;
+            if (segment != Volatile.Read(ref _syncedSegment))
+            {
+                // A new segment file was created: make its directory entry durable too.
+                NativeFile.SyncDirectory(_directory);
+                Volatile.Write(ref _syncedSegment, segment);
+            }
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                _durableAddress = Math.Max(_durableAddress, _log.CommittedUntilAddress);
+                _round = null;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Drops the head of the log: records before the first entry with Index &gt;= index. The latest hard state
+    /// and snapshot marker are re-appended first when they would be dropped, so Replay keeps them.
+    /// </summary>
+    public void ReleaseBefore(ulong index)
+    {
+        lock (_gate)
+        {
+            var cut = _entryAddresses.FindIndex(e => e.Index >= index);
+            var until = cut < 0 ? _log.TailAddress : _entryAddresses[cut].Address;
+            if (until <= _log.BeginAddress)
+            {
+                return;
+            }
+
+            if (_lastSnapshot is { } snap && snap.Address < until)
+            {
+                var length = WalRecordCodec.EncodeSnapshot(snap.Marker, _buffer);
+                _lastSnapshot = (_log.Enqueue(_buffer.AsSpan(0, length)), snap.Marker);
+            }
+
+            if (_lastHardState is { } hs && hs.Address < until)
+            {
+                var length = WalRecordCodec.EncodeHardState(hs.State, _buffer);
+                _lastHardState = (_log.Enqueue(_buffer.AsSpan(0, length)), hs.State);
+            }
+
+            _log.Commit(spinWait: true);
+            _log.TruncateUntil(until);
+            _log.Commit(spinWait: true);
+            _entryAddresses.RemoveRange(0, cut < 0 ? _entryAddresses.Count : cut);
+            _durableAddress = Math.Max(_durableAddress, _log.CommittedUntilAddress);
+        }
+
+        _logger.LogInformation("WAL head released before index {Index}", index);
+    }
+
+    public void Dispose()
+    {
+        Task? round;
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            round = _round;
+        }
+
+        try
+        {
+            round?.GetAwaiter().GetResult();
+            _log.Commit(spinWait: true);
+        }
+        finally
+        {
+            CloseLog();
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        Dispose();
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>How many group commits ran (tests check that concurrent callers share them).</summary>
+    internal int CommitRounds => Volatile.Read(ref _commitRounds);
+
+    internal string FileOf(long address) => Path.Combine(_directory, $"{LogFileName}.{address >> SegmentSizeBits}");
+
+    internal static long OffsetOf(long address) => address & ((1L << SegmentSizeBits) - 1);
+
+    private byte[] BufferOf(int size)
+    {
+        if (_buffer.Length < size)
+        {
+            _buffer = new byte[Math.Max(size, _buffer.Length * 2)];
+        }
+
+        return _buffer;
+    }
+
+    private void OpenLog()
+    {
+        _device = Devices.CreateLogDevice(Path.Combine(_directory, LogFileName), preallocateFile: false, deleteOnClose: false);
+        var settings = new FasterLogSettings
+        {
+            LogDevice = _device,
+            PageSizeBits = PageSizeBits,
+            MemorySizeBits = MemorySizeBits,
+            SegmentSizeBits = SegmentSizeBits,
+            LogCommitDir = Path.Combine(_directory, "commits"),
+            FastCommitMode = true,
+            AutoRefreshSafeTailAddress = false,
+        };
+        _log = new FasterLog(settings);
+        _durableAddress = _log.CommittedUntilAddress;
+        _syncedSegment = -1;
+    }
+
+    private void CloseLog()
+    {
+        _log?.Dispose();
+        _device?.Dispose();
+    }
+
+    private static void SyncParent(string directory)
+    {
+        var parent = Path.GetDirectoryName(directory);
+        if (parent is not null)
+        {
+            NativeFile.SyncDirectory(parent);
+        }
+    }
+}
