@@ -108,12 +108,16 @@ public sealed class WalFaultTests(ITestOutputHelper output) : IDisposable
 
     private static string Value(int i) => $"value-{i}-" + new string((char)('a' + (i % 26)), 40);
 
-    /// <summary>WAL segment files: etcd's *.wal; for KvStore every file in the WAL dir but preallocation/commit metadata.</summary>
+    /// <summary>
+    /// WAL segment files with data: etcd's *.wal (not its preallocated *.tmp); KvStore's wal.log.N (not FasterLog's
+    /// commit metadata under commits/, see docs/storage.md).
+    /// </summary>
     private List<string> WalFiles()
     {
         Directory.Exists(_server.WalDir).Should().BeTrue("the WAL directory {0} must exist", _server.WalDir);
         var files = Directory.EnumerateFiles(_server.WalDir, "*", SearchOption.AllDirectories)
-            .Where(f => !f.EndsWith(".tmp", StringComparison.Ordinal) && !Path.GetFileName(f).Contains("commit", StringComparison.OrdinalIgnoreCase))
+            .Where(f => !f.EndsWith(".tmp", StringComparison.Ordinal)
+                && !Path.GetRelativePath(_server.WalDir, f).Contains("commit", StringComparison.OrdinalIgnoreCase))
             .Where(f => DataEnd(f) > 0)
             .ToList();
         files.Should().NotBeEmpty("the WAL directory {0} must hold data files", _server.WalDir);
