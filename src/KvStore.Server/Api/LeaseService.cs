@@ -1,0 +1,88 @@
+using Etcdserverpb;
+using Grpc.Core;
+using KvStore.Internal;
+using KvStore.Server.Lease;
+using KvStore.Server.Node;
+using KvStore.Storage.Mvcc;
+
+namespace KvStore.Server.Api;
+
+/// <summary>
+/// etcd's Lease service. Grant and Revoke are proposed (they change replicated state); keep-alive, time-to-live and
+/// list are answered by the leader's lessor. Unknown leases: TimeToLive answers TTL -1, KeepAlive answers TTL 0 (etcd).
+/// </summary>
+public sealed class LeaseService(Lessor lessor, IProposer proposer, HeaderFactory headers, MvccStore store) : Etcdserverpb.Lease.LeaseBase
+{
+    /// <inheritdoc/>
+    public override async Task<LeaseGrantResponse> LeaseGrant(LeaseGrantRequest request, ServerCallContext context)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentNullException.ThrowIfNull(context);
+        var grant = request.Clone();
+        if (grant.ID == 0)
+        {
+            grant.ID = lessor.NewLeaseId(); // chosen before proposing, so every member applies the same ID
+        }
+
+        var result = (LeaseGrantResponse)await proposer.ProposeAsync(new InternalRequest { LeaseGrant = grant }, context.CancellationToken)
+            .ConfigureAwait(false);
+        result.Header = headers.Create(result.Header?.Revision ?? store.CurrentRevision);
+        return result;
+    }
+
+    /// <inheritdoc/>
+    public override async Task<LeaseRevokeResponse> LeaseRevoke(LeaseRevokeRequest request, ServerCallContext context)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentNullException.ThrowIfNull(context);
+        var result = (LeaseRevokeResponse)await proposer.ProposeAsync(new InternalRequest { LeaseRevoke = request }, context.CancellationToken)
+            .ConfigureAwait(false);
+        result.Header = headers.Create(result.Header?.Revision ?? store.CurrentRevision);
+        return result;
+    }
+
+    /// <inheritdoc/>
+    public override Task<LeaseTimeToLiveResponse> LeaseTimeToLive(LeaseTimeToLiveRequest request, ServerCallContext context)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var response = lessor.TimeToLive(request.ID, request.Keys) ?? new LeaseTimeToLiveResponse { ID = request.ID, TTL = -1 };
+        response.Header = headers.Create(store.CurrentRevision);
+        return Task.FromResult(response);
+    }
+
+    /// <inheritdoc/>
+    public override Task<LeaseLeasesResponse> LeaseLeases(LeaseLeasesRequest request, ServerCallContext context)
+    {
+        var response = new LeaseLeasesResponse { Header = headers.Create(store.CurrentRevision) };
+        response.Leases.AddRange(lessor.Leases());
+        return Task.FromResult(response);
+    }
+
+    /// <inheritdoc/>
+    public override async Task LeaseKeepAlive(
+        IAsyncStreamReader<LeaseKeepAliveRequest> requestStream, IServerStreamWriter<LeaseKeepAliveResponse> responseStream, ServerCallContext context)
+    {
+        ArgumentNullException.ThrowIfNull(requestStream);
+        ArgumentNullException.ThrowIfNull(responseStream);
+        ArgumentNullException.ThrowIfNull(context);
+        var cancellationToken = context.CancellationToken;
+        try
+        {
+            while (await requestStream.MoveNext(cancellationToken).ConfigureAwait(false))
+            {
+                var request = requestStream.Current;
+
+                // The header is taken before renewing (as etcd does): a revoke at revision r is never hidden behind
+                // a keep-alive reporting a later revision.
+                var header = headers.Create(store.CurrentRevision);
+                var ttl = await lessor.RenewAsync(request.ID, cancellationToken).ConfigureAwait(false);
+                await responseStream.WriteAsync(new LeaseKeepAliveResponse { Header = header, ID = request.ID, TTL = ttl ?? 0 }, cancellationToken)
+                    .ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // The client went away.
+        }
+    }
+}

@@ -1,0 +1,86 @@
+using Etcdserverpb;
+using KvStore.Internal;
+using KvStore.Server.Node;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace KvStore.Server.Lease;
+
+/// <summary>
+/// The leader's lease clock. Every <see cref="LessorOptions.ExpiryCheckInterval"/> it follows leadership changes
+/// (promote / demote the lessor) and proposes a LeaseRevoke for each expired lease. Leases expire only by that
+/// proposal being committed and applied, never by a local delete.
+/// </summary>
+public sealed class LeaseExpiryLoop(
+    Lessor lessor, IProposer proposer, ILeaderStatus leader, LessorOptions options, TimeProvider time, ILogger<LeaseExpiryLoop> logger)
+    : BackgroundService
+{
+    private int _inFlight;
+
+    /// <summary>Revoke proposals sent and not finished yet.</summary>
+    public int InFlight => Volatile.Read(ref _inFlight);
+
+    /// <summary>One check: sync leadership, then propose revokes for expired leases. Returns the leases proposed.</summary>
+    public IReadOnlyList<long> CheckOnce(CancellationToken cancellationToken)
+    {
+        var isLeader = leader.IsLeader;
+        if (isLeader && !lessor.IsPrimary)
+        {
+            lessor.Promote(options.PromoteExtension);
+        }
+        else if (!isLeader && lessor.IsPrimary)
+        {
+            lessor.Demote();
+        }
+
+        var expired = lessor.TakeExpired(options.MaxRevokesPerCheck);
+        foreach (var id in expired)
+        {
+            _ = ProposeRevokeAsync(id, cancellationToken);
+        }
+
+        return expired;
+    }
+
+    /// <inheritdoc/>
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(options.ExpiryCheckInterval, time);
+        do
+        {
+            try
+            {
+                CheckOnce(stoppingToken);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                Log.ExpiryCheckFailed(logger, ex);
+            }
+        }
+        while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false));
+    }
+
+    private async Task ProposeRevokeAsync(long id, CancellationToken cancellationToken)
+    {
+        Interlocked.Increment(ref _inFlight);
+        try
+        {
+            Log.Expired(logger, id);
+            var request = new InternalRequest { LeaseRevoke = new LeaseRevokeRequest { ID = id } };
+            await proposer.ProposeAsync(request, cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Shutting down; the next leader will expire the lease.
+        }
+        catch (Exception ex)
+        {
+            // Typically "lease not found" (revoked meanwhile) or a lost proposal; retried after the retry interval.
+            Log.RevokeProposalFailed(logger, id, ex);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _inFlight);
+        }
+    }
+}

@@ -1,0 +1,190 @@
+using Etcdserverpb;
+using Google.Protobuf;
+using KvStore.Server.Api;
+
+namespace KvStore.Server.Lease;
+
+/// <summary>The leader-only half of the lessor: deadlines, renewals, expiry, and the read-side queries.</summary>
+public sealed partial class Lessor
+{
+    /// <summary>
+    /// This member became leader: every lease gets a deadline of now + its (checkpointed or full) TTL + extension,
+    /// so leases never expire because of the election itself (etcd's Promote).
+    /// </summary>
+    public void Promote(TimeSpan extension)
+    {
+        lock (_lock)
+        {
+            _primary = true;
+            var now = Now;
+            foreach (var lease in _leases.Values)
+            {
+                var ttl = lease.RemainingTtl > 0 ? lease.RemainingTtl : lease.Ttl;
+                lease.Expiry = now + extension + TimeSpan.FromSeconds(ttl);
+                lease.RetryRevokeAt = TimeSpan.Zero;
+            }
+
+            Log.Promoted(_logger, _leases.Count);
+        }
+    }
+
+    /// <summary>This member is no longer leader: leases stop expiring here; waiting keep-alives are released.</summary>
+    public void Demote()
+    {
+        CancellationTokenSource demoted;
+        lock (_lock)
+        {
+            if (!_primary)
+            {
+                return;
+            }
+
+            _primary = false;
+            foreach (var lease in _leases.Values)
+            {
+                lease.Expiry = TimeSpan.MaxValue;
+            }
+
+            demoted = _demoted;
+            _demoted = new CancellationTokenSource();
+        }
+
+        demoted.Cancel();
+        demoted.Dispose();
+    }
+
+    /// <summary>
+    /// Renews a lease for another full TTL (keep-alive). Returns the TTL, or null if there is no such lease. Only the
+    /// leader renews (<c>etcdserver: not leader</c> otherwise). An expired lease that is being revoked is not renewed:
+    /// the call waits until the revoke applies (→ null) or leadership is lost.
+    /// </summary>
+    public async Task<long?> RenewAsync(long id, CancellationToken cancellationToken)
+    {
+        LeaseEntry? lease;
+        CancellationToken demoted;
+        lock (_lock)
+        {
+            if (!_primary)
+            {
+                throw EtcdErrors.NotLeader.Exception();
+            }
+
+            if (!_leases.TryGetValue(id, out lease))
+            {
+                return null;
+            }
+
+            demoted = _demoted.Token;
+            if (lease.Expiry > Now)
+            {
+                lease.Expiry = Now + TimeSpan.FromSeconds(lease.Ttl);
+                lease.RemainingTtl = 0;
+                return lease.Ttl;
+            }
+        }
+
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, demoted);
+        try
+        {
+            await lease.Revoked.Task.WaitAsync(linked.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw EtcdErrors.NotLeader.Exception();
+        }
+
+        return null;
+    }
+
+    /// <summary>The lease's remaining and granted TTL (and keys if asked), or null if there is no such lease.</summary>
+    public LeaseTimeToLiveResponse? TimeToLive(long id, bool withKeys)
+    {
+        lock (_lock)
+        {
+            if (!_leases.TryGetValue(id, out var lease))
+            {
+                return null;
+            }
+
+            var response = new LeaseTimeToLiveResponse
+            {
+                ID = id,
+                TTL = RemainingSeconds(lease),
+                GrantedTTL = lease.Ttl,
+            };
+            if (withKeys)
+            {
+                var keys = lease.Keys.ToArray();
+                Array.Sort(keys, ByteKeyComparer.Instance);
+                foreach (var key in keys)
+                {
+                    response.Keys.Add(ByteString.CopyFrom(key));
+                }
+            }
+
+            return response;
+        }
+    }
+
+    /// <summary>Every lease, soonest expiry first (as etcd lists them).</summary>
+    public IReadOnlyList<LeaseStatus> Leases()
+    {
+        lock (_lock)
+        {
+            return
+            [
+                .. _leases.Values
+                    .OrderBy(l => l.Expiry)
+                    .ThenBy(l => l.Id)
+                    .Select(l => new LeaseStatus { ID = l.Id }),
+            ];
+        }
+    }
+
+    /// <summary>
+    /// Expired leases whose revocation should be proposed now (at most <paramref name="limit"/>); each returned lease
+    /// is not returned again before <see cref="LessorOptions.ExpiredRetryInterval"/>, in case its revoke is lost.
+    /// Empty unless this member is the leader.
+    /// </summary>
+    public IReadOnlyList<long> TakeExpired(int limit)
+    {
+        lock (_lock)
+        {
+            if (!_primary)
+            {
+                return [];
+            }
+
+            var now = Now;
+            var expired = new List<long>();
+            foreach (var lease in _leases.Values.OrderBy(l => l.Expiry))
+            {
+                if (expired.Count >= limit || lease.Expiry > now)
+                {
+                    break;
+                }
+
+                if (lease.RetryRevokeAt > now)
+                {
+                    continue;
+                }
+
+                lease.RetryRevokeAt = now + _options.ExpiredRetryInterval;
+                expired.Add(lease.Id);
+            }
+
+            return expired;
+        }
+    }
+
+    private long RemainingSeconds(LeaseEntry lease)
+    {
+        if (lease.Expiry == TimeSpan.MaxValue)
+        {
+            // Not the leader: the lease has no local deadline; report its TTL as etcd's followers do after promotion.
+            return lease.RemainingTtl > 0 ? lease.RemainingTtl : lease.Ttl;
+        }
+
+        return (long)(lease.Expiry - Now).TotalSeconds;
+    }
+}

@@ -1,0 +1,144 @@
+using Etcdserverpb;
+using KvStore.Storage.Mvcc;
+
+namespace KvStore.Server.Watch;
+
+/// <summary>The catch-up half of the hub: unsynced watchers read their missing events from the store.</summary>
+public sealed partial class WatchHub
+{
+    /// <summary>Waits until an unsynced watcher appears or the sync interval passes.</summary>
+    internal Task<bool> WaitForSyncWorkAsync(CancellationToken cancellationToken) =>
+        _syncSignal.WaitAsync(Options.SyncInterval, cancellationToken);
+
+    /// <summary>
+    /// One catch-up pass over up to <see cref="WatchOptions.MaxWatchersPerSync"/> unsynced watchers: a watcher that
+    /// starts below the compacted revision gets a compacted response and is removed (etcd 3.4/3.5: start &lt; compact
+    /// revision); the others get their history up to the hub's revision in one response and become synced when
+    /// nothing newer arrived meanwhile. Store reads happen outside the lock, so the apply thread never waits for them.
+    /// Returns the number of watchers still unsynced.
+    /// </summary>
+    public int SyncOnce()
+    {
+        List<Watcher> work;
+        long toRevision;
+        lock (_lock)
+        {
+            if (_unsynced.Count == 0)
+            {
+                return 0;
+            }
+
+            work = [.. _unsynced.Take(Options.MaxWatchersPerSync)];
+            toRevision = Revision;
+        }
+
+        var compactRevision = Store.CompactRevision;
+        var results = new List<(Watcher Watcher, long Start, IReadOnlyList<MvccEvent>? Events, long Next, bool Compacted)>(work.Count);
+        foreach (var watcher in work)
+        {
+            long start;
+            lock (_lock)
+            {
+                if (watcher.Group != WatcherGroup.Unsynced)
+                {
+                    continue;
+                }
+
+                start = watcher.MinRevision;
+            }
+
+            if (start < compactRevision)
+            {
+                results.Add((watcher, start, null, 0, true));
+                continue;
+            }
+
+            var (events, next) = ReadHistory(watcher, Math.Max(1, start), toRevision);
+            results.Add((watcher, start, events, next, events is null));
+        }
+
+        lock (_lock)
+        {
+            foreach (var (watcher, start, events, next, compacted) in results)
+            {
+                if (watcher.Group != WatcherGroup.Unsynced || watcher.MinRevision != start)
+                {
+                    continue;
+                }
+
+                if (compacted)
+                {
+                    var stream = watcher.Stream;
+                    Remove(watcher);
+                    stream.QueueControl(
+                        new WatchResponse { WatchId = watcher.Id, CompactRevision = Math.Max(compactRevision, Store.CompactRevision), Canceled = true },
+                        Revision);
+                    continue;
+                }
+
+                var wanted = watcher.Filter(events!);
+                if (wanted.Count > 0)
+                {
+                    if (!watcher.Stream.TryQueueEvents(watcher, next - 1, wanted, Options.StreamBufferSize))
+                    {
+                        continue; // still full; try again next pass
+                    }
+
+                    watcher.ProgressDue = false;
+                }
+
+                watcher.MinRevision = next;
+                if (next > Revision)
+                {
+                    _unsynced.Remove(watcher);
+                    AddSynced(watcher);
+                    if (watcher.Stream.DeferredProgress)
+                    {
+                        RequestProgress(watcher.Stream);
+                    }
+                }
+            }
+
+            return _unsynced.Count;
+        }
+    }
+
+    /// <summary>
+    /// Events for [start, toRevision], cut at a revision boundary when there are too many; returns them and the next
+    /// revision to read, or null events if the range was compacted meanwhile.
+    /// </summary>
+    private (IReadOnlyList<MvccEvent>? Events, long Next) ReadHistory(Watcher watcher, long start, long toRevision)
+    {
+        if (start > toRevision)
+        {
+            return ([], start);
+        }
+
+        IReadOnlyList<MvccEvent> events;
+        try
+        {
+            events = Store.ReadEvents(watcher.Key, watcher.StoreRangeEnd, start, toRevision, Options.MaxEventsPerSync);
+        }
+        catch (Exception ex) when (Store.CompactRevision > start)
+        {
+            Log.HistoryCompacted(_logger, watcher.Id, ex);
+            return (null, 0);
+        }
+
+        if (events.Count < Options.MaxEventsPerSync)
+        {
+            return (events, toRevision + 1);
+        }
+
+        // Truncated: keep whole revisions only, so no revision is split between two responses.
+        var last = events[^1].Kv.ModRevision;
+        var whole = events.TakeWhile(e => e.Kv.ModRevision < last).ToList();
+        if (whole.Count > 0)
+        {
+            return (whole, last);
+        }
+
+        // One revision alone exceeds the limit: read exactly that revision in full.
+        return (Store.ReadEvents(watcher.Key, watcher.StoreRangeEnd, start, last, int.MaxValue), last + 1);
+    }
+}

@@ -1,0 +1,29 @@
+namespace KvStore.Server.Watch;
+
+/// <summary>Watch settings. Defaults are etcd's.</summary>
+public sealed class WatchOptions
+{
+    /// <summary>
+    /// Event responses a stream may have queued but not yet written to the client. When a synced watcher's stream is
+    /// this far behind, the watcher drops to the unsynced group and is caught up from the store later (etcd: 128).
+    /// </summary>
+    public int StreamBufferSize { get; set; } = 128;
+
+    /// <summary>How often watchers with progress_notify get an empty response when idle (etcd: 10 minutes).</summary>
+    public TimeSpan ProgressNotifyInterval { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>How often the background loop catches unsynced watchers up from the store (etcd: 100 ms).</summary>
+    public TimeSpan SyncInterval { get; set; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>Unsynced watchers handled per catch-up pass (etcd: 512).</summary>
+    public int MaxWatchersPerSync { get; set; } = 512;
+
+    /// <summary>History events read per watcher per catch-up pass.</summary>
+    public int MaxEventsPerSync { get; set; } = 10_000;
+
+    /// <summary>Responses of fragmenting watchers are split when larger than this (etcd: --max-request-bytes).</summary>
+    public long MaxResponseBytes { get; set; } = 1_572_864;
+
+    /// <summary>A stream requiring a leader is cancelled after this long without one (etcd: 3 election timeouts).</summary>
+    public TimeSpan NoLeaderCancelAfter { get; set; } = TimeSpan.FromSeconds(3);
+}

@@ -1,0 +1,184 @@
+using System.Threading.Channels;
+using Etcdserverpb;
+using Google.Protobuf;
+using KvStore.Storage.Mvcc;
+
+namespace KvStore.Server.Watch;
+
+/// <summary>
+/// One client Watch stream: its watchers and the queue of responses waiting to be written. The apply thread and the
+/// sync loop only ever queue (never wait); <see cref="RunSendLoopAsync"/> is the single writer to the client.
+/// Responses are queued under the hub's lock, so their order is the order of revisions.
+/// </summary>
+public sealed class WatchSession : IDisposable
+{
+    private readonly WatchHub _hub;
+    private readonly Channel<StreamItem> _queue = Channel.CreateUnbounded<StreamItem>(
+        new UnboundedChannelOptions { SingleReader = true, SingleWriter = false });
+    private int _queuedEvents;
+    private int _disposed;
+
+    internal WatchSession(WatchHub hub)
+    {
+        _hub = hub;
+    }
+
+    /// <summary>Watchers by ID (hub lock).</summary>
+    internal Dictionary<long, Watcher> Watchers { get; } = [];
+
+    /// <summary>The next automatically assigned watch ID (hub lock).</summary>
+    internal long NextId { get; set; }
+
+    /// <summary>A progress request is waiting for every watcher of the stream to be synced (hub lock).</summary>
+    internal bool DeferredProgress { get; set; }
+
+    /// <summary>Event responses queued and not yet written.</summary>
+    internal int QueuedEvents => Volatile.Read(ref _queuedEvents);
+
+    /// <summary>Handles a WatchCreateRequest: queues the created (or refused) response, then the watcher's events.</summary>
+    public void Create(WatchCreateRequest request) => _hub.Create(this, request);
+
+    /// <summary>Handles a WatchCancelRequest: queues the cancelled response if the watcher existed.</summary>
+    public void Cancel(long watchId) => _hub.Cancel(this, watchId);
+
+    /// <summary>Handles a WatchProgressRequest (etcd 3.5 semantics: answered once every watcher is synced).</summary>
+    public void RequestProgress() => _hub.RequestProgress(this);
+
+    /// <summary>Queues an event response unless <paramref name="capacity"/> event responses are already waiting.</summary>
+    internal bool TryQueueEvents(Watcher watcher, long revision, IReadOnlyList<MvccEvent> events, int capacity)
+    {
+        if (Interlocked.Increment(ref _queuedEvents) > capacity)
+        {
+            Interlocked.Decrement(ref _queuedEvents);
+            return false;
+        }
+
+        if (!_queue.Writer.TryWrite(new EventsItem(watcher, revision, events, 0)))
+        {
+            Interlocked.Decrement(ref _queuedEvents);
+            return false;
+        }
+
+        return true;
+    }
+
+    /// <summary>Queues a control response (created, cancelled, compacted, progress); never refused while open.</summary>
+    internal void QueueControl(WatchResponse response, long revision) => _queue.Writer.TryWrite(new ControlItem(response, revision));
+
+    /// <summary>
+    /// Writes queued responses to the client until cancelled: fills headers, adds prev_kv (read at mod_revision - 1),
+    /// fragments large responses of fragmenting watchers, and sends periodic progress notifications.
+    /// </summary>
+    public async Task RunSendLoopAsync(Func<WatchResponse, Task> write, Func<long, ResponseHeader> header, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(write);
+        ArgumentNullException.ThrowIfNull(header);
+        using var progress = _hub.Time.CreateTimer(
+            static state => ((WatchSession)state!).ProgressTick(), this, _hub.Options.ProgressNotifyInterval, _hub.Options.ProgressNotifyInterval);
+        var reader = _queue.Reader;
+        while (await reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            while (reader.TryRead(out var item))
+            {
+                switch (item)
+                {
+                    case ControlItem control:
+                        control.Response.Header = header(control.Revision);
+                        await write(control.Response).ConfigureAwait(false);
+                        break;
+                    case EventsItem events:
+                        await WriteEventsAsync(events, write, header).ConfigureAwait(false);
+                        Interlocked.Decrement(ref _queuedEvents);
+                        if (_hub.HasDeferredProgress(this))
+                        {
+                            _hub.RequestProgress(this);
+                        }
+
+                        break;
+                }
+            }
+        }
+    }
+
+    /// <summary>Removes the stream's watchers from the hub.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            _hub.Close(this);
+            _queue.Writer.TryComplete();
+        }
+    }
+
+    internal void ProgressTick() => _hub.ProgressTick(this);
+
+    private async Task WriteEventsAsync(EventsItem item, Func<WatchResponse, Task> write, Func<long, ResponseHeader> header)
+    {
+        var watcher = item.Watcher;
+        var response = new WatchResponse { Header = header(item.Revision), WatchId = watcher.Id };
+        foreach (var e in item.Events)
+        {
+            var ev = new Mvccpb.Event
+            {
+                Type = e.Type == EventType.Put ? Mvccpb.Event.Types.EventType.Put : Mvccpb.Event.Types.EventType.Delete,
+                Kv = ToProto(e.Kv),
+            };
+            var isCreate = e.Type == EventType.Put && e.Kv.CreateRevision == e.Kv.ModRevision;
+            if (watcher.PrevKv && !isCreate)
+            {
+                var prev = _hub.Store.ReadAt(e.Kv.Key, e.Kv.ModRevision - 1);
+                if (prev is not null)
+                {
+                    ev.PrevKv = ToProto(prev);
+                }
+            }
+
+            response.Events.Add(ev);
+        }
+
+        if (!watcher.Fragment || response.Events.Count < 2 || response.CalculateSize() < _hub.Options.MaxResponseBytes)
+        {
+            await write(response).ConfigureAwait(false);
+            return;
+        }
+
+        // Split into responses below the limit (each with at least one event); all but the last carry fragment=true.
+        var all = response.Events.ToList();
+        var index = 0;
+        while (index < all.Count)
+        {
+            var part = new WatchResponse { Header = response.Header, WatchId = response.WatchId, Fragment = true };
+            part.Events.Add(all[index++]);
+            while (index < all.Count)
+            {
+                part.Events.Add(all[index]);
+                if (part.CalculateSize() >= _hub.Options.MaxResponseBytes)
+                {
+                    part.Events.RemoveAt(part.Events.Count - 1);
+                    break;
+                }
+
+                index++;
+            }
+
+            part.Fragment = index < all.Count;
+            await write(part).ConfigureAwait(false);
+        }
+    }
+
+    internal static Mvccpb.KeyValue ToProto(KeyValue kv) => new()
+    {
+        Key = UnsafeByteOperations.UnsafeWrap(kv.Key),
+        CreateRevision = kv.CreateRevision,
+        ModRevision = kv.ModRevision,
+        Version = kv.Version,
+        Value = UnsafeByteOperations.UnsafeWrap(kv.Value ?? []),
+        Lease = kv.Lease,
+    };
+
+    private abstract record StreamItem;
+
+    private sealed record EventsItem(Watcher Watcher, long Revision, IReadOnlyList<MvccEvent> Events, long CompactRevision) : StreamItem;
+
+    private sealed record ControlItem(WatchResponse Response, long Revision) : StreamItem;
+}
