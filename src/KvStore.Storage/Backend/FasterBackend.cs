@@ -1,0 +1,189 @@
+using System.Buffers;
+using FASTER.core;
+using Microsoft.Extensions.Logging;
+
+namespace KvStore.Storage.Backend;
+
+using Session = ClientSession<SpanByte, SpanByte, SpanByte, SpanByteAndMemory, Empty, SpanByteFunctions<Empty>>;
+
+/// <summary>
+/// FasterKV&lt;SpanByte, SpanByte&gt; behind a narrow byte-oriented surface. Sessions are not thread-safe:
+/// each caller owns one (the writer one, readers rent from a pool). Status is a value: NotFound is not an error.
+/// </summary>
+internal sealed unsafe class FasterBackend : IDisposable
+{
+    private readonly FasterKV<SpanByte, SpanByte> _kv;
+    private readonly IDevice _device;
+    private readonly string _checkpointDir;
+    private readonly SpanByteFunctions<Empty> _functions = new();
+
+    public FasterBackend(string dataDirectory, long indexBuckets, int memoryBits, int pageBits, int segmentBits, ILogger logger)
+    {
+        _checkpointDir = Path.Combine(dataDirectory, "checkpoints");
+        Directory.CreateDirectory(_checkpointDir);
+        _device = Devices.CreateLogDevice(Path.Combine(dataDirectory, "kv.log"), preallocateFile: false, deleteOnClose: false);
+        var settings = new FasterKVSettings<SpanByte, SpanByte>
+        {
+            IndexSize = indexBuckets * 64,
+            LogDevice = _device,
+            MemorySize = 1L << memoryBits,
+            PageSize = 1L << pageBits,
+            SegmentSize = 1L << segmentBits,
+            CheckpointDir = _checkpointDir,
+            RemoveOutdatedCheckpoints = true,
+            TryRecoverLatest = false,
+        };
+        _kv = new FasterKV<SpanByte, SpanByte>(settings);
+        RecoveredFromCheckpoint = TryRecover(logger);
+    }
+
+    public bool RecoveredFromCheckpoint { get; }
+
+    public string DataFilePrefix => Path.Combine(Path.GetDirectoryName(_checkpointDir)!, "kv.log");
+
+    public long LogBeginAddress => _kv.Log.BeginAddress;
+
+    public long LogTailAddress => _kv.Log.TailAddress;
+
+    public Session NewSession() => _kv.For(_functions).NewSession<SpanByteFunctions<Empty>>();
+
+    private bool TryRecover(ILogger logger)
+    {
+        var hasCheckpoint = Directory.Exists(Path.Combine(_checkpointDir, "cpr-checkpoints"))
+            && Directory.EnumerateFileSystemEntries(Path.Combine(_checkpointDir, "cpr-checkpoints")).Any();
+        if (!hasCheckpoint)
+        {
+            return false;
+        }
+
+        try
+        {
+            _kv.Recover();
+            logger.LogInformation("FasterKV recovered from checkpoint in {Dir}", _checkpointDir);
+            return true;
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            var files = string.Join(", ", Directory.EnumerateFiles(_checkpointDir, "*", SearchOption.AllDirectories));
+            throw new InvalidDataException(
+                $"FasterKV checkpoint in '{_checkpointDir}' is corrupt or unreadable ({ex.Message}); checkpoint files: {files}", ex);
+        }
+    }
+
+    public static bool TryRead(Session session, ReadOnlySpan<byte> key, out byte[] value)
+    {
+        fixed (byte* k = key)
+        {
+            var keySb = SpanByte.FromPointer(k, key.Length);
+            SpanByteAndMemory output = default;
+            var status = session.Read(ref keySb, ref output);
+            if (status.IsPending)
+            {
+                session.CompletePendingWithOutputs(out var outputs, wait: true);
+                using (outputs)
+                {
+                    while (outputs.Next())
+                    {
+                        status = outputs.Current.Status;
+                        output = outputs.Current.Output;
+                    }
+                }
+            }
+
+            if (!status.Found)
+            {
+                output.Memory?.Dispose();
+                value = [];
+                return false;
+            }
+
+            value = ToArray(ref output);
+            return true;
+        }
+    }
+
+    private static byte[] ToArray(ref SpanByteAndMemory output)
+    {
+        if (output.IsSpanByte)
+        {
+            return output.SpanByte.AsReadOnlySpan().ToArray();
+        }
+
+        using IMemoryOwner<byte> memory = output.Memory;
+        return memory.Memory.Span[..output.Length].ToArray();
+    }
+
+    public static void Upsert(Session session, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
+    {
+        fixed (byte* k = key)
+        fixed (byte* v = value)
+        {
+            var keySb = SpanByte.FromPointer(k, key.Length);
+            var valueSb = SpanByte.FromPointer(v, value.Length);
+            session.Upsert(ref keySb, ref valueSb);
+        }
+    }
+
+    public static void Delete(Session session, ReadOnlySpan<byte> key)
+    {
+        fixed (byte* k = key)
+        {
+            var keySb = SpanByte.FromPointer(k, key.Length);
+            var status = session.Delete(ref keySb);
+            if (status.IsPending)
+            {
+                session.CompletePending(wait: true);
+            }
+        }
+    }
+
+    /// <summary>Distinct keys of records in the log starting with prefix (live or not: callers re-read them).</summary>
+    public HashSet<byte[]> ScanKeys(byte prefix)
+    {
+        var keys = new HashSet<byte[]>(ByteArrayComparer.Instance);
+        using var iterator = _kv.Log.Scan(_kv.Log.BeginAddress, _kv.Log.TailAddress);
+        while (iterator.GetNext(out _))
+        {
+            ref var key = ref iterator.GetKey();
+            var span = key.AsReadOnlySpan();
+            if (span.Length > 0 && span[0] == prefix)
+            {
+                keys.Add(span.ToArray());
+            }
+        }
+
+        return keys;
+    }
+
+    /// <summary>A durable fold-over checkpoint of index and log.</summary>
+    public void Checkpoint()
+    {
+        var (success, _) = _kv.TakeFullCheckpointAsync(CheckpointType.FoldOver).AsTask().GetAwaiter().GetResult();
+        if (!success)
+        {
+            throw new IOException($"FasterKV checkpoint into '{_checkpointDir}' failed");
+        }
+    }
+
+    public void Dispose()
+    {
+        _kv.Dispose();
+        _device.Dispose();
+    }
+}
+
+internal sealed class ByteArrayComparer : IEqualityComparer<byte[]>, IComparer<byte[]>
+{
+    public static readonly ByteArrayComparer Instance = new();
+
+    public bool Equals(byte[]? x, byte[]? y) => x.AsSpan().SequenceEqual(y);
+
+    public int GetHashCode(byte[] obj)
+    {
+        var h = new HashCode();
+        h.AddBytes(obj);
+        return h.ToHashCode();
+    }
+
+    public int Compare(byte[]? x, byte[]? y) => x.AsSpan().SequenceCompareTo(y);
+}
