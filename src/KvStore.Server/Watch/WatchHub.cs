@@ -17,7 +17,7 @@ namespace KvStore.Server.Watch;
 /// </summary>
 public sealed partial class WatchHub : IWatchEventSink, IDisposable
 {
-    private const string DuplicateIdReason = "mvcc: duplicate watch ID provided on the WatchSession";
+    private const string DuplicateIdReason = "mvcc: duplicate watch ID provided on the WatchStream";
     private const string EmptyRangeReason = "mvcc: watcher range is empty";
 
     private readonly Lock _lock = new();

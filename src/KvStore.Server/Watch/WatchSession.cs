@@ -75,29 +75,38 @@ public sealed class WatchSession : IDisposable
         ArgumentNullException.ThrowIfNull(header);
         using var progress = _hub.Time.CreateTimer(
             static state => ((WatchSession)state!).ProgressTick(), this, _hub.Options.ProgressNotifyInterval, _hub.Options.ProgressNotifyInterval);
-        var reader = _queue.Reader;
-        while (await reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
+        while (await _queue.Reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            while (reader.TryRead(out var item))
-            {
-                switch (item)
-                {
-                    case ControlItem control:
-                        control.Response.Header = header(control.Revision);
-                        await write(control.Response).ConfigureAwait(false);
-                        break;
-                    case EventsItem events:
-                        await WriteEventsAsync(events, write, header).ConfigureAwait(false);
-                        Interlocked.Decrement(ref _queuedEvents);
-                        if (_hub.HasDeferredProgress(this))
-                        {
-                            _hub.RequestProgress(this);
-                        }
+            await DrainAsync(write, header).ConfigureAwait(false);
+        }
+    }
 
-                        break;
-                }
+    /// <summary>Writes every response queued so far; returns how many queue items were handled.</summary>
+    internal async Task<int> DrainAsync(Func<WatchResponse, Task> write, Func<long, ResponseHeader> header)
+    {
+        var handled = 0;
+        while (_queue.Reader.TryRead(out var item))
+        {
+            handled++;
+            switch (item)
+            {
+                case ControlItem control:
+                    control.Response.Header = header(control.Revision);
+                    await write(control.Response).ConfigureAwait(false);
+                    break;
+                case EventsItem events:
+                    await WriteEventsAsync(events, write, header).ConfigureAwait(false);
+                    Interlocked.Decrement(ref _queuedEvents);
+                    if (_hub.HasDeferredProgress(this))
+                    {
+                        _hub.RequestProgress(this);
+                    }
+
+                    break;
             }
         }
+
+        return handled;
     }
 
     /// <summary>Removes the stream's watchers from the hub.</summary>
