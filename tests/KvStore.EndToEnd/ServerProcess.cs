@@ -235,6 +235,24 @@ public sealed class ServerProcess : IDisposable
         _process = null;
     }
 
+    /// <summary>SIGTERM, by PID, the process started here; returns its exit code once it has stopped.</summary>
+    public async Task<int> TerminateAsync(TimeSpan timeout)
+    {
+        var p = _process ?? throw new InvalidOperationException("not started");
+        AddLog($"### SIGTERM pid {p.Id}");
+        var kill = await Tools.RunAsync(Tools.Require("kill", "procps"), ["-TERM", p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        if (kill.ExitCode != 0)
+        {
+            throw new InvalidOperationException(kill.ToString());
+        }
+
+        var code = await WaitExitAsync(timeout);
+        p.WaitForExit();
+        p.Dispose();
+        _process = null;
+        return code;
+    }
+
     /// <summary>Everything the process printed so far, each start separated by a "### start" line.</summary>
     public string LogText()
     {
