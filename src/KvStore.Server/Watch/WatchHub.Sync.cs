@@ -70,9 +70,10 @@ public sealed partial class WatchHub
                 {
                     var stream = watcher.Stream;
                     Remove(watcher);
+                    // etcd sends this response with no revision in its header (revision 0).
                     stream.QueueControl(
                         new WatchResponse { WatchId = watcher.Id, CompactRevision = Math.Max(compactRevision, Store.CompactRevision), Canceled = true },
-                        Revision);
+                        0);
                     continue;
                 }
 
