@@ -211,7 +211,7 @@ public sealed partial class RaftNode
         _randomizedElectionTimeout = _config.ElectionTick + _random.NextBelow(_config.ElectionTick);
         _leadTransferee = 0;
         _tracker.ResetVotes();
-        _tracker.ResetProgress(_log.LastIndex(), Id);
+        _tracker.ResetProgress(_log.LastIndex(), _log.LastStableIndex(), Id);
         _pendingConfIndex = 0;
         _readOnly.Clear();
         _pendingReadIndex.Clear();

@@ -8,16 +8,17 @@ public sealed partial class RaftNode
 {
     private void LeaderReadIndex(Message m)
     {
-        if (_tracker.Voters.Count == 1 && _tracker.IsVoter(Id))
+        if (!CommittedInCurrentTerm())
         {
-            ReleaseRead(_log.Committed, m);
+            // Until an entry of our term is committed, our commit index may lag the true one (§6.4 step 1),
+            // even as a single voter: a previous incarnation may have committed more than it persisted as commit.
+            _pendingReadIndex.Add(m);
             return;
         }
 
-        if (!CommittedInCurrentTerm())
+        if (_tracker.Voters.Count == 1 && _tracker.IsVoter(Id))
         {
-            // Until an entry of our term is committed, our commit index may lag the true one (§6.4 step 1).
-            _pendingReadIndex.Add(m);
+            ReleaseRead(_log.Committed, m);
             return;
         }
 

@@ -90,6 +90,8 @@ public sealed partial class RaftNode
             _log.StableTo(last.Index, last.Term);
         }
 
+        AckOwnStableEntries();
+
         foreach (var e in ready.CommittedEntries)
         {
             if (e.Type == EntryType.ConfChange && e.Index > _log.Applied)

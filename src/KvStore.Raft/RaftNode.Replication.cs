@@ -264,13 +264,24 @@ public sealed partial class RaftNode
             stamped.Add(new Entry { Index = li + 1 + (ulong)i, Term = _term, Type = entries[i].Type, Data = entries[i].Data });
         }
 
-        li = _log.Append(stamped);
-        if (_tracker.Progress.TryGetValue(Id, out var self))
+        _log.Append(stamped);
+
+        // The leader counts its own copy only once it is persisted (see AckOwnStableEntries): an entry that is only
+        // in memory here must not be committed, even when this member alone is a quorum.
+    }
+
+    /// <summary>Called from Advance: what the caller persisted now counts as stored by this member.</summary>
+    private void AckOwnStableEntries()
+    {
+        if (_role != RaftRole.Leader || !_tracker.Progress.TryGetValue(Id, out var self))
         {
-            self.MaybeUpdate(li);
+            return;
         }
 
-        MaybeCommit();
+        if (self.MaybeUpdate(_log.LastStableIndex()) && MaybeCommit())
+        {
+            BcastAppend();
+        }
     }
 
     /// <summary>Advances the commit index to what a majority of voters stores, counting only our term's entries.</summary>

@@ -36,6 +36,12 @@ internal sealed class RaftLog
 
     public ulong LastTerm() => TermOrZero(LastIndex());
 
+    /// <summary>
+    /// The last index known durable and still part of this log: what the member itself may count as stored.
+    /// Stored entries past the first unstable one are about to be replaced, so they do not count.
+    /// </summary>
+    public ulong LastStableIndex() => _unstable.Snapshot is not null ? 0 : Math.Min(_storage.LastIndex(), _unstable.Offset - 1);
+
     public StorageStatus Term(ulong i, out ulong term)
     {
         term = 0;

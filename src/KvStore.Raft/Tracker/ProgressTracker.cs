@@ -39,15 +39,15 @@ internal sealed class ProgressTracker(int maxInflight)
         }
     }
 
-    /// <summary>A new term: forget what was known about every follower; the leader itself has everything.</summary>
-    public void ResetProgress(ulong lastIndex, ulong self)
+    /// <summary>A new term: forget what was known about every follower; the leader itself has what it persisted.</summary>
+    public void ResetProgress(ulong lastIndex, ulong selfStableIndex, ulong self)
     {
         foreach (var id in Progress.Keys.ToList())
         {
             var pr = new Progress(lastIndex + 1, MaxInflight, Progress[id].IsLearner);
             if (id == self)
             {
-                pr.Match = lastIndex;
+                pr.Match = selfStableIndex;
                 pr.RecentActive = true;
             }
 

@@ -17,7 +17,7 @@ internal sealed record SeedResult(ulong Seed, int Size, IReadOnlyList<string> Vi
 /// </summary>
 internal sealed class RandomScheduler
 {
-    public const int ChaosSteps = 600;
+    public const int ChaosSteps = 800;
     public const int LivenessTickBound = 40;
 
     private readonly ulong _seed;
@@ -74,80 +74,89 @@ internal sealed class RandomScheduler
 
     private void ChaosStep(int step)
     {
-        var roll = _rnd.Next(100);
+        var roll = _rnd.Next(1000);
         var up = _cluster.Up.Select(m => m.Id).ToList();
         switch (roll)
         {
-            case < 12:
+            case < 150:
                 _cluster.TickAll();
                 break;
-            case < 52:
+            case < 560:
                 // Deliver a few messages in random order (reordering); occasionally duplicate one.
-                for (var n = 1 + _rnd.Next(6); n > 0 && _cluster.InFlight.Count > 0; n--)
+                for (var n = 1 + _rnd.Next(Math.Max(6, _cluster.InFlight.Count / 2)); n > 0 && _cluster.InFlight.Count > 0; n--)
                 {
                     var i = _rnd.Next(_cluster.InFlight.Count);
                     _cluster.Deliver(i, duplicate: _rnd.Chance(3));
                 }
 
                 break;
-            case < 55:
+            case < 580:
                 for (var n = 1 + _rnd.Next(3); n > 0 && _cluster.InFlight.Count > 0; n--)
                 {
                     _cluster.Drop(_rnd.Next(_cluster.InFlight.Count));
                 }
 
                 break;
-            case < 80:
-                if (up.Count > 0)
+            case < 830:
+                if (up.Count > 0 && _rnd.Chance(60))
+                {
+                    // Most members get their Ready handled; the order varies.
+                    foreach (var id in up.OrderBy(_ => _rnd.Next(1000)).Where(_ => _rnd.Chance(80)))
+                    {
+                        _cluster.ProcessReady(id, crashAfterPersist: _rnd.Chance(1));
+                    }
+                }
+                else if (up.Count > 0)
                 {
                     _cluster.ProcessReady(_rnd.Pick(up), crashAfterPersist: _rnd.Chance(1));
                 }
 
                 break;
-            case < 87:
+            case < 910:
                 if (up.Count > 0)
                 {
                     _cluster.Propose(_rnd.Pick(up), out _);
                 }
 
                 break;
-            case < 89:
+            case < 930:
                 if (up.Count > 0)
                 {
                     _cluster.ReadIndex(_rnd.Pick(up));
                 }
 
                 break;
-            case < 91:
+            case < 950:
                 if (up.Count > 0)
                 {
                     _cluster.Compact(_rnd.Pick(up));
                 }
 
                 break;
-            case < 92:
+            case < 960:
                 Partition();
                 break;
-            case < 94:
+            case < 975:
                 _cluster.Heal();
                 break;
-            case < 95:
+            case < 982:
                 if (up.Count > 0)
                 {
                     _cluster.Crash(_rnd.Pick(up));
                 }
 
                 break;
-            case < 97:
+            case < 995:
                 var down = _cluster.Members.Values.Where(m => !m.IsUp).Select(m => m.Id).ToList();
                 if (down.Count > 0)
                 {
                     _cluster.Restart(_rnd.Pick(down));
                 }
+                else
+                {
+                    ConfChange(up);
+                }
 
-                break;
-            case < 99:
-                ConfChange(up);
                 break;
             default:
                 Transfer(up);

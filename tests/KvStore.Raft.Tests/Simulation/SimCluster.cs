@@ -61,6 +61,9 @@ internal sealed class SimCluster
 
     public SafetyChecker Checker { get; } = new();
 
+    /// <summary>Every read state released so far, by member.</summary>
+    public List<(ulong Member, ReadState State)> Reads { get; } = [];
+
     public RaftNode Node(ulong id) => Members[id].Node ?? throw new InvalidOperationException($"member {id} is down");
 
     public IEnumerable<SimMember> Up => Members.Values.Where(m => m.IsUp);
@@ -241,6 +244,7 @@ internal sealed class SimCluster
         foreach (var rs in rd.ReadStates)
         {
             Checker.ReadReleased(id, rs);
+            Reads.Add((id, rs));
         }
 
         if (_trace is not null && (rd.SoftState is not null || rd.CommittedEntries.Count > 0 || rd.Snapshot is not null))
@@ -394,9 +398,11 @@ internal sealed class SimCluster
         return r;
     }
 
-    public RequestResult ReadIndex(ulong via)
+    public RequestResult ReadIndex(ulong via) => ReadIndex(via, out _);
+
+    public RequestResult ReadIndex(ulong via, out byte[] ctx)
     {
-        var ctx = BitConverter.GetBytes(++_nextReadId);
+        ctx = BitConverter.GetBytes(++_nextReadId);
         var r = Node(via).ReadIndex(ctx);
         if (r is RequestResult.Accepted or RequestResult.Forwarded)
         {
