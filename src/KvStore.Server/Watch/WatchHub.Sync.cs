@@ -74,6 +74,11 @@ public sealed partial class WatchHub
                     stream.QueueControl(
                         new WatchResponse { WatchId = watcher.Id, CompactRevision = Math.Max(compactRevision, Store.CompactRevision), Canceled = true },
                         0);
+                    if (stream.DeferredProgress)
+                    {
+                        RequestProgress(stream);
+                    }
+
                     continue;
                 }
 

@@ -202,6 +202,10 @@ public sealed partial class WatchHub : IWatchEventSink, IDisposable
             {
                 Remove(watcher);
                 stream.QueueControl(new WatchResponse { WatchId = watchId, Canceled = true }, Revision);
+                if (stream.DeferredProgress)
+                {
+                    RequestProgress(stream); // the watcher that held it back may be gone
+                }
             }
         }
     }
@@ -221,14 +225,6 @@ public sealed partial class WatchHub : IWatchEventSink, IDisposable
 
             stream.DeferredProgress = false;
             stream.QueueControl(new WatchResponse { WatchId = -1 }, Revision);
-        }
-    }
-
-    internal bool HasDeferredProgress(WatchSession stream)
-    {
-        lock (_lock)
-        {
-            return stream.DeferredProgress;
         }
     }
 

@@ -97,11 +97,6 @@ public sealed class WatchSession : IDisposable
                 case EventsItem events:
                     await WriteEventsAsync(events, write, header).ConfigureAwait(false);
                     Interlocked.Decrement(ref _queuedEvents);
-                    if (_hub.HasDeferredProgress(this))
-                    {
-                        _hub.RequestProgress(this);
-                    }
-
                     break;
             }
         }

@@ -224,6 +224,19 @@ public sealed class WatchHubTests
     }
 
     [Fact]
+    public async Task A_deferred_progress_is_answered_when_the_unsynced_watcher_is_cancelled()
+    {
+        using var h = new WatchHarness();
+        h.Commit(Put("k", "1"));
+        using var c = h.Open();
+        c.Session.Create(Create("k", startRevision: 1));
+        c.Session.RequestProgress();
+        c.Session.Cancel(0);
+        (await c.DrainAsync()).Select(r => (r.WatchId, r.Created, r.Canceled)).Should().Equal(
+            (0L, true, false), (0L, false, true), (-1L, false, false));
+    }
+
+    [Fact]
     public async Task Progress_notify_ticks_reach_only_quiet_synced_watchers_that_asked_for_them()
     {
         using var h = new WatchHarness();
