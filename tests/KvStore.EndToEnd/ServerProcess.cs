@@ -16,11 +16,28 @@ public sealed class ServerProcess : IDisposable
     /// <summary>How long a start may take before the test fails.</summary>
     public static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
 
+    // Servers still running when the test host exits (a test aborted mid-way) are killed then, by PID.
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<int, Process> Running = new();
+
     private readonly object _logLock = new();
     private readonly List<string> _log = [];
     private readonly IReadOnlyList<string> _extraArgs;
     private Process? _process;
     private bool _ownsDataDir;
+
+    static ServerProcess() => AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+    {
+        foreach (var p in Running.Values)
+        {
+            try
+            {
+                p.Kill();
+            }
+            catch (InvalidOperationException)
+            {
+            }
+        }
+    };
 
     public ServerProcess(string? dataDir = null, IReadOnlyList<string>? extraArgs = null, string scheme = "http")
     {
@@ -151,6 +168,7 @@ public sealed class ServerProcess : IDisposable
         p.Start();
         p.BeginOutputReadLine();
         p.BeginErrorReadLine();
+        Running[p.Id] = p;
         _process = p;
     }
 
@@ -231,6 +249,7 @@ public sealed class ServerProcess : IDisposable
         }
 
         p.WaitForExit(); // drain output
+        Running.TryRemove(p.Id, out _);
         p.Dispose();
         _process = null;
     }
@@ -248,6 +267,7 @@ public sealed class ServerProcess : IDisposable
 
         var code = await WaitExitAsync(timeout);
         p.WaitForExit();
+        Running.TryRemove(p.Id, out _);
         p.Dispose();
         _process = null;
         return code;
