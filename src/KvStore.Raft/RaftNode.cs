@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using KvStore.Raft.Log;
 using KvStore.Raft.ReadIndex;
 using KvStore.Raft.Storage;
@@ -241,6 +242,8 @@ public sealed partial class RaftNode
     /// <summary>The leader's progress view (tests).</summary>
     internal string? ProgressOf(ulong id) => _tracker.Progress.TryGetValue(id, out var p) ? p.ToString() : null;
 
+    internal bool HasLogger => _logger is not null;
+
     internal ulong MatchOf(ulong id) => _tracker.Progress.TryGetValue(id, out var p) ? p.Match : 0;
 
     private static bool IsLocal(MessageType t) =>
@@ -283,7 +286,13 @@ public sealed partial class RaftNode
         _msgs.Add(m);
     }
 
-    private void LogInfo(string message) => _logger?.Info(message);
+    private void LogInfo([InterpolatedStringHandlerArgument("")] ref RaftLogHandler message)
+    {
+        if (_logger is not null)
+        {
+            _logger.Info(message.ToStringAndClear());
+        }
+    }
 
     private void Panic(string message)
     {
