@@ -1,0 +1,377 @@
+using System.Threading.Channels;
+using Grpc.Core;
+using Grpc.Net.Client;
+using KvStore.Raft;
+using KvStore.Raft.Wire;
+using Microsoft.Extensions.Logging;
+
+namespace KvStore.Server.Peer;
+
+/// <summary>
+/// Everything this member sends to one peer: a bounded queue of messages drained by one loop into one long-lived
+/// <c>RaftPeer.Stream</c> call (reconnecting with exponential backoff), and at most one snapshot transfer at a time on
+/// a connection of its own.
+/// </summary>
+internal sealed partial class PeerSender : IAsyncDisposable
+{
+    private readonly ulong _peerId;
+    private readonly PeerTransportOptions _options;
+    private readonly IPeerTransportHandler _handler;
+    private readonly ILogger _logger;
+    private readonly Channel<Message> _queue;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Lock _lock = new();
+    private readonly Task _loop;
+    private PeerEndpoint[] _endpoints;
+    private CancellationTokenSource? _connection;
+    private int _current;
+    private int _queueFull;
+    private int _snapshotBusy;
+    private Task _snapshotTask = Task.CompletedTask;
+    private long _activeSinceTicks;
+    private int _connections;
+    private long _dropped;
+    private TaskCompletionSource _connected = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public PeerSender(ulong peerId, IReadOnlyList<Uri> urls, PeerTransportOptions options, IPeerTransportHandler handler, ILogger logger)
+    {
+        _peerId = peerId;
+        _options = options;
+        _handler = handler;
+        _logger = logger;
+        _endpoints = CreateEndpoints(urls);
+        _queue = Channel.CreateBounded<Message>(new BoundedChannelOptions(options.QueueCapacity)
+        {
+            SingleReader = true,
+            FullMode = BoundedChannelFullMode.Wait,
+        });
+        _loop = Task.Run(RunAsync);
+    }
+
+    /// <summary>When the current stream was acknowledged by the peer; null while there is none.</summary>
+    public DateTimeOffset? ActiveSince
+    {
+        get
+        {
+            var ticks = Interlocked.Read(ref _activeSinceTicks);
+            return ticks == 0 ? null : new DateTimeOffset(ticks, TimeSpan.Zero);
+        }
+    }
+
+    /// <summary>How many streams the peer has acknowledged so far (test and diagnostics hook).</summary>
+    internal int Connections => Volatile.Read(ref _connections);
+
+    /// <summary>Messages dropped because the queue was full.</summary>
+    internal long Dropped => Interlocked.Read(ref _dropped);
+
+    /// <summary>Completes at the next acknowledged stream; read it before <see cref="Connections"/> to avoid missing one.</summary>
+    internal Task NextConnection => Volatile.Read(ref _connected).Task;
+
+    /// <summary>Queues a message; never blocks. False (and the peer reported unreachable) when the queue is full.</summary>
+    public bool Enqueue(Message message)
+    {
+        if (_queue.Writer.TryWrite(message))
+        {
+            Volatile.Write(ref _queueFull, 0);
+            return true;
+        }
+
+        Interlocked.Increment(ref _dropped);
+        if (Interlocked.Exchange(ref _queueFull, 1) == 0)
+        {
+            Log.QueueFull(_logger, _peerId, _options.QueueCapacity);
+        }
+
+        _handler.ReportUnreachable(_peerId);
+        return false;
+    }
+
+    /// <summary>Replaces the peer's URLs and restarts its stream on them.</summary>
+    public void UpdateUrls(IReadOnlyList<Uri> urls)
+    {
+        PeerEndpoint[] old;
+        lock (_lock)
+        {
+            old = _endpoints;
+            _endpoints = CreateEndpoints(urls);
+            _current = 0;
+            _connection?.Cancel();
+        }
+
+        foreach (var endpoint in old)
+        {
+            endpoint.Dispose();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        _queue.Writer.TryComplete();
+        try
+        {
+            await _loop;
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        try
+        {
+            await Volatile.Read(ref _snapshotTask);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        lock (_lock)
+        {
+            foreach (var endpoint in _endpoints)
+            {
+                endpoint.Dispose();
+            }
+        }
+
+        _stop.Dispose();
+    }
+
+    private static PeerEndpoint[] CreateEndpoints(IReadOnlyList<Uri> urls) => [.. urls.Select(url => new PeerEndpoint(url))];
+
+    private PeerEndpoint CurrentEndpoint()
+    {
+        lock (_lock)
+        {
+            return _endpoints[_current % _endpoints.Length];
+        }
+    }
+
+    private async Task RunAsync()
+    {
+        var backoff = _options.MinBackoff;
+        string? lastRefusal = null;
+        while (!_stop.IsCancellationRequested)
+        {
+            PeerEndpoint endpoint;
+            CancellationTokenSource connection;
+            lock (_lock)
+            {
+                endpoint = _endpoints[_current % _endpoints.Length];
+                connection = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+                _connection = connection;
+            }
+
+            var acknowledged = false;
+            try
+            {
+                await StreamAsync(endpoint, () =>
+                {
+                    acknowledged = true;
+                    backoff = _options.MinBackoff;
+                    lastRefusal = null;
+                }, connection.Token);
+            }
+            catch (Exception e) when (!_stop.IsCancellationRequested)
+            {
+                if (acknowledged)
+                {
+                    Interlocked.Exchange(ref _activeSinceTicks, 0);
+                    Log.PeerInactive(_logger, _peerId, endpoint.Url, e);
+                }
+                else if (e is PeerRefusedException or RpcException { StatusCode: StatusCode.FailedPrecondition })
+                {
+                    var reason = e is RpcException rpc ? rpc.Status.Detail : e.Message;
+                    if (reason != lastRefusal)
+                    {
+                        Log.RefusedByPeer(_logger, _peerId, endpoint.Url, reason);
+                        lastRefusal = reason;
+                    }
+
+                    backoff = _options.MaxBackoff;
+                }
+                else
+                {
+                    Log.ConnectFailed(_logger, _peerId, endpoint.Url, backoff, e);
+                }
+
+                _handler.ReportUnreachable(_peerId);
+                lock (_lock)
+                {
+                    // Try the peer's next URL unless the URLs were just replaced (then start from the first).
+                    if (ReferenceEquals(_connection, connection) && !acknowledged)
+                    {
+                        _current++;
+                    }
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+            finally
+            {
+                lock (_lock)
+                {
+                    if (ReferenceEquals(_connection, connection))
+                    {
+                        _connection = null;
+                    }
+                }
+
+                connection.Dispose();
+            }
+
+            try
+            {
+                await Task.Delay(backoff, _stop.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+
+            backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, _options.MaxBackoff.Ticks));
+        }
+
+        Interlocked.Exchange(ref _activeSinceTicks, 0);
+    }
+
+    private async Task StreamAsync(PeerEndpoint endpoint, Action onAcknowledged, CancellationToken cancellationToken)
+    {
+        var client = new RaftPeer.RaftPeerClient(endpoint.Messages(_options));
+        var headers = PeerHeaders.Create(_options.ClusterId, _options.LocalMemberId, _peerId);
+        using var call = client.Stream(new CallOptions(headers: headers, cancellationToken: cancellationToken));
+
+        using (var handshake = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+        {
+            handshake.CancelAfter(_options.DialTimeout);
+            if (!await call.ResponseStream.MoveNext(handshake.Token))
+            {
+                throw new IOException("the peer closed the stream without acknowledging it");
+            }
+        }
+
+        var ack = call.ResponseStream.Current;
+        if (ack.ClusterId != _options.ClusterId || ack.MemberId != _peerId)
+        {
+            throw new PeerRefusedException(
+                $"the member at {endpoint.Url} is member {PeerHeaders.Format(ack.MemberId)} of cluster {PeerHeaders.Format(ack.ClusterId)}; " +
+                $"expected member {PeerHeaders.Format(_peerId)} of cluster {PeerHeaders.Format(_options.ClusterId)}");
+        }
+
+        onAcknowledged();
+        Interlocked.Exchange(ref _activeSinceTicks, DateTimeOffset.UtcNow.UtcTicks);
+        Interlocked.Increment(ref _connections);
+        Interlocked.Exchange(ref _connected, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+        Log.PeerActive(_logger, _peerId, endpoint.Url);
+
+        // The peer sends nothing more: the response stream ending (or failing) is how a dead stream shows up
+        // even while there is nothing to write.
+        using var broken = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var watch = WatchAsync(call.ResponseStream, broken);
+        try
+        {
+            await PumpAsync(call.RequestStream, broken.Token);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && broken.IsCancellationRequested)
+        {
+            // Fall through: the watcher says why.
+        }
+        finally
+        {
+            await broken.CancelAsync();
+        }
+
+        var failure = await watch;
+        throw failure ?? new IOException("the peer ended the stream");
+    }
+
+    private static async Task<Exception?> WatchAsync(IAsyncStreamReader<PeerAck> responses, CancellationTokenSource broken)
+    {
+        try
+        {
+            while (await responses.MoveNext(broken.Token))
+            {
+            }
+
+            return null;
+        }
+        catch (Exception e)
+        {
+            return e;
+        }
+        finally
+        {
+            await broken.CancelAsync();
+        }
+    }
+
+    private async Task PumpAsync(IClientStreamWriter<RaftEnvelope> requests, CancellationToken cancellationToken)
+    {
+        var reader = _queue.Reader;
+        while (await reader.WaitToReadAsync(cancellationToken))
+        {
+            var envelope = new RaftEnvelope();
+            var size = 0;
+            while (reader.TryPeek(out var message))
+            {
+                var wire = MessageCodec.ToWire(message);
+                var bytes = wire.CalculateSize() + 6;
+                if (bytes > _options.MaxMessageBytes)
+                {
+                    reader.TryRead(out _);
+                    Log.MessageTooLarge(_logger, message.Type, _peerId, bytes, _options.MaxMessageBytes);
+                    continue;
+                }
+
+                if (envelope.Messages.Count > 0 && size + bytes > _options.MaxMessageBytes)
+                {
+                    break;
+                }
+
+                reader.TryRead(out _);
+                envelope.Messages.Add(wire);
+                size += bytes;
+            }
+
+            if (envelope.Messages.Count > 0)
+            {
+                await requests.WriteAsync(envelope, cancellationToken);
+            }
+        }
+    }
+
+    /// <summary>One URL of the peer with its two channels (messages and snapshots use separate HTTP/2 connections so a
+    /// snapshot never holds back heartbeats on the connection's flow-control window).</summary>
+    private sealed class PeerEndpoint(Uri url) : IDisposable
+    {
+        private readonly Lock _lock = new();
+        private GrpcChannel? _messages;
+        private GrpcChannel? _snapshots;
+        private bool _disposed;
+
+        public Uri Url { get; } = url;
+
+        public GrpcChannel Messages(PeerTransportOptions options) => Get(ref _messages, options);
+
+        public GrpcChannel Snapshots(PeerTransportOptions options) => Get(ref _snapshots, options);
+
+        public void Dispose()
+        {
+            lock (_lock)
+            {
+                _disposed = true;
+                _messages?.Dispose();
+                _snapshots?.Dispose();
+            }
+        }
+
+        private GrpcChannel Get(ref GrpcChannel? channel, PeerTransportOptions options)
+        {
+            lock (_lock)
+            {
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                return channel ??= PeerChannelFactory.Create(Url, options);
+            }
+        }
+    }
+}
