@@ -16,10 +16,12 @@ internal sealed unsafe class FasterBackend : IDisposable
     private readonly IDevice _device;
     private readonly string _checkpointDir;
     private readonly SpanByteFunctions<Empty> _functions = new();
+    private readonly int _segmentBits;
 
     public FasterBackend(string dataDirectory, long indexBuckets, int memoryBits, int pageBits, int segmentBits, ILogger logger)
     {
         _checkpointDir = Path.Combine(dataDirectory, "checkpoints");
+        _segmentBits = segmentBits;
         Directory.CreateDirectory(_checkpointDir);
         _device = Devices.CreateLogDevice(Path.Combine(dataDirectory, "kv.log"), preallocateFile: false, deleteOnClose: false);
         var settings = new FasterKVSettings<SpanByte, SpanByte>
@@ -46,6 +48,44 @@ internal sealed unsafe class FasterBackend : IDisposable
     public long LogTailAddress => _kv.Log.TailAddress;
 
     public Session NewSession() => _kv.For(_functions).NewSession<SpanByteFunctions<Empty>>();
+
+    /// <summary>Makes every record below address read-only (flushed), so an upsert of such a key appends a new copy at the tail.</summary>
+    public void ShiftReadOnlyAddress(long address) => _kv.Log.ShiftReadOnlyAddress(address, wait: true);
+
+    /// <summary>
+    /// Moves the begin address (snapped down to a page start) in memory only: files stay until the next checkpoint,
+    /// which records the new begin address and only then lets FASTER delete the segments below it.
+    /// </summary>
+    public void ShiftBeginAddress(long address) => _kv.Log.ShiftBeginAddress(address, snapToPageStart: true, truncateLog: false);
+
+    /// <summary>
+    /// After a checkpoint FASTER deletes the segment files wholly below the begin address it recorded, in the background
+    /// (once the epoch allows). Waits until they are gone, or until the timeout; returns whether they are.
+    /// </summary>
+    public bool WaitForSegmentsBelowBeginDeleted(TimeSpan timeout)
+    {
+        var firstKept = _kv.Log.BeginAddress >> _segmentBits;
+        var deadline = DateTime.UtcNow + timeout;
+        using var session = NewSession();
+        while (true)
+        {
+            var remaining = Directory.EnumerateFiles(Path.GetDirectoryName(_checkpointDir)!, "kv.log.*")
+                .Any(f => long.TryParse(Path.GetExtension(f).AsSpan(1), out var n) && n < firstKept);
+            if (!remaining)
+            {
+                return true;
+            }
+
+            if (DateTime.UtcNow > deadline)
+            {
+                return false;
+            }
+
+            // Deferred epoch actions (the segment deletes) run when a thread refreshes its epoch.
+            session.Refresh();
+            Thread.Sleep(2);
+        }
+    }
 
     private bool TryRecover(ILogger logger)
     {

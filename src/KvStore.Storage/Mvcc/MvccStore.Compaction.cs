@@ -9,6 +9,7 @@ public sealed partial class MvccStore
     private readonly object _physicalGate = new();
     private Task _physical = Task.CompletedTask;
     private long _physicalScheduledRevision;
+    private readonly List<List<Revision>> _pendingDeletes = [];
 
     /// <summary>
     /// Compacts at revision (etcd rules): Error Compacted when revision &lt;= CompactRevision, FutureRevision when
@@ -31,13 +32,22 @@ public sealed partial class MvccStore
         }
 
         List<Revision> doomed = [];
-        MutateIndex(() =>
+        _txnGate.Wait();
+        try
         {
-            Volatile.Write(ref _compactRevision, revision);
-            doomed = CompactIndex(revision);
-        });
-        SaveState(ConsistentIndex);
-        SchedulePhysical(revision, doomed);
+            MutateIndex(() =>
+            {
+                Volatile.Write(ref _compactRevision, revision);
+                doomed = CompactIndex(revision);
+            });
+            SaveState(ConsistentIndex);
+            SchedulePhysical(revision, doomed);
+        }
+        finally
+        {
+            _txnGate.Release();
+        }
+
         _logger.LogInformation("Compacted at revision {Revision}: {Count} revisions to remove physically", revision, doomed.Count);
         return new CompactResult(MvccError.None, revision, current);
     }
@@ -96,6 +106,7 @@ public sealed partial class MvccStore
         var session = RentSession();
         Span<byte> rk = stackalloc byte[17];
         Span<byte> bolt = stackalloc byte[18];
+        _shiftLock.EnterReadLock();
         try
         {
             void Add(Revision rev, byte[] record, Span<byte> boltKey, ref Crc32C h)
@@ -142,6 +153,7 @@ public sealed partial class MvccStore
         }
         finally
         {
+            _shiftLock.ExitReadLock();
             _readerSessions.Add(session);
         }
 
@@ -185,9 +197,15 @@ public sealed partial class MvccStore
     {
         lock (_physicalGate)
         {
+            // Log compaction copies these too until they are deleted, so their delete (and live-bytes accounting) still finds them.
+            _pendingDeletes.Add(doomed);
             _physicalScheduledRevision = Math.Max(_physicalScheduledRevision, revision);
             _physical = _physical.ContinueWith(
-                _ => DeleteRevisions(doomed),
+                _ =>
+                {
+                    DeleteRevisions(doomed);
+                    MaybeCompactLog();
+                },
                 CancellationToken.None,
                 TaskContinuationOptions.None,
                 TaskScheduler.Default);
@@ -206,6 +224,20 @@ public sealed partial class MvccStore
                 FasterBackend.Delete(session, rk);
                 AddLiveBytes(-(record.Length + 17));
             }
+        }
+
+        lock (_physicalGate)
+        {
+            _pendingDeletes.Remove(doomed);
+        }
+    }
+
+    /// <summary>Revisions scheduled for physical deletion and not deleted yet. Caller holds the txn gate.</summary>
+    private List<Revision> PendingDeletes()
+    {
+        lock (_physicalGate)
+        {
+            return [.. _pendingDeletes.SelectMany(d => d)];
         }
     }
 

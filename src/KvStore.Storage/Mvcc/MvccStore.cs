@@ -31,6 +31,13 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
     private readonly ConcurrentBag<Session> _readerSessions = [];
     private readonly SortedSet<KeyIndex> _index = new(KeyIndexComparer.Instance);
     private readonly ReaderWriterLockSlim _lock = new(LockRecursionPolicy.NoRecursion);
+
+    // Held by the open write txn, Compact and checkpoints: maintenance (checkpoint, log compaction) runs between txns.
+    private readonly SemaphoreSlim _txnGate = new(1, 1);
+
+    // Readers hold it shared for a whole read; log compaction takes it exclusively only to move the begin address,
+    // so no read can follow a record address that a concurrent begin-address shift just cut off.
+    private readonly ReaderWriterLockSlim _shiftLock = new(LockRecursionPolicy.NoRecursion);
     private readonly Dictionary<string, Dictionary<byte[], byte[]>> _meta = new(StringComparer.Ordinal);
     private readonly byte[] _stateBuffer = new byte[28];
     private long _currentRevision;
@@ -47,6 +54,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
         Directory.CreateDirectory(_dataDirectory);
         _backend = new FasterBackend(_dataDirectory, options.IndexBuckets, options.MemorySizeBits, options.PageSizeBits, options.SegmentSizeBits, logger);
         _writerSession = _backend.NewSession();
+        _logCompactionMinBytes = options.LogCompactionMinBytes;
     }
 
     /// <summary>Opens the store: loads the last FasterKV checkpoint (data + consistent index + meta), rebuilds the key index.</summary>
@@ -95,12 +103,14 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
     public RangeResult Range(ReadOnlySpan<byte> key, ReadOnlySpan<byte> rangeEnd, RangeOptions options)
     {
         var session = RentSession();
+        _shiftLock.EnterReadLock();
         try
         {
             return RangeCore(session, key, rangeEnd, options, CurrentRevision);
         }
         finally
         {
+            _shiftLock.ExitReadLock();
             _readerSessions.Add(session);
         }
     }
@@ -117,6 +127,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
             throw new InvalidOperationException("a write txn is already open: the store has a single writer");
         }
 
+        _txnGate.Wait();
         var applied = index != 0 && index <= ConsistentIndex;
         _openTxn = new MvccWriteTxn(this, index, CurrentRevision + 1, applied);
         return _openTxn;
@@ -124,7 +135,8 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
 
     /// <summary>
     /// Durable FasterKV checkpoint (fold-over: the log is flushed and its metadata saved) holding data, meta
-    /// buckets and the state record (consistent index, revisions). Call between txns, from the writer.
+    /// buckets and the state record (consistent index, revisions). Call between txns, from the writer (another
+    /// thread's call waits for the open txn to close; from the server's maintenance path prefer <see cref="DefragmentAsync"/>).
     /// </summary>
     public void Checkpoint()
     {
@@ -134,7 +146,22 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
             throw new InvalidOperationException("Checkpoint must not run while a write txn is open");
         }
 
+        _txnGate.Wait();
+        try
+        {
+            CheckpointBetweenTxns();
+        }
+        finally
+        {
+            _txnGate.Release();
+        }
+    }
+
+    /// <summary>Checkpoint with the txn gate held; deletes log segments the checkpoint made obsolete.</summary>
+    private void CheckpointBetweenTxns()
+    {
         _backend.Checkpoint();
+
         _logger.LogInformation("Checkpoint taken at consistent index {Index}, revision {Revision}", ConsistentIndex, CurrentRevision);
     }
 
@@ -160,6 +187,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
         var events = new List<MvccEvent>();
         var session = RentSession();
         Span<byte> rk = stackalloc byte[17];
+        _shiftLock.EnterReadLock();
         try
         {
             for (var main = Math.Max(1, fromRevision); main <= to; main++)
@@ -197,6 +225,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
         }
         finally
         {
+            _shiftLock.ExitReadLock();
             _readerSessions.Add(session);
         }
 
@@ -239,6 +268,8 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
 
         _backend.Dispose();
         _lock.Dispose();
+        _shiftLock.Dispose();
+        _txnGate.Dispose();
     }
 
     internal Session WriterSession => _writerSession;
@@ -403,6 +434,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
         if (ReferenceEquals(_openTxn, txn))
         {
             _openTxn = null;
+            _txnGate.Release();
         }
     }
 

@@ -79,6 +79,15 @@ public sealed class MvccStoreOptions
     /// <summary>log2 of the FasterKV page size (default 4 MiB).</summary>
     public int PageSizeBits { get; init; } = 22;
 
-    /// <summary>log2 of the FasterKV segment file size (default 256 MiB).</summary>
-    public int SegmentSizeBits { get; init; } = 28;
+    /// <summary>
+    /// log2 of the FasterKV segment file size (default 16 MiB). Disk space comes back a whole segment at a time
+    /// (log compaction moves the begin address; segments wholly below it are deleted after the next checkpoint).
+    /// </summary>
+    public int SegmentSizeBits { get; init; } = 24;
+
+    /// <summary>
+    /// Background log compaction (after a physical compaction) runs once the estimated garbage in the FasterKV log
+    /// exceeds both this many bytes and the estimated live footprint (default 16 MiB). <see cref="MvccStore.DefragmentAsync"/> always runs it.
+    /// </summary>
+    public long LogCompactionMinBytes { get; init; } = 16L << 20;
 }

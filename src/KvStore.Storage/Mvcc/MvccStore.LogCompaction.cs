@@ -1,0 +1,203 @@
+using KvStore.Storage.Backend;
+using Microsoft.Extensions.Logging;
+
+namespace KvStore.Storage.Mvcc;
+
+/// <summary>
+/// Space reclamation: FasterKV's log is append-only, so deleted and superseded records stay in its segment files until
+/// the begin address moves past them. Log compaction copies every live record below a cut address to the tail, moves
+/// the begin address to the cut (in memory only), and takes a checkpoint; FASTER deletes the segment files below the
+/// begin address only after the checkpoint that records it is committed. A crash before that commit recovers the
+/// previous checkpoint, whose files were never touched; a crash after it recovers the new one, which holds the copies.
+/// </summary>
+public sealed partial class MvccStore
+{
+    private readonly long _logCompactionMinBytes;
+
+    // Log bytes per live byte measured right after the last log compaction (record headers, alignment, page slack).
+    private double _footprintRatio = 2.0;
+    private int _logCompactions;
+
+    /// <summary>How many log compactions ran (tests).</summary>
+    internal int LogCompactions => Volatile.Read(ref _logCompactions);
+
+    /// <summary>Tests: the two halves of a defragmentation, to take crash images in between.</summary>
+    internal void CompactLogForTest() => CompactLog();
+
+    internal void CheckpointAfterCompactionForTest()
+    {
+        CheckpointAfterCompaction();
+        _backend.WaitForSegmentsBelowBeginDeleted(TimeSpan.FromSeconds(10));
+    }
+
+    /// <summary>
+    /// Maintenance.Defragment: waits for pending physical compaction, compacts the FasterKV log up to its tail, takes a
+    /// checkpoint between write txns and deletes the segment files it made obsolete, so <see cref="DbSizeBytes"/> drops.
+    /// Safe to call from any thread while the applier runs (it waits for the open txn, then briefly blocks the next one).
+    /// </summary>
+    public Task DefragmentAsync()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        lock (_physicalGate)
+        {
+            var done = _physical.ContinueWith(
+                _ =>
+                {
+                    var before = DbSizeBytes;
+                    CompactLog();
+                    CheckpointAfterCompaction();
+                    if (!_backend.WaitForSegmentsBelowBeginDeleted(TimeSpan.FromSeconds(10)))
+                    {
+                        _logger.LogWarning("Defragment: segment files below the begin address are not deleted yet");
+                    }
+
+                    _logger.LogInformation("Defragmented: {Before} -> {After} bytes on disk", before, DbSizeBytes);
+                },
+                CancellationToken.None,
+                TaskContinuationOptions.None,
+                TaskScheduler.Default);
+            _physical = done.ContinueWith(_ => { }, TaskScheduler.Default);
+            return done;
+        }
+    }
+
+    /// <summary>After physical deletes: compacts the log when its estimated garbage is large enough.</summary>
+    private void MaybeCompactLog()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        var logBytes = _backend.LogTailAddress - _backend.LogBeginAddress;
+        var footprint = (long)(DbSizeInUseBytes * _footprintRatio);
+        var garbage = logBytes - footprint;
+        if (garbage < Math.Max(_logCompactionMinBytes, footprint))
+        {
+            return;
+        }
+
+        try
+        {
+            CompactLog();
+            CheckpointAfterCompaction();
+            _backend.WaitForSegmentsBelowBeginDeleted(TimeSpan.FromSeconds(10));
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // Nothing is lost: until a checkpoint records the new begin address no file is deleted. Retried next time.
+            _logger.LogWarning(ex, "background FasterKV log compaction failed");
+        }
+    }
+
+    private void CheckpointAfterCompaction()
+    {
+        _txnGate.Wait();
+        try
+        {
+            CheckpointBetweenTxns();
+        }
+        finally
+        {
+            _txnGate.Release();
+        }
+    }
+
+    /// <summary>
+    /// Copies every live record below the current tail (the cut) to the tail and moves the begin address to the cut.
+    /// Revision records are immutable and only deleted by physical compaction (which runs on the same background chain),
+    /// so they are copied while the writer runs; meta and state records are copied with the writer held off, and the
+    /// begin address moves with readers held off.
+    /// </summary>
+    private void CompactLog()
+    {
+        long cut;
+        List<Revision> live = [];
+        _txnGate.Wait();
+        try
+        {
+            // No txn is open: every revision record below the tail is in the key index (or is garbage).
+            cut = _backend.LogTailAddress;
+            _lock.EnterReadLock();
+            try
+            {
+                foreach (var ki in _index)
+                {
+                    live.AddRange(ki.AllRevisions());
+                }
+            }
+            finally
+            {
+                _lock.ExitReadLock();
+            }
+
+            live.AddRange(PendingDeletes());
+        }
+        finally
+        {
+            _txnGate.Release();
+        }
+
+        // Checkpoints and the begin-address shift both run with the txn gate held, so a checkpoint sees either the old
+        // begin address (and files that are still all there) or the new one together with every copy made before it.
+        var begin = _backend.LogBeginAddress;
+        // Everything below the cut becomes read-only, so an upsert of one of those keys appends a new record.
+        _backend.ShiftReadOnlyAddress(cut);
+        long copied = 0;
+        using var session = _backend.NewSession();
+        Span<byte> rk = stackalloc byte[17];
+        foreach (var rev in live)
+        {
+            WriteRevisionKey(rk, rev);
+            if (FasterBackend.TryRead(session, rk, out var record))
+            {
+                FasterBackend.Upsert(session, rk, record);
+                copied += record.Length + 17;
+            }
+        }
+
+        _txnGate.Wait();
+        try
+        {
+            if (FasterBackend.TryRead(session, [StatePrefix], out var state))
+            {
+                FasterBackend.Upsert(session, [StatePrefix], state);
+            }
+
+            lock (_meta)
+            {
+                foreach (var (bucket, items) in _meta)
+                {
+                    foreach (var (key, value) in items)
+                    {
+                        FasterBackend.Upsert(session, MetaKey(bucket, key), value);
+                    }
+                }
+            }
+
+            _shiftLock.EnterWriteLock();
+            try
+            {
+                _backend.ShiftBeginAddress(cut);
+            }
+            finally
+            {
+                _shiftLock.ExitWriteLock();
+            }
+        }
+        finally
+        {
+            _txnGate.Release();
+        }
+
+        var live2 = Math.Max(1, DbSizeInUseBytes);
+        _footprintRatio = Math.Max(1.0, (double)(_backend.LogTailAddress - _backend.LogBeginAddress) / live2);
+        Interlocked.Increment(ref _logCompactions);
+        _logger.LogInformation(
+            "FasterKV log compacted: begin address {Old} -> {New}, {Records} live revisions ({Bytes} bytes) copied forward",
+            begin,
+            _backend.LogBeginAddress,
+            live.Count,
+            copied);
+    }
+}
