@@ -203,8 +203,9 @@ internal sealed partial class PeerSender : IAsyncDisposable
                     }
                 }
             }
-            catch (OperationCanceledException)
+            catch (Exception) when (_stop.IsCancellationRequested)
             {
+                // Stopping: however the call ended (cancelled, reset), there is nothing to report.
                 break;
             }
             finally

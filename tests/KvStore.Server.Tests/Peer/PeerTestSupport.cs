@@ -52,7 +52,17 @@ internal sealed class RecordingHandler : IPeerTransportHandler
 
     public ValueTask DeliverAsync(Message message, CancellationToken cancellationToken) => Messages.Writer.WriteAsync(message, cancellationToken);
 
-    public ValueTask DeliverSnapshotAsync(ReceivedSnapshot snapshot, CancellationToken cancellationToken) => Snapshots.Writer.WriteAsync(snapshot, cancellationToken);
+    /// <summary>When set, a received snapshot is refused with this exception (after being recorded).</summary>
+    public Exception? RefuseSnapshots { get; set; }
+
+    public async ValueTask DeliverSnapshotAsync(ReceivedSnapshot snapshot, CancellationToken cancellationToken)
+    {
+        await Snapshots.Writer.WriteAsync(snapshot, cancellationToken);
+        if (RefuseSnapshots is { } refusal)
+        {
+            throw refusal;
+        }
+    }
 
     public void ReportUnreachable(ulong peerId) => Unreachable.Writer.TryWrite(peerId);
 

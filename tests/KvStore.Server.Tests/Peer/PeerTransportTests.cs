@@ -200,6 +200,38 @@ public sealed class PeerTransportTests : IDisposable
     }
 
     [Fact]
+    public async Task Updating_a_peers_urls_moves_its_stream_to_the_new_address()
+    {
+        await using var a = await PeerHost.StartAsync(1, _dir.Sub("a"));
+        await using var b = await PeerHost.StartAsync(2, _dir.Sub("b"));
+        await using var moved = await PeerHost.StartAsync(2, _dir.Sub("b2"));
+        Connect(a, b);
+        await Wait.ForConnections(a.Transport, 2, 1);
+
+        a.Transport.UpdatePeer(2, [moved.Url]).Should().BeTrue();
+        await Wait.ForConnections(a.Transport, 2, 2);
+        a.Transport.Send([Heartbeat(1, 2, 7)]);
+
+        (await Wait.For(moved.Handler.Messages.Reader.ReadAsync())).Index.Should().Be(7UL);
+        b.Handler.Messages.Reader.TryPeek(out _).Should().BeFalse();
+    }
+
+    [Fact]
+    public async Task A_snapshot_the_receiving_node_refuses_is_reported_failed_and_its_file_removed()
+    {
+        await using var a = await PeerHost.StartAsync(1, _dir.Sub("a"));
+        await using var b = await PeerHost.StartAsync(2, _dir.Sub("b"));
+        b.Handler.RefuseSnapshots = new InvalidOperationException("not now");
+        Connect(a, b);
+
+        a.Transport.Send([SnapMessage(1, 2, 40, new byte[100_000])]);
+
+        var received = await Wait.For(b.Handler.Snapshots.Reader.ReadAsync());
+        (await Wait.For(a.Handler.SnapshotReports.Reader.ReadAsync())).Should().Be((2UL, false));
+        File.Exists(received.FilePath).Should().BeFalse();
+    }
+
+    [Fact]
     public async Task A_peer_of_another_cluster_is_refused_and_both_sides_log_it()
     {
         await using var a = await PeerHost.StartAsync(1, _dir.Sub("a"), clusterId: 0xAAAA);
