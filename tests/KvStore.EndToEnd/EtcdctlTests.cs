@@ -152,14 +152,16 @@ public sealed class EtcdctlTests(ServerFixture fixture, ITestOutputHelper output
         var status = (await Ctl.JsonAsync("endpoint status")).EnumerateArray().Should().ContainSingle().Subject;
         status.GetProperty("Endpoint").GetString().Should().Be(Server.Endpoint);
         var s = status.GetProperty("Status");
-        var memberId = s.GetProperty("header").GetProperty("member_id").GetUInt64();
+        s.TryGetProperty("header", out var header).Should().BeTrue("status has a header: {0}", status);
+        var memberId = header.TryGetProperty("member_id", out var mid) ? mid.GetUInt64() : 0UL;
         memberId.Should().NotBe(0UL);
-        s.GetProperty("leader").GetUInt64().Should().Be(memberId, "a single member leads itself");
-        s.GetProperty("header").GetProperty("cluster_id").GetUInt64().Should().NotBe(0UL);
-        Revision(s).Should().BeGreaterThan(1);
-        s.GetProperty("raftIndex").GetInt64().Should().BeGreaterThan(0);
-        s.GetProperty("dbSize").GetInt64().Should().BeGreaterThan(0);
-        s.GetProperty("version").GetString().Should().MatchRegex(@"^3\.[4-9]\.\d+$");
+        (s.TryGetProperty("leader", out var leader) ? leader.GetUInt64() : 0UL).Should().Be(memberId, "a single member leads itself: {0}", status);
+        (header.TryGetProperty("cluster_id", out var cid) ? cid.GetUInt64() : 0UL).Should().NotBe(0UL, "{0}", status);
+        Num(header, "revision").Should().BeGreaterThan(1, "{0}", status);
+        Num(s, "raftIndex").Should().BeGreaterThan(0, "{0}", status);
+        Num(s, "raftTerm").Should().BeGreaterThan(0, "{0}", status);
+        Num(s, "dbSize").Should().BeGreaterThan(0, "{0}", status);
+        (s.TryGetProperty("version", out var version) ? version.GetString() : null).Should().MatchRegex(@"^3\.[4-9]\.\d+$", "{0}", status);
 
         var table = await Ctl.OkAsync("endpoint status");
         table.Should().StartWith(Server.Endpoint + ", ");
