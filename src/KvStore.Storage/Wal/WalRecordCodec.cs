@@ -9,17 +9,25 @@ namespace KvStore.Storage.Wal;
 /// kind 1 entry:     u64 index | u64 term | u8 type | data...
 /// kind 2 hardstate: u64 term  | u64 vote | u64 commit
 /// kind 3 snapshot:  u64 index | u64 term
+/// kind 4 snapshot v2: u64 index | u64 term | u8 flags (bit 0: replaces log) | u32 n | n x u64 voter | u32 m | m x u64 learner
 /// </code>
+/// Kind 4 is written only for markers that carry a membership or replace the log, so logs without them stay
+/// readable by older builds; every build reads kind 3.
 /// </summary>
 internal static class WalRecordCodec
 {
     public const byte KindEntry = 1;
     public const byte KindHardState = 2;
     public const byte KindSnapshot = 3;
+    public const byte KindSnapshotV2 = 4;
 
     public const int EntryHeaderSize = 4 + 1 + 8 + 8 + 1;
     public const int HardStateSize = 4 + 1 + 24;
     public const int SnapshotSize = 4 + 1 + 16;
+    public const int SnapshotV2MinSize = 4 + 1 + 16 + 1 + 4 + 4;
+
+    public static int SnapshotRecordSize(in WalSnapshotMarker marker) =>
+        marker.IsExtended ? SnapshotV2MinSize + (8 * (marker.Voters.Count + marker.Learners.Count)) : SnapshotSize;
 
     public static int EncodeEntry(in WalEntry entry, Span<byte> dest)
     {
@@ -42,10 +50,28 @@ internal static class WalRecordCodec
 
     public static int EncodeSnapshot(in WalSnapshotMarker marker, Span<byte> dest)
     {
-        dest[4] = KindSnapshot;
+        dest[4] = marker.IsExtended ? KindSnapshotV2 : KindSnapshot;
         BinaryPrimitives.WriteUInt64LittleEndian(dest[5..], marker.Index);
         BinaryPrimitives.WriteUInt64LittleEndian(dest[13..], marker.Term);
-        return Seal(dest[..SnapshotSize]);
+        if (!marker.IsExtended)
+        {
+            return Seal(dest[..SnapshotSize]);
+        }
+
+        dest[21] = marker.ReplacesLog ? (byte)1 : (byte)0;
+        var p = 22;
+        foreach (var list in (IReadOnlyList<ulong>[])[marker.Voters, marker.Learners])
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(dest[p..], (uint)list.Count);
+            p += 4;
+            foreach (var id in list)
+            {
+                BinaryPrimitives.WriteUInt64LittleEndian(dest[p..], id);
+                p += 8;
+            }
+        }
+
+        return Seal(dest[..p]);
     }
 
     private static int Seal(Span<byte> record)
@@ -72,8 +98,27 @@ internal static class WalRecordCodec
             KindEntry => record.Length >= EntryHeaderSize,
             KindHardState => record.Length == HardStateSize,
             KindSnapshot => record.Length == SnapshotSize,
+            KindSnapshotV2 => IsValidSnapshotV2(record),
             _ => false,
         };
+    }
+
+    private static bool IsValidSnapshotV2(ReadOnlySpan<byte> record)
+    {
+        if (record.Length < SnapshotV2MinSize || record[21] > 1)
+        {
+            return false;
+        }
+
+        var voters = (long)BinaryPrimitives.ReadUInt32LittleEndian(record[22..]);
+        var learnersAt = 26 + (8 * voters);
+        if (learnersAt + 4 > record.Length)
+        {
+            return false;
+        }
+
+        var learners = (long)BinaryPrimitives.ReadUInt32LittleEndian(record[(int)learnersAt..]);
+        return record.Length == learnersAt + 4 + (8 * learners);
     }
 
     public static WalEntry DecodeEntry(ReadOnlySpan<byte> record) => new(
@@ -87,7 +132,31 @@ internal static class WalRecordCodec
         BinaryPrimitives.ReadUInt64LittleEndian(record[13..]),
         BinaryPrimitives.ReadUInt64LittleEndian(record[21..]));
 
-    public static WalSnapshotMarker DecodeSnapshot(ReadOnlySpan<byte> record) => new(
-        BinaryPrimitives.ReadUInt64LittleEndian(record[5..]),
-        BinaryPrimitives.ReadUInt64LittleEndian(record[13..]));
+    /// <summary>Decodes kind 3 or kind 4 (checked by <see cref="IsValid"/>).</summary>
+    public static WalSnapshotMarker DecodeSnapshot(ReadOnlySpan<byte> record)
+    {
+        var marker = new WalSnapshotMarker(
+            BinaryPrimitives.ReadUInt64LittleEndian(record[5..]),
+            BinaryPrimitives.ReadUInt64LittleEndian(record[13..]));
+        if (record[4] != KindSnapshotV2)
+        {
+            return marker;
+        }
+
+        var p = 22;
+        var lists = new ulong[2][];
+        for (var l = 0; l < 2; l++)
+        {
+            var n = (int)BinaryPrimitives.ReadUInt32LittleEndian(record[p..]);
+            p += 4;
+            lists[l] = new ulong[n];
+            for (var i = 0; i < n; i++)
+            {
+                lists[l][i] = BinaryPrimitives.ReadUInt64LittleEndian(record[p..]);
+                p += 8;
+            }
+        }
+
+        return marker with { ReplacesLog = record[21] == 1, Voters = lists[0], Learners = lists[1] };
+    }
 }

@@ -100,9 +100,17 @@ public sealed partial class WriteAheadLog
                     _lastHardState = (addresses[i], hardState.Value);
                     break;
                 case WalRecordCodec.KindSnapshot:
+                case WalRecordCodec.KindSnapshotV2:
                     var marker = WalRecordCodec.DecodeSnapshot(record);
                     snapshot = marker;
                     _lastSnapshot = (addresses[i], marker);
+                    if (marker.ReplacesLog)
+                    {
+                        // An installed snapshot replaces the whole local log, including a suffix past its index.
+                        entries.Clear();
+                        break;
+                    }
+
                     var drop = 0;
                     while (drop < entries.Count && entries[drop].Index <= marker.Index)
                     {

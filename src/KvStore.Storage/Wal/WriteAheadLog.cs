@@ -111,7 +111,7 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
     {
         lock (_gate)
         {
-            var length = WalRecordCodec.EncodeSnapshot(marker, _buffer);
+            var length = WalRecordCodec.EncodeSnapshot(marker, BufferOf(WalRecordCodec.SnapshotRecordSize(marker)));
             var address = _log.Enqueue(_buffer.AsSpan(0, length));
             _lastSnapshot = (address, marker);
         }
@@ -197,8 +197,11 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
 
             if (_lastSnapshot is { } snap && snap.Address < until)
             {
-                var length = WalRecordCodec.EncodeSnapshot(snap.Marker, _buffer);
-                _lastSnapshot = (_log.Enqueue(_buffer.AsSpan(0, length)), snap.Marker);
+                // Re-appended after records that stay: it must not discard them, whatever the original did (everything
+                // before the original marker is cut anyway).
+                var marker = snap.Marker with { ReplacesLog = false };
+                var length = WalRecordCodec.EncodeSnapshot(marker, BufferOf(WalRecordCodec.SnapshotRecordSize(marker)));
+                _lastSnapshot = (_log.Enqueue(_buffer.AsSpan(0, length)), marker);
             }
 
             if (_lastHardState is { } hs && hs.Address < until)

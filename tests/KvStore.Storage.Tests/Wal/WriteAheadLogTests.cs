@@ -199,6 +199,60 @@ public sealed class WriteAheadLogTests : IDisposable
         replay.Snapshot.Should().Be(new WalSnapshotMarker(4, 2));
     }
 
+    [Fact]
+    public async Task Snapshot_marker_v2_carries_membership_and_old_markers_still_read()
+    {
+        var withConf = new WalSnapshotMarker(3, 2) { Voters = [1, 2, 3], Learners = [9] };
+        await WriteAsync(Entry(1, 1, "a"), new WalSnapshotMarker(1, 1), Entry(2, 1, "b"), Entry(3, 2, "c"), withConf, Entry(4, 2, "d"));
+        var replay = Reopen();
+        replay.Snapshot.Should().Be(withConf);
+        replay.Snapshot!.Value.Voters.Should().Equal(1UL, 2UL, 3UL);
+        replay.Snapshot!.Value.Learners.Should().Equal(9UL);
+        Describe(replay).Should().Equal("4/2:d");
+
+        // A marker without membership is still written in the original 21-byte kind-3 format.
+        var bytes = File.ReadAllBytes(SegmentFile());
+        WalRecordCodec.SnapshotRecordSize(new WalSnapshotMarker(1, 1)).Should().Be(21);
+        WalRecordCodec.SnapshotRecordSize(withConf).Should().Be(21 + 1 + 4 + 24 + 4 + 8);
+        bytes.Length.Should().BeGreaterThan(0);
+    }
+
+    [Fact]
+    public async Task Replacing_marker_drops_the_whole_earlier_log_and_release_keeps_later_entries()
+    {
+        var install = new WalSnapshotMarker(5, 3) { Voters = [1], ReplacesLog = true };
+        await using (var wal = WriteAheadLog.Open(WalDir, NullLogger.Instance))
+        {
+            // An old local log shorter than the snapshot (a conflicting suffix past it is covered in RaftLogStoreTests).
+            for (ulong i = 1; i <= 3; i++)
+            {
+                wal.Append(Entry(i, 1, $"old{i}"));
+            }
+
+            wal.Append(new WalSnapshotMarker(2, 1));
+            wal.Append(install);
+            wal.Append(Entry(6, 3, "new6"));
+            await wal.SyncAsync();
+        }
+
+        Describe(Reopen()).Should().Equal("6/3:new6");
+        Reopen().Snapshot.Should().Be(install);
+
+        await using (var wal = WriteAheadLog.Open(WalDir, NullLogger.Instance))
+        {
+            // The first entry >= 6 is new6, after the marker: the marker is cut, re-appended after new6 and must not drop it.
+            wal.ReleaseBefore(6);
+            wal.Append(Entry(7, 3, "new7"));
+            await wal.SyncAsync();
+        }
+
+        var replay = Reopen();
+        Describe(replay).Should().Equal("6/3:new6", "7/3:new7");
+        replay.Snapshot!.Value.Index.Should().Be(5);
+        replay.Snapshot!.Value.Voters.Should().Equal(1UL);
+        replay.Snapshot!.Value.ReplacesLog.Should().BeFalse();
+    }
+
     private string SegmentFile() => Path.Combine(WalDir, "wal.log.0");
 
     private void FlipByte(long offset)
