@@ -183,6 +183,30 @@ public sealed class EtcdctlTests(ServerFixture fixture, ITestOutputHelper output
     }
 
     [Fact]
+    public async Task Lease_grant_put_timetolive_and_revoke()
+    {
+        var granted = await Ctl.OkAsync("lease grant 600");
+        var m = System.Text.RegularExpressions.Regex.Match(granted, "^lease ([0-9a-f]+) granted with TTL\\(600s\\)\n$");
+        m.Success.Should().BeTrue("etcdctl prints the lease: {0}", granted);
+        var id = m.Groups[1].Value;
+
+        (await Ctl.OkAsync($"put {Prefix}leased v --lease={id}")).Should().Be("OK\n");
+        var kv = Kvs(await Ctl.JsonAsync($"get {Prefix}leased")).Single();
+        Num(kv, "lease").Should().Be(Convert.ToInt64(id, 16));
+
+        (await Ctl.OkAsync($"lease timetolive {id} --keys")).Should().MatchRegex(
+            $"^lease {id} granted with TTL\\(600s\\), remaining\\(([1-5][0-9][0-9]|600)s\\), attached keys\\(\\[{System.Text.RegularExpressions.Regex.Escape(Prefix)}leased\\]\\)\n$");
+        (await Ctl.OkAsync("lease list")).Should().Contain(id);
+
+        (await Ctl.OkAsync($"lease revoke {id}")).Should().Be($"lease {id} revoked\n");
+        (await Ctl.OkAsync($"get {Prefix}leased")).Should().BeEmpty("revoking a lease deletes its keys");
+
+        var gone = await Ctl.RunAsync($"put {Prefix}again v --lease={id}");
+        gone.ExitCode.Should().NotBe(0);
+        gone.Stderr.Should().Contain("Error: etcdserver: requested lease not found");
+    }
+
+    [Fact]
     public async Task Http_health_and_version_answer_like_etcd()
     {
         using var http = Tools.HttpClient(null);
