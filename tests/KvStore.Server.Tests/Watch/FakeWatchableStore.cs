@@ -11,12 +11,11 @@ public sealed class FakeWatchableStore : IWatchableStore
 {
     private readonly List<MvccEvent> _history = [];
     private readonly Dictionary<string, KeyValue> _live = [];
+    private readonly Lock _lock = new();
 
     public long CurrentRevision { get; private set; }
 
     public long CompactRevision { get; private set; }
-
-    public int ReadEventsCalls { get; private set; }
 
     public static (string Key, string? Value) Put(string key, string value) => (key, value);
 
@@ -24,6 +23,14 @@ public sealed class FakeWatchableStore : IWatchableStore
 
     /// <summary>Applies one write txn (value null = delete) and returns its events; does not notify.</summary>
     public IReadOnlyList<MvccEvent> Write(params (string Key, string? Value)[] changes)
+    {
+        lock (_lock)
+        {
+            return WriteLocked(changes);
+        }
+    }
+
+    private List<MvccEvent> WriteLocked((string Key, string? Value)[] changes)
     {
         var revision = CurrentRevision + 1;
         var events = new List<MvccEvent>();
@@ -73,13 +80,15 @@ public sealed class FakeWatchableStore : IWatchableStore
 
     public void Compact(long revision)
     {
-        CompactRevision = revision;
-        _history.RemoveAll(e => e.Kv.ModRevision < revision);
+        lock (_lock)
+        {
+            CompactRevision = revision;
+            _history.RemoveAll(e => e.Kv.ModRevision < revision);
+        }
     }
 
     public IReadOnlyList<MvccEvent> ReadEvents(ReadOnlySpan<byte> key, ReadOnlySpan<byte> rangeEnd, long fromRevision, long toRevision, int maxEvents)
     {
-        ReadEventsCalls++;
         if (fromRevision < CompactRevision)
         {
             throw new InvalidOperationException("compacted");
@@ -87,6 +96,14 @@ public sealed class FakeWatchableStore : IWatchableStore
 
         var k = key.ToArray();
         var end = rangeEnd.ToArray();
+        lock (_lock)
+        {
+            return ReadLocked(k, end, fromRevision, toRevision, maxEvents);
+        }
+    }
+
+    private List<MvccEvent> ReadLocked(byte[] k, byte[] end, long fromRevision, long toRevision, int maxEvents)
+    {
         return _history
             .Where(e => e.Kv.ModRevision >= fromRevision && e.Kv.ModRevision <= toRevision && InRange(e.Kv.Key, k, end))
             .Take(maxEvents)
@@ -95,7 +112,12 @@ public sealed class FakeWatchableStore : IWatchableStore
 
     public KeyValue? ReadAt(byte[] key, long revision)
     {
-        var last = _history.LastOrDefault(e => e.Kv.ModRevision <= revision && e.Kv.Key.AsSpan().SequenceEqual(key));
+        MvccEvent? last;
+        lock (_lock)
+        {
+            last = _history.LastOrDefault(e => e.Kv.ModRevision <= revision && e.Kv.Key.AsSpan().SequenceEqual(key));
+        }
+
         return last is { Type: EventType.Put } ? last.Kv : null;
     }
 

@@ -115,6 +115,53 @@ public sealed class WatchHubTests
     }
 
     [Fact]
+    public async Task Concurrent_apply_catch_up_and_a_slow_reader_deliver_every_revision_exactly_once_in_order()
+    {
+        using var h = new WatchHarness(bufferSize: 3);
+        using var c = h.Open();
+        h.Commit(Put("k", "0"));
+        c.Session.Create(Create("k", startRevision: 1));
+        const int writes = 2000;
+        using var done = new CancellationTokenSource();
+
+        var apply = Task.Run(() =>
+        {
+            for (var i = 1; i <= writes; i++)
+            {
+                h.Commit(Put("k", $"{i}"));
+            }
+        });
+        var sync = Task.Run(async () =>
+        {
+            while (!done.IsCancellationRequested)
+            {
+                h.Hub.SyncOnce();
+                await Task.Yield();
+            }
+        });
+        var received = new List<long>();
+        while (received.Count < writes + 1)
+        {
+            foreach (var r in await c.DrainAsync())
+            {
+                received.AddRange(r.Events.Select(e => e.Kv.ModRevision));
+            }
+
+            await Task.Yield();
+            if (apply.IsFaulted || sync.IsFaulted)
+            {
+                break;
+            }
+        }
+
+        await done.CancelAsync();
+        await Task.WhenAll(apply, sync);
+        received.Should().Equal(Enumerable.Range(1, writes + 1).Select(i => (long)i));
+        h.Hub.SyncOnce();
+        h.Hub.Counts.Should().Be((1, 0));
+    }
+
+    [Fact]
     public async Task Filters_drop_puts_or_deletes_and_a_fully_filtered_revision_sends_nothing()
     {
         using var h = new WatchHarness();
