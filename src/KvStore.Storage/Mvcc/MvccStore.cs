@@ -62,6 +62,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(logger);
+        FinishRestore(Path.GetFullPath(options.DataDirectory).TrimEnd(Path.DirectorySeparatorChar), logger);
         var store = new MvccStore(options, logger);
         try
         {
