@@ -3,7 +3,7 @@
 #   1. installs what the tests need when it is missing (as root, with apt-get):
 #      etcdctl (etcd-client), etcd (etcd-server), openssl, iproute2, iptables, procps, perl, bash >= 4.4
 #   2. dotnet build -c Release KvStore.sln   (warnings are errors)
-#   3. dotnet test on the whole solution, per-project summaries on the console, TRX files in
+#   3. dotnet test on the whole solution: one summary line per test project (failures in full), TRX files in
 #      artifacts/test-results/
 #   4. prints one totals line, "N passed, M failed" (", K skipped" when some were skipped), and exits
 #      non-zero if anything failed, was skipped (skipping is not allowed here), or if no test ran.
@@ -16,8 +16,8 @@ started=$(date +%s)
 
 # --- 1. tools ----------------------------------------------------------------------------------
 missing=()
-need() { # COMMAND PACKAGE
-  command -v "$1" >/dev/null 2>&1 || missing+=("$2")
+need() { # COMMAND PACKAGE   (sbin tools may be off a non-root PATH)
+  command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] || missing+=("$2")
 }
 need etcdctl etcd-client
 need etcd etcd-server
@@ -48,7 +48,7 @@ command -v dotnet >/dev/null 2>&1 || { echo "run-all: the .NET 10 SDK (dotnet) i
 unset ETCDCTL_API ETCDCTL_ENDPOINTS
 
 # --- 2. build ----------------------------------------------------------------------------------
-dotnet build -c Release KvStore.sln -nologo
+dotnet build -c Release KvStore.sln -nologo || { echo "run-all: build failed (no test ran)" >&2; exit 1; }
 
 # --- 3. test -----------------------------------------------------------------------------------
 results="$root/artifacts/test-results"
@@ -57,7 +57,7 @@ mkdir -p "$results"
 set +e
 # A test that hangs is killed after 10 minutes (its host is aborted and the run fails).
 dotnet test KvStore.sln -c Release --no-build -nologo \
-  --logger "console;verbosity=normal" --logger trx --results-directory "$results" \
+  --logger "console;verbosity=minimal" --logger trx --results-directory "$results" \
   --blame-hang-timeout 10m --blame-hang-dump-type none
 test_rc=$?
 set -e
