@@ -1,0 +1,63 @@
+using Grpc.Core;
+using Grpc.Core.Interceptors;
+
+namespace KvStore.Server.Api;
+
+/// <summary>Auth: mapped so that clients get Unimplemented (with a message) instead of a missing route.</summary>
+public sealed class AuthService : Etcdserverpb.Auth.AuthBase;
+
+/// <summary>Election (v3election): mapped, all methods Unimplemented for now.</summary>
+public sealed class ElectionService : V3electionpb.Election.ElectionBase;
+
+/// <summary>Lock (v3lock): mapped, all methods Unimplemented for now.</summary>
+public sealed class LockService : V3lockpb.Lock.LockBase;
+
+/// <summary>
+/// Turns the bare Unimplemented status of a generated base method into one that says which service is missing and why,
+/// and logs unexpected failures.
+/// </summary>
+public sealed class UnimplementedInterceptor : Interceptor
+{
+    public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(
+        TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation)
+    {
+        ArgumentNullException.ThrowIfNull(continuation);
+        ArgumentNullException.ThrowIfNull(context);
+        try
+        {
+            return await continuation(request, context);
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.Unimplemented && e is not EtcdException)
+        {
+            throw Describe(context.Method);
+        }
+    }
+
+    public override async Task ServerStreamingServerHandler<TRequest, TResponse>(
+        TRequest request, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
+    {
+        ArgumentNullException.ThrowIfNull(continuation);
+        ArgumentNullException.ThrowIfNull(context);
+        try
+        {
+            await continuation(request, responseStream, context);
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.Unimplemented && e is not EtcdException)
+        {
+            throw Describe(context.Method);
+        }
+    }
+
+    private static EtcdException Describe(string method)
+    {
+        var service = method.TrimStart('/').Split('/')[0];
+        var why = service switch
+        {
+            "etcdserverpb.Auth" => "authentication arrives with the auth issue",
+            "v3electionpb.Election" or "v3lockpb.Lock" => "concurrency services arrive with a later issue",
+            "etcdserverpb.Maintenance" => "not supported by a single kvstore member",
+            _ => "not supported by kvstore yet",
+        };
+        return new EtcdException(StatusCode.Unimplemented, $"kvstore: {method} is not implemented yet ({why})");
+    }
+}

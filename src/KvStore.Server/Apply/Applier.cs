@@ -1,0 +1,220 @@
+using Etcdserverpb;
+using Google.Protobuf;
+using KvStore.Internal;
+using KvStore.Server.Api;
+using KvStore.Storage.Mvcc;
+
+namespace KvStore.Server.Apply;
+
+/// <summary>
+/// Applies committed entries to the MVCC store, one at a time, in log order, on the apply thread (etcd's applier).
+/// Every entry records its index in the store (the consistent index) even when the request fails, and entries at or
+/// below the store's consistent index are skipped, so replaying the WAL after a crash is harmless.
+/// Requests are checked before anything is written, so a failing request leaves no partial state.
+/// </summary>
+public sealed partial class Applier
+{
+    private readonly MvccStore _store;
+    private readonly ILeaseApplier _leases;
+    private readonly IWatchEventSink _watch;
+    private readonly HeaderFactory _headers;
+    private readonly AlarmState _alarms;
+
+    public Applier(MvccStore store, ILeaseApplier leases, IWatchEventSink watch, HeaderFactory headers, AlarmState alarms)
+    {
+        _store = store;
+        _leases = leases;
+        _watch = watch;
+        _headers = headers;
+        _alarms = alarms;
+    }
+
+    /// <summary>Applies the entry at <paramref name="index"/>.</summary>
+    public ApplyOutcome Apply(ulong index, InternalRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (index <= _store.ConsistentIndex)
+        {
+            return ApplyOutcome.Skipped;
+        }
+
+        return request.RequestCase switch
+        {
+            InternalRequest.RequestOneofCase.Put => ApplyPut(index, request.Put),
+            InternalRequest.RequestOneofCase.DeleteRange => ApplyDelete(index, request.DeleteRange),
+            InternalRequest.RequestOneofCase.Txn => ApplyTxn(index, request.Txn),
+            InternalRequest.RequestOneofCase.Compaction => ApplyCompaction(index, request.Compaction),
+            InternalRequest.RequestOneofCase.LeaseGrant => ApplyLease(index, request, isGrant: true),
+            InternalRequest.RequestOneofCase.LeaseRevoke => ApplyLease(index, request, isGrant: false),
+            _ => RecordOnly(index, ApplyOutcome.Ok(new LeaseCheckpointResponse { Header = _headers.Create(_store.CurrentRevision) })),
+        };
+    }
+
+    private ApplyOutcome ApplyPut(ulong index, PutRequest request)
+    {
+        using var txn = _store.BeginWrite(index);
+        if (_alarms.NoSpace)
+        {
+            return Finish(txn, ApplyOutcome.Fail(EtcdErrors.NoSpace));
+        }
+
+        var error = CheckPut(txn, request);
+        if (error is not null)
+        {
+            return Finish(txn, ApplyOutcome.Fail(error));
+        }
+
+        var response = Put(txn, request);
+        response.Header = _headers.Create(txn.Revision);
+        return Finish(txn, ApplyOutcome.Ok(response));
+    }
+
+    private ApplyOutcome ApplyDelete(ulong index, DeleteRangeRequest request)
+    {
+        using var txn = _store.BeginWrite(index);
+        var response = Delete(txn, request);
+        response.Header = _headers.Create(response.Header.Revision);
+        return Finish(txn, ApplyOutcome.Ok(response));
+    }
+
+    private ApplyOutcome ApplyCompaction(ulong index, CompactionRequest request)
+    {
+        var result = _store.Compact(request.Revision);
+        var error = EtcdErrors.FromMvcc(result.Error);
+        var outcome = error is not null
+            ? ApplyOutcome.Fail(error)
+            : ApplyOutcome.Ok(new CompactionResponse { Header = _headers.Create(_store.CurrentRevision) });
+        return RecordOnly(index, outcome);
+    }
+
+    private ApplyOutcome ApplyLease(ulong index, InternalRequest request, bool isGrant)
+    {
+        using var txn = _store.BeginWrite(index);
+        if (isGrant && _alarms.NoSpace)
+        {
+            return Finish(txn, ApplyOutcome.Fail(EtcdErrors.NoSpace));
+        }
+
+        IMessage response;
+        try
+        {
+            response = isGrant ? _leases.ApplyGrant(request.LeaseGrant, txn) : _leases.ApplyRevoke(request.LeaseRevoke, txn);
+        }
+        catch (EtcdException e)
+        {
+            return Finish(txn, ApplyOutcome.Fail(new EtcdError(e.Code, e.Detail)));
+        }
+
+        var revision = txn.Changes.Count > 0 ? txn.Revision : txn.Revision - 1;
+        switch (response)
+        {
+            case LeaseGrantResponse grant:
+                grant.Header = _headers.Create(revision);
+                break;
+            case LeaseRevokeResponse revoke:
+                revoke.Header = _headers.Create(revision);
+                break;
+        }
+
+        return Finish(txn, ApplyOutcome.Ok(response));
+    }
+
+    /// <summary>Records the index for an entry that changed nothing in the KV space.</summary>
+    private ApplyOutcome RecordOnly(ulong index, ApplyOutcome outcome)
+    {
+        using var txn = _store.BeginWrite(index);
+        txn.Commit();
+        return outcome;
+    }
+
+    /// <summary>Commits (always: the consistent index advances even for failed requests) and tells watchers.</summary>
+    private ApplyOutcome Finish(MvccWriteTxn txn, ApplyOutcome outcome)
+    {
+        var changes = txn.Changes;
+        var revision = txn.Revision;
+        txn.Commit();
+        if (changes.Count > 0)
+        {
+            _watch.OnCommitted(revision, changes);
+        }
+
+        return outcome;
+    }
+
+    private EtcdError? CheckPut(IMvccReader reader, PutRequest request)
+    {
+        if (request.Lease != 0 && !_leases.Exists(request.Lease))
+        {
+            return EtcdErrors.LeaseNotFound;
+        }
+
+        if ((request.IgnoreValue || request.IgnoreLease) && Get(reader, request.Key) is null)
+        {
+            return EtcdErrors.KeyNotFound;
+        }
+
+        return null;
+    }
+
+    /// <summary>A checked put (see <see cref="CheckPut"/>); the header carries only the revision.</summary>
+    private PutResponse Put(MvccWriteTxn txn, PutRequest request)
+    {
+        var response = new PutResponse();
+        var key = request.Key.ToByteArray();
+        byte[] value;
+        long lease = request.Lease;
+        if (request.IgnoreValue || request.IgnoreLease)
+        {
+            var current = Get(txn, request.Key)!;
+            value = request.IgnoreValue ? current.Value : request.Value.ToByteArray();
+            lease = request.IgnoreLease ? current.Lease : lease;
+        }
+        else
+        {
+            value = request.Value.ToByteArray();
+        }
+
+        var previous = txn.Put(key, value, lease);
+        if (request.PrevKv && previous is not null)
+        {
+            response.PrevKv = Convert.ToProto(previous);
+        }
+
+        var oldLease = previous?.Lease ?? 0;
+        if (oldLease != 0 || lease != 0)
+        {
+            _leases.OnPut(key, oldLease, lease);
+        }
+
+        response.Header = new ResponseHeader { Revision = txn.Revision };
+        return response;
+    }
+
+    /// <summary>A delete; the header carries only the revision.</summary>
+    private DeleteRangeResponse Delete(MvccWriteTxn txn, DeleteRangeRequest request)
+    {
+        var deleted = txn.DeleteRange(request.Key.Span, request.RangeEnd.Span);
+        var response = new DeleteRangeResponse { Deleted = deleted.Count };
+        foreach (var kv in deleted)
+        {
+            if (request.PrevKv)
+            {
+                response.PrevKvs.Add(Convert.ToProto(kv));
+            }
+
+            if (kv.Lease != 0)
+            {
+                _leases.OnDelete(kv.Key, kv.Lease);
+            }
+        }
+
+        response.Header = new ResponseHeader { Revision = txn.Changes.Count > 0 ? txn.Revision : txn.Revision - 1 };
+        return response;
+    }
+
+    private static KeyValue? Get(IMvccReader reader, ByteString key)
+    {
+        var result = reader.Range(key.Span, [], default);
+        return result.Kvs.Count > 0 ? result.Kvs[0] : null;
+    }
+}

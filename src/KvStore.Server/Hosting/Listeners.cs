@@ -1,0 +1,178 @@
+using System.Net;
+using System.Security.Cryptography.X509Certificates;
+using KvStore.Server.Options;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
+
+namespace KvStore.Server.Hosting;
+
+/// <summary>Which kind of port a connection arrived on.</summary>
+public enum PortKind
+{
+    Client,
+    Peer,
+    Metrics,
+}
+
+/// <summary>
+/// Kestrel endpoints from the --listen-*-urls flags: one endpoint per URL (a host name binds every address it resolves to,
+/// "localhost" both loopbacks), https with the port's certificate and optional client-certificate authentication.
+/// Plain http client endpoints speak HTTP/2 with prior knowledge (gRPC's h2c) and HTTP/1.1 on the same port, as etcd
+/// does (see <see cref="Http1Forwarder"/>); metrics endpoints speak HTTP/1.1.
+/// </summary>
+public sealed class Listeners
+{
+    private readonly Dictionary<int, PortKind> _kinds = [];
+    private readonly Http1Forwarder _forwarder;
+
+    public Listeners(Http1Forwarder forwarder)
+    {
+        _forwarder = forwarder;
+    }
+
+    /// <summary>The kind of port each listening port number serves.</summary>
+    public IReadOnlyDictionary<int, PortKind> Kinds => _kinds;
+
+    /// <summary>Adds the client, peer and metrics endpoints to Kestrel.</summary>
+    public void Configure(KestrelServerOptions kestrel, ServerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(kestrel);
+        ArgumentNullException.ThrowIfNull(options);
+        kestrel.AddServerHeader = false;
+        kestrel.Limits.MaxRequestBodySize = null;
+        kestrel.Limits.Http2.MaxStreamsPerConnection = (int)Math.Min(options.MaxConcurrentStreams, int.MaxValue);
+        kestrel.Limits.Http2.InitialConnectionWindowSize = 8 * 1024 * 1024;
+        kestrel.Limits.Http2.InitialStreamWindowSize = 4 * 1024 * 1024;
+        kestrel.Limits.Http2.MaxFrameSize = 1024 * 1024;
+        kestrel.Limits.MinRequestBodyDataRate = null;
+        kestrel.Limits.MinResponseDataRate = null;
+
+        var clientCert = options.ClientTls.Enabled ? LoadTls(options.ClientTls) : null;
+        var peerCert = options.PeerTls.Enabled ? LoadTls(options.PeerTls) : null;
+        foreach (var url in options.ListenClientUrls)
+        {
+            Add(kestrel, url, PortKind.Client, clientCert);
+        }
+
+        foreach (var url in options.ListenPeerUrls)
+        {
+            Add(kestrel, url, PortKind.Peer, peerCert);
+        }
+
+        foreach (var url in options.ListenMetricsUrls)
+        {
+            Add(kestrel, url, PortKind.Metrics, clientCert);
+        }
+
+        // The HTTP/1.1 side of the cleartext client ports (see Http1Forwarder).
+        if (File.Exists(_forwarder.SocketPath))
+        {
+            File.Delete(_forwarder.SocketPath);
+        }
+
+        kestrel.ListenUnixSocket(_forwarder.SocketPath, listen => listen.Protocols = HttpProtocols.Http1);
+    }
+
+    private void Add(KestrelServerOptions kestrel, Uri url, PortKind kind, TlsSettings? tls)
+    {
+        var port = url.Port;
+        if (_kinds.TryGetValue(port, out var existing) && existing != kind)
+        {
+            throw new OptionsException($"port {port} is listed for both {existing} and {kind} traffic");
+        }
+
+        _kinds[port] = kind;
+        var https = url.Scheme == "https";
+        void ConfigureEndpoint(ListenOptions listen)
+        {
+            if (https && tls is not null)
+            {
+                listen.Protocols = HttpProtocols.Http1AndHttp2;
+                listen.UseHttps(tls.ToAdapterOptions());
+            }
+            else if (kind == PortKind.Metrics)
+            {
+                listen.Protocols = HttpProtocols.Http1;
+            }
+            else if (kind == PortKind.Peer)
+            {
+                listen.Protocols = HttpProtocols.Http2;
+            }
+            else
+            {
+                // Cleartext: HTTP/2 (h2c) served here, HTTP/1.1 relayed to the internal endpoint.
+                listen.Protocols = HttpProtocols.Http2;
+                listen.Use(_forwarder.Middleware);
+            }
+        }
+
+        var host = url.DnsSafeHost;
+        if (host == "localhost")
+        {
+            kestrel.ListenLocalhost(port, ConfigureEndpoint);
+        }
+        else if (IPAddress.TryParse(host, out var address))
+        {
+            kestrel.Listen(address, port, ConfigureEndpoint);
+        }
+        else
+        {
+            foreach (var resolved in Dns.GetHostAddresses(host))
+            {
+                kestrel.Listen(resolved, port, ConfigureEndpoint);
+            }
+        }
+    }
+
+    private static TlsSettings LoadTls(TlsOptions tls)
+    {
+        X509Certificate2 certificate;
+        try
+        {
+            certificate = X509Certificate2.CreateFromPemFile(tls.CertFile, tls.KeyFile);
+        }
+        catch (Exception e) when (e is IOException or System.Security.Cryptography.CryptographicException or UnauthorizedAccessException)
+        {
+            throw new OptionsException($"cannot load TLS certificate {tls.CertFile} / key {tls.KeyFile}: {e.Message}", e);
+        }
+
+        var roots = new X509Certificate2Collection();
+        if (tls.TrustedCaFile.Length > 0)
+        {
+            try
+            {
+                roots.ImportFromPemFile(tls.TrustedCaFile);
+            }
+            catch (Exception e) when (e is IOException or System.Security.Cryptography.CryptographicException or UnauthorizedAccessException)
+            {
+                throw new OptionsException($"cannot load trusted CA file {tls.TrustedCaFile}: {e.Message}", e);
+            }
+        }
+
+        return new TlsSettings(certificate, roots, tls.ClientCertAuth);
+    }
+
+    private sealed record TlsSettings(X509Certificate2 Certificate, X509Certificate2Collection Roots, bool RequireClientCert)
+    {
+        public HttpsConnectionAdapterOptions ToAdapterOptions()
+        {
+            var adapter = new HttpsConnectionAdapterOptions { ServerCertificate = Certificate };
+            if (RequireClientCert)
+            {
+                adapter.ClientCertificateMode = ClientCertificateMode.RequireCertificate;
+                adapter.ClientCertificateValidation = (certificate, _, _) => Validate(certificate);
+            }
+
+            return adapter;
+        }
+
+        private bool Validate(X509Certificate2 certificate)
+        {
+            using var chain = new X509Chain();
+            chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+            chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+            chain.ChainPolicy.CustomTrustStore.AddRange(Roots);
+            return chain.Build(certificate);
+        }
+    }
+}

@@ -1,0 +1,65 @@
+using KvStore.Server.Options;
+using Serilog;
+using Serilog.Core;
+using Serilog.Events;
+using Serilog.Formatting;
+using Serilog.Formatting.Compact;
+using Serilog.Formatting.Display;
+
+namespace KvStore.Server.Hosting;
+
+/// <summary>
+/// Serilog configuration from etcd's logging flags: --log-level, --log-outputs (default = stderr, stdout, or file paths)
+/// and our --log-format (text = readable lines, json = one JSON object per line). --logger is accepted as zap or capnslog
+/// and does not change the format (see docs/configuration.md).
+/// </summary>
+public static class Logging
+{
+    private const string TextTemplate = "{Timestamp:yyyy-MM-ddTHH:mm:ss.fffffffZ} {Level:u4} {SourceContext}: {Message:lj}{NewLine}{Exception}";
+
+    /// <summary>Creates the process-wide logger.</summary>
+    public static Logger Create(ServerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var level = ToLevel(options.LogLevel);
+        ITextFormatter formatter = options.LogFormat == "json"
+            ? new RenderedCompactJsonFormatter()
+            : new MessageTemplateTextFormatter(TextTemplate, null);
+
+        var config = new LoggerConfiguration()
+            .MinimumLevel.Is(level)
+            .MinimumLevel.Override("Microsoft", Max(level, LogEventLevel.Warning))
+            .MinimumLevel.Override("Grpc", Max(level, LogEventLevel.Warning))
+            .Enrich.FromLogContext()
+            .Enrich.WithProperty("SourceContext", "kvstore");
+
+        foreach (var output in options.LogOutputs)
+        {
+            switch (output)
+            {
+                case "default" or "stderr":
+                    config = config.WriteTo.Console(formatter, standardErrorFromLevel: LogEventLevel.Verbose);
+                    break;
+                case "stdout":
+                    config = config.WriteTo.Console(formatter);
+                    break;
+                default:
+                    config = config.WriteTo.File(formatter, output, flushToDiskInterval: TimeSpan.FromSeconds(1));
+                    break;
+            }
+        }
+
+        return config.CreateLogger();
+    }
+
+    private static LogEventLevel Max(LogEventLevel a, LogEventLevel b) => a > b ? a : b;
+
+    private static LogEventLevel ToLevel(string level) => level switch
+    {
+        "debug" => LogEventLevel.Debug,
+        "info" => LogEventLevel.Information,
+        "warn" => LogEventLevel.Warning,
+        "error" => LogEventLevel.Error,
+        _ => LogEventLevel.Fatal,
+    };
+}

@@ -1,0 +1,231 @@
+using System.Globalization;
+using System.Net.Sockets;
+using KvStore.Server.Api;
+using KvStore.Server.Apply;
+using KvStore.Server.Http;
+using KvStore.Server.Identity;
+using KvStore.Server.Lease;
+using KvStore.Server.Node;
+using KvStore.Server.Options;
+using KvStore.Server.Watch;
+using KvStore.Storage.Mvcc;
+using KvStore.Storage.Wal;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Serilog;
+
+namespace KvStore.Server.Hosting;
+
+/// <summary>
+/// The composition root: data directory, storage, identity, services, listeners; runs until SIGTERM/SIGINT.
+/// Data directory layout (docs/configuration.md): &lt;data-dir&gt;/member/{identity.json, kvstore.lock, wal/, kv/}.
+/// </summary>
+public static class ServerHost
+{
+    /// <summary>Runs the member; returns the process exit code.</summary>
+    public static async Task<int> RunAsync(ServerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        using var serilog = Logging.Create(options);
+        using var loggerFactory = LoggerFactory.Create(b => b.AddSerilog(serilog));
+        var logger = loggerFactory.CreateLogger("kvstore");
+        foreach (var warning in options.Warnings)
+        {
+            Log.ConfigWarning(logger, warning);
+        }
+
+        var memberDir = Path.Combine(options.EffectiveDataDir, "member");
+        FileStream dataDirLock;
+        MemberIdentity identity;
+        try
+        {
+            Directory.CreateDirectory(memberDir);
+            dataDirLock = LockDataDir(memberDir);
+            identity = MemberIdentity.LoadOrCreate(memberDir, options);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or OptionsException)
+        {
+            await Console.Error.WriteLineAsync($"cannot use data directory {options.EffectiveDataDir}: {e.Message}");
+            return 1;
+        }
+
+        await using var lockHandle = dataDirLock;
+        Log.Starting(logger, Versions.KvStore, Versions.EtcdServer, identity.Name, options.EffectiveDataDir, Hex(identity.MemberId), Hex(identity.ClusterId));
+
+        MvccStore store;
+        WriteAheadLog wal;
+        try
+        {
+            var walDir = options.WalDir.Length > 0 ? options.WalDir : Path.Combine(memberDir, "wal");
+            wal = WriteAheadLog.Open(walDir, loggerFactory.CreateLogger("kvstore.wal"));
+            store = MvccStore.Open(new MvccStoreOptions { DataDirectory = Path.Combine(memberDir, "kv") }, loggerFactory.CreateLogger("kvstore.mvcc"));
+        }
+        catch (WalCorruptException e)
+        {
+            Log.Fatal(logger, e);
+            await Console.Error.WriteLineAsync(e.Message);
+            return 1;
+        }
+
+        try
+        {
+            var app = Build(options, identity, store, wal, serilog);
+            try
+            {
+                await app.StartAsync();
+            }
+            catch (IOException e) when (e.InnerException is SocketException || e.Message.Contains("address already in use", StringComparison.OrdinalIgnoreCase))
+            {
+                Log.Fatal(logger, e);
+                await Console.Error.WriteLineAsync($"listen failed: {e.Message}");
+                await app.DisposeAsync();
+                return 1;
+            }
+
+            Log.Ready(logger, Hex(identity.MemberId));
+            await app.WaitForShutdownAsync();
+            await app.DisposeAsync();
+            Log.Stopped(logger);
+            return Environment.ExitCode;
+        }
+        finally
+        {
+            await wal.DisposeAsync();
+            store.Dispose();
+        }
+    }
+
+    /// <summary>Builds the web application (also used by integration tests).</summary>
+    public static WebApplication Build(ServerOptions options, MemberIdentity identity, MvccStore store, WriteAheadLog wal, Serilog.ILogger serilog)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
+        builder.Logging.ClearProviders();
+        builder.Services.AddSerilog(serilog, dispose: false);
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(15));
+
+        var forwarder = new Http1Forwarder();
+        var listeners = new Listeners(forwarder);
+        builder.WebHost.ConfigureKestrel(k => listeners.Configure(k, options));
+
+        var services = builder.Services;
+        services.AddSingleton(options);
+        services.AddSingleton(identity);
+        services.AddSingleton(store);
+        services.AddSingleton(wal);
+        services.AddSingleton(listeners);
+        services.AddSingleton(forwarder);
+        services.AddSingleton<NodeState>();
+        services.AddSingleton<Metrics>();
+        services.AddSingleton<HeaderFactory>();
+        services.AddSingleton<AlarmState>();
+        services.AddSingleton<Quota>();
+        services.AddSingleton<Applier>();
+        services.AddSingleton<NodeLoop>();
+        services.AddSingleton<IProposer>(sp => sp.GetRequiredService<NodeLoop>());
+        services.AddSingleton<ILeaderStatus, NodeLeaderStatus>();
+
+        // The node loop starts (recovers) before the watch and lease loops.
+        services.AddHostedService(sp => sp.GetRequiredService<NodeLoop>());
+        services.AddWatch(sp => new WatchOptions
+        {
+            MaxResponseBytes = options.MaxRequestBytes,
+            NoLeaderCancelAfter = TimeSpan.FromMilliseconds(3 * options.ElectionTimeoutMs),
+        });
+        services.AddLeases(sp => LessorOptions.FromTiming(options.HeartbeatIntervalMs, options.ElectionTimeoutMs, identity.MemberId));
+
+        services.AddGrpc(o =>
+        {
+            o.MaxReceiveMessageSize = options.GrpcMaxReceiveBytes;
+            o.MaxSendMessageSize = int.MaxValue;
+            o.EnableDetailedErrors = false;
+            o.Interceptors.Add<UnimplementedInterceptor>();
+        });
+
+        var app = builder.Build();
+        app.Use(RoutePorts(listeners));
+        app.MapGrpcService<KvService>();
+        app.MapGrpcService<WatchService>();
+        app.MapGrpcService<LeaseService>();
+        app.MapGrpcService<MaintenanceService>();
+        app.MapGrpcService<ClusterService>();
+        app.MapGrpcService<AuthService>();
+        app.MapGrpcService<ElectionService>();
+        app.MapGrpcService<LockService>();
+        HttpEndpoints.Map(app);
+        RegisterGauges(app.Services);
+        return app;
+    }
+
+    /// <summary>Peer ports answer nothing yet (gRPC Unimplemented); metrics ports only /metrics and /health.</summary>
+    private static Func<HttpContext, RequestDelegate, Task> RoutePorts(Listeners listeners) => (context, next) =>
+    {
+        var kind = listeners.Kinds.GetValueOrDefault(context.Connection.LocalPort, PortKind.Client);
+        if (kind == PortKind.Client)
+        {
+            return next(context);
+        }
+
+        var path = context.Request.Path.Value ?? string.Empty;
+        if (kind == PortKind.Metrics && path is "/metrics" or "/health")
+        {
+            return next(context);
+        }
+
+        if (context.Request.ContentType?.StartsWith("application/grpc", StringComparison.Ordinal) == true)
+        {
+            context.Response.ContentType = "application/grpc";
+            context.Response.AppendTrailer("grpc-status", ((int)Grpc.Core.StatusCode.Unimplemented).ToString(CultureInfo.InvariantCulture));
+            context.Response.AppendTrailer("grpc-message", "kvstore: the peer port serves nothing yet (multi-member clusters arrive with Raft replication)");
+            return Task.CompletedTask;
+        }
+
+        context.Response.StatusCode = StatusCodes.Status404NotFound;
+        return Task.CompletedTask;
+    };
+
+    private static void RegisterGauges(IServiceProvider services)
+    {
+        var metrics = services.GetRequiredService<Metrics>();
+        var state = services.GetRequiredService<NodeState>();
+        var store = services.GetRequiredService<MvccStore>();
+        var identity = services.GetRequiredService<MemberIdentity>();
+        metrics.Gauge("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", () => state.HasLeader ? 1 : 0);
+        metrics.Gauge("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", () => state.LeaderId == identity.MemberId ? 1 : 0);
+        metrics.Gauge("etcd_server_proposals_pending", "The current number of pending proposals to commit.", () => state.CommittedIndex - state.AppliedIndex);
+        metrics.Gauge("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.", () => store.DbSizeBytes);
+        metrics.Gauge("etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes.", () => store.DbSizeInUseBytes);
+        metrics.Gauge("etcd_debugging_mvcc_current_revision", "The current revision of store.", () => store.CurrentRevision);
+        metrics.Gauge("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.", () => store.CompactRevision);
+        metrics.Gauge("etcd_server_term", "The current term.", () => state.Term);
+        metrics.Gauge("etcd_server_applied_index", "The current applied index.", () => state.AppliedIndex);
+        metrics.Gauge("etcd_server_committed_index", "The current committed index.", () => state.CommittedIndex);
+    }
+
+    private static FileStream LockDataDir(string memberDir)
+    {
+        var path = Path.Combine(memberDir, "kvstore.lock");
+        try
+        {
+            // FileShare.None takes an exclusive advisory lock (flock) on Unix: a second member on the same data dir fails.
+            return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        }
+        catch (IOException e)
+        {
+            throw new IOException($"data directory is in use by another process (lock {path}): {e.Message}", e);
+        }
+    }
+
+    private static string Hex(ulong id) => id.ToString("x", CultureInfo.InvariantCulture);
+
+    /// <summary>Leadership for the watch/lease code, from the node state.</summary>
+    private sealed class NodeLeaderStatus(NodeState state, MemberIdentity identity) : ILeaderStatus
+    {
+        public bool HasLeader => state.HasLeader;
+
+        public bool IsLeader => state.LeaderId == identity.MemberId;
+    }
+}

@@ -1,0 +1,140 @@
+using System.Buffers.Binary;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using KvStore.Server.Options;
+
+namespace KvStore.Server.Identity;
+
+/// <summary>
+/// Who this member is: its ID, its cluster's ID, name and URLs. IDs are derived the way etcd derives them for a
+/// bootstrapping cluster, so that a member started with the same flags as an etcd member gets the same IDs:
+/// member ID = first 8 bytes (big endian) of SHA-1 over the member's sorted peer URLs followed by the cluster token;
+/// cluster ID = first 8 bytes of SHA-1 over the sorted member IDs, each as 8 big-endian bytes.
+/// The identity is stored in &lt;data-dir&gt;/member/identity.json at the first start; later starts use the stored one.
+/// </summary>
+public sealed record MemberIdentity(ulong MemberId, ulong ClusterId, string Name, IReadOnlyList<string> PeerUrls, IReadOnlyList<string> ClientUrls)
+{
+    /// <summary>File name inside &lt;data-dir&gt;/member.</summary>
+    public const string FileName = "identity.json";
+
+    /// <summary>etcd's member ID for a member with these peer URLs in a cluster bootstrapped with this token.</summary>
+    public static ulong ComputeMemberId(IEnumerable<string> peerUrls, string clusterToken)
+    {
+        ArgumentNullException.ThrowIfNull(peerUrls);
+        ArgumentNullException.ThrowIfNull(clusterToken);
+        var text = new StringBuilder();
+        foreach (var url in peerUrls.Order(StringComparer.Ordinal))
+        {
+            text.Append(url);
+        }
+
+        text.Append(clusterToken);
+        #pragma warning disable CA5350 // SHA-1 is etcd's ID derivation (compatibility), not a security measure.
+        return First8(SHA1.HashData(Encoding.UTF8.GetBytes(text.ToString())));
+#pragma warning restore CA5350
+    }
+
+    /// <summary>etcd's cluster ID for these member IDs.</summary>
+    public static ulong ComputeClusterId(IEnumerable<ulong> memberIds)
+    {
+        ArgumentNullException.ThrowIfNull(memberIds);
+        var ids = memberIds.Order().ToArray();
+        var bytes = new byte[8 * ids.Length];
+        for (var i = 0; i < ids.Length; i++)
+        {
+            BinaryPrimitives.WriteUInt64BigEndian(bytes.AsSpan(8 * i), ids[i]);
+        }
+
+        #pragma warning disable CA5350 // as above
+        return First8(SHA1.HashData(bytes));
+#pragma warning restore CA5350
+    }
+
+    /// <summary>The identity implied by the flags (for a new cluster).</summary>
+    public static MemberIdentity FromOptions(ServerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var cluster = InitialCluster.Parse(options.InitialCluster);
+        var memberIds = cluster.Values.Select(urls => ComputeMemberId(urls, options.InitialClusterToken)).ToList();
+        var ownUrls = cluster[options.Name];
+        return new MemberIdentity(
+            ComputeMemberId(ownUrls, options.InitialClusterToken),
+            ComputeClusterId(memberIds),
+            options.Name,
+            ownUrls.Order(StringComparer.Ordinal).ToArray(),
+            options.AdvertiseClientUrls.Select(FlagParser.UrlText).ToArray());
+    }
+
+    /// <summary>
+    /// Loads the identity stored in <paramref name="memberDir"/>, or computes it from the flags and stores it durably.
+    /// The stored IDs win over the flags (as in etcd, the data directory decides who a member is); the name and URLs
+    /// come from the current flags.
+    /// </summary>
+    public static MemberIdentity LoadOrCreate(string memberDir, ServerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var fromFlags = FromOptions(options);
+        var path = Path.Combine(memberDir, FileName);
+        if (File.Exists(path))
+        {
+            var stored = JsonSerializer.Deserialize<StoredIdentity>(File.ReadAllBytes(path))
+                ?? throw new InvalidDataException($"{path} is empty");
+            return fromFlags with
+            {
+                MemberId = ulong.Parse(stored.MemberId, NumberStyles.HexNumber, CultureInfo.InvariantCulture),
+                ClusterId = ulong.Parse(stored.ClusterId, NumberStyles.HexNumber, CultureInfo.InvariantCulture),
+            };
+        }
+
+        Directory.CreateDirectory(memberDir);
+        var record = new StoredIdentity(
+            fromFlags.MemberId.ToString("x16", CultureInfo.InvariantCulture),
+            fromFlags.ClusterId.ToString("x16", CultureInfo.InvariantCulture),
+            fromFlags.Name,
+            fromFlags.PeerUrls.ToArray());
+        var temp = path + ".tmp";
+        using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            JsonSerializer.Serialize(stream, record);
+            stream.Flush(flushToDisk: true);
+        }
+
+        File.Move(temp, path, overwrite: true);
+        SyncDirectory(memberDir);
+        return fromFlags;
+    }
+
+    private static void SyncDirectory(string directory)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            return;
+        }
+
+        // fsync the directory so the rename itself is durable.
+        var fd = NativeMethods.Open(directory, 0);
+        if (fd < 0)
+        {
+            throw new IOException($"cannot open directory {directory} to sync it (errno {Marshal.GetLastPInvokeError()})");
+        }
+
+        try
+        {
+            if (NativeMethods.Fsync(fd) != 0)
+            {
+                throw new IOException($"fsync of directory {directory} failed (errno {Marshal.GetLastPInvokeError()})");
+            }
+        }
+        finally
+        {
+            _ = NativeMethods.Close(fd);
+        }
+    }
+
+    private static ulong First8(byte[] hash) => BinaryPrimitives.ReadUInt64BigEndian(hash);
+
+    private sealed record StoredIdentity(string MemberId, string ClusterId, string Name, string[] PeerUrls);
+}

@@ -1,0 +1,172 @@
+namespace KvStore.Server.Options;
+
+/// <summary>
+/// Every flag etcd 3.4/3.5 knows, with etcd's default and whether we implement it.
+/// Supported flags carry an Apply action; see docs/configuration.md for the user-facing table.
+/// </summary>
+internal static class FlagTable
+{
+    private static readonly FlagSpec[] Specs =
+    [
+        // Member.
+        S("name", FlagKind.String, "default", (o, v) => o.Name = v),
+        S("data-dir", FlagKind.String, "${name}.etcd", (o, v) => o.DataDir = v),
+        S("wal-dir", FlagKind.String, string.Empty, (o, v) => o.WalDir = v),
+        S("snapshot-count", FlagKind.Uint, "100000", (o, v) => o.SnapshotCount = Uint(v)),
+        S("heartbeat-interval", FlagKind.Uint, "100", (o, v) => o.HeartbeatIntervalMs = (long)Uint(v)),
+        S("election-timeout", FlagKind.Uint, "1000", (o, v) => o.ElectionTimeoutMs = (long)Uint(v)),
+        S("listen-peer-urls", FlagKind.Urls, "http://localhost:2380", (o, v) => o.ListenPeerUrls = Urls(v)),
+        S("listen-client-urls", FlagKind.Urls, "http://localhost:2379", (o, v) => o.ListenClientUrls = Urls(v)),
+        S("quota-backend-bytes", FlagKind.Int, "0", (o, v) => o.QuotaBackendBytes = Int(v)),
+        S("max-txn-ops", FlagKind.Uint, "128", (o, v) => o.MaxTxnOps = (long)Uint(v)),
+        S("max-request-bytes", FlagKind.Uint, "1572864", (o, v) => o.MaxRequestBytes = (long)Uint(v)),
+        S("max-concurrent-streams", FlagKind.Uint, "4294967295", (o, v) => o.MaxConcurrentStreams = Uint(v)),
+        N("max-snapshots", FlagKind.Uint, "5"),
+        N("max-wals", FlagKind.Uint, "5"),
+        N("backend-batch-interval", FlagKind.Duration, "0"),
+        N("backend-batch-limit", FlagKind.Uint, "0"),
+        N("backend-bbolt-freelist-type", FlagKind.String, "map"),
+        N("experimental-backend-bbolt-freelist-type", FlagKind.String, "array"),
+        N("grpc-keepalive-min-time", FlagKind.Duration, "5s"),
+        N("grpc-keepalive-interval", FlagKind.Duration, "2h"),
+        N("grpc-keepalive-timeout", FlagKind.Duration, "20s"),
+        N("initial-election-tick-advance", FlagKind.Bool, "true"),
+        U("socket-reuse-port", FlagKind.Bool, "false"),
+        U("socket-reuse-address", FlagKind.Bool, "false"),
+        U("unsafe-no-fsync", FlagKind.Bool, "false"),
+        U("listen-client-http-urls", FlagKind.Urls, string.Empty),
+
+        // Clustering.
+        S("initial-advertise-peer-urls", FlagKind.Urls, "http://localhost:2380", (o, v) => o.InitialAdvertisePeerUrls = Urls(v)),
+        S("initial-cluster", FlagKind.String, "default=http://localhost:2380", (o, v) => o.InitialCluster = v),
+        S("initial-cluster-state", FlagKind.String, "new", (o, v) => o.InitialClusterState = v),
+        S("initial-cluster-token", FlagKind.String, "etcd-cluster", (o, v) => o.InitialClusterToken = v),
+        S("advertise-client-urls", FlagKind.Urls, "http://localhost:2379", (o, v) => o.AdvertiseClientUrls = Urls(v)),
+        U("discovery", FlagKind.String, string.Empty),
+        U("discovery-fallback", FlagKind.String, "proxy"),
+        U("discovery-proxy", FlagKind.String, string.Empty),
+        U("discovery-srv", FlagKind.String, string.Empty),
+        U("discovery-srv-name", FlagKind.String, string.Empty),
+        N("strict-reconfig-check", FlagKind.Bool, "true"),
+        N("pre-vote", FlagKind.Bool, "false"),
+        U("auto-compaction-retention", FlagKind.String, "0"),
+        U("auto-compaction-mode", FlagKind.String, "periodic"),
+        U("enable-v2", FlagKind.Bool, "false"),
+        U("v2-deprecation", FlagKind.String, "not-yet"),
+        U("max-learners", FlagKind.Int, "1"),
+        U("experimental-max-learners", FlagKind.Int, "1"),
+
+        // Security.
+        S("cert-file", FlagKind.String, string.Empty, (o, v) => o.ClientTls.CertFile = v),
+        S("key-file", FlagKind.String, string.Empty, (o, v) => o.ClientTls.KeyFile = v),
+        S("client-cert-auth", FlagKind.Bool, "false", (o, v) => o.ClientTls.ClientCertAuth = Bool(v)),
+        S("trusted-ca-file", FlagKind.String, string.Empty, (o, v) => o.ClientTls.TrustedCaFile = v),
+        U("auto-tls", FlagKind.Bool, "false"),
+        U("client-crl-file", FlagKind.String, string.Empty),
+        U("client-cert-allowed-hostname", FlagKind.String, string.Empty),
+        U("client-cert-file", FlagKind.String, string.Empty),
+        U("client-key-file", FlagKind.String, string.Empty),
+        S("peer-cert-file", FlagKind.String, string.Empty, (o, v) => o.PeerTls.CertFile = v),
+        S("peer-key-file", FlagKind.String, string.Empty, (o, v) => o.PeerTls.KeyFile = v),
+        S("peer-client-cert-auth", FlagKind.Bool, "false", (o, v) => o.PeerTls.ClientCertAuth = Bool(v)),
+        S("peer-trusted-ca-file", FlagKind.String, string.Empty, (o, v) => o.PeerTls.TrustedCaFile = v),
+        U("peer-auto-tls", FlagKind.Bool, "false"),
+        U("peer-cert-allowed-cn", FlagKind.String, string.Empty),
+        U("peer-cert-allowed-hostname", FlagKind.String, string.Empty),
+        U("peer-crl-file", FlagKind.String, string.Empty),
+        U("peer-client-cert-file", FlagKind.String, string.Empty),
+        U("peer-client-key-file", FlagKind.String, string.Empty),
+        U("self-signed-cert-validity", FlagKind.Uint, "1"),
+        U("cipher-suites", FlagKind.String, string.Empty),
+        U("tls-min-version", FlagKind.String, "TLS1.2"),
+        U("tls-max-version", FlagKind.String, string.Empty),
+        U("cors", FlagKind.String, "*"),
+        U("host-whitelist", FlagKind.String, "*"),
+
+        // Auth (not yet: issue for auth).
+        U("auth-token", FlagKind.String, "simple"),
+        N("bcrypt-cost", FlagKind.Uint, "10"),
+        N("auth-token-ttl", FlagKind.Uint, "300"),
+
+        // Profiling and monitoring.
+        U("enable-pprof", FlagKind.Bool, "false"),
+        N("metrics", FlagKind.String, "basic"),
+        S("listen-metrics-urls", FlagKind.Urls, string.Empty, (o, v) => o.ListenMetricsUrls = Urls(v)),
+
+        // Logging.
+        S("logger", FlagKind.String, "zap", (o, v) => o.Logger = v),
+        S("log-outputs", FlagKind.String, "default", (o, v) => o.LogOutputs = v.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)),
+        S("log-level", FlagKind.String, "info", (o, v) => o.LogLevel = v),
+        S("log-format", FlagKind.String, "text", (o, v) => o.LogFormat = v),
+        S("debug", FlagKind.Bool, "false", (o, v) =>
+        {
+            if (Bool(v))
+            {
+                o.LogLevel = "debug";
+            }
+        }),
+        U("log-package-levels", FlagKind.String, string.Empty),
+        U("enable-log-rotation", FlagKind.Bool, "false"),
+        U("log-rotation-config-json", FlagKind.String, string.Empty),
+
+        // v2 proxy.
+        U("proxy", FlagKind.String, "off"),
+        U("proxy-failure-wait", FlagKind.Uint, "5000"),
+        U("proxy-refresh-interval", FlagKind.Uint, "30000"),
+        U("proxy-dial-timeout", FlagKind.Uint, "1000"),
+        U("proxy-write-timeout", FlagKind.Uint, "5000"),
+        U("proxy-read-timeout", FlagKind.Uint, "0"),
+
+        // Experimental.
+        U("experimental-initial-corrupt-check", FlagKind.Bool, "false"),
+        U("experimental-corrupt-check-time", FlagKind.Duration, "0s"),
+        U("experimental-enable-v2v3", FlagKind.String, string.Empty),
+        U("experimental-enable-lease-checkpoint", FlagKind.Bool, "false"),
+        U("experimental-enable-lease-checkpoint-persist", FlagKind.Bool, "false"),
+        N("experimental-compaction-batch-limit", FlagKind.Int, "1000"),
+        N("experimental-compaction-sleep-interval", FlagKind.Duration, "10ms"),
+        U("experimental-peer-skip-client-san-verification", FlagKind.Bool, "false"),
+        U("experimental-watch-progress-notify-interval", FlagKind.Duration, "10m"),
+        N("experimental-warning-apply-duration", FlagKind.Duration, "100ms"),
+        N("experimental-warning-unary-request-duration", FlagKind.Duration, "300ms"),
+        N("experimental-txn-mode-write-with-shared-buffer", FlagKind.Bool, "true"),
+        N("experimental-bootstrap-defrag-threshold-megabytes", FlagKind.Uint, "0"),
+        U("experimental-snapshot-catchup-entries", FlagKind.Uint, "5000"),
+        U("experimental-memory-mlock", FlagKind.Bool, "false"),
+        U("experimental-downgrade-check-time", FlagKind.Duration, "5s"),
+        U("experimental-stop-grpc-service-on-defrag", FlagKind.Bool, "false"),
+        U("experimental-compact-hash-check-enabled", FlagKind.Bool, "false"),
+        U("experimental-compact-hash-check-time", FlagKind.Duration, "1m"),
+        U("experimental-wait-cluster-ready-timeout", FlagKind.Duration, "5s"),
+        U("experimental-enable-distributed-tracing", FlagKind.Bool, "false"),
+        U("experimental-distributed-tracing-address", FlagKind.String, "localhost:4317"),
+        U("experimental-distributed-tracing-service-name", FlagKind.String, "etcd"),
+        U("experimental-distributed-tracing-instance-id", FlagKind.String, string.Empty),
+        U("experimental-distributed-tracing-sampling-rate", FlagKind.Int, "0"),
+
+        // Unsafe.
+        U("force-new-cluster", FlagKind.Bool, "false"),
+    ];
+
+    private static readonly Dictionary<string, FlagSpec> ByName = Specs.ToDictionary(s => s.Name, StringComparer.Ordinal);
+
+    /// <summary>All flags except the special ones (config-file, version, help).</summary>
+    public static IReadOnlyList<FlagSpec> All => Specs;
+
+    public static FlagSpec? Find(string name) => ByName.GetValueOrDefault(name);
+
+    private static FlagSpec S(string name, FlagKind kind, string defaultValue, Action<ServerOptions, string> apply) =>
+        new(name, kind, defaultValue, FlagSupport.Supported, apply);
+
+    private static FlagSpec N(string name, FlagKind kind, string defaultValue) => new(name, kind, defaultValue, FlagSupport.NoEffect);
+
+    private static FlagSpec U(string name, FlagKind kind, string defaultValue) => new(name, kind, defaultValue, FlagSupport.Unsupported);
+
+    private static bool Bool(string v) => GoValues.TryParseBool(v, out var b) && b;
+
+    private static long Int(string v) => GoValues.TryParseInt(v, out var n) ? n : 0;
+
+    private static ulong Uint(string v) => GoValues.TryParseUint(v, out var n) ? n : 0;
+
+    private static IReadOnlyList<Uri> Urls(string v) => GoValues.TryParseUrls(v, out var urls, out _) ? urls : [];
+}

@@ -1,0 +1,105 @@
+namespace KvStore.Server.Options;
+
+/// <summary>
+/// The member's configuration after flags, ETCD_* environment variables or a config file were applied.
+/// Names and defaults follow etcd's (see docs/configuration.md).
+/// </summary>
+public sealed class ServerOptions
+{
+    /// <summary>etcd's --name default.</summary>
+    public const string DefaultName = "default";
+
+    /// <summary>etcd's default --initial-cluster (for a member named <see cref="DefaultName"/>).</summary>
+    public const string DefaultInitialCluster = "default=http://localhost:2380";
+
+    /// <summary>Default backend quota (etcd: 0 means 2 GiB).</summary>
+    public const long DefaultQuotaBytes = 2L * 1024 * 1024 * 1024;
+
+    /// <summary>Extra room gRPC accepts above --max-request-bytes so that we can answer "request is too large" ourselves.</summary>
+    public const int GrpcOverheadBytes = 512 * 1024;
+
+    public string Name { get; set; } = DefaultName;
+
+    /// <summary>The data directory; "${name}.etcd" when not given.</summary>
+    public string DataDir { get; set; } = string.Empty;
+
+    /// <summary>A dedicated WAL directory (--wal-dir); empty = &lt;data-dir&gt;/member/wal.</summary>
+    public string WalDir { get; set; } = string.Empty;
+
+    public IReadOnlyList<Uri> ListenClientUrls { get; set; } = [new("http://localhost:2379")];
+
+    public IReadOnlyList<Uri> AdvertiseClientUrls { get; set; } = [new("http://localhost:2379")];
+
+    public IReadOnlyList<Uri> ListenPeerUrls { get; set; } = [new("http://localhost:2380")];
+
+    public IReadOnlyList<Uri> InitialAdvertisePeerUrls { get; set; } = [new("http://localhost:2380")];
+
+    public IReadOnlyList<Uri> ListenMetricsUrls { get; set; } = [];
+
+    public string InitialCluster { get; set; } = DefaultInitialCluster;
+
+    public string InitialClusterState { get; set; } = "new";
+
+    public string InitialClusterToken { get; set; } = "etcd-cluster";
+
+    public long HeartbeatIntervalMs { get; set; } = 100;
+
+    public long ElectionTimeoutMs { get; set; } = 1000;
+
+    public ulong SnapshotCount { get; set; } = 100_000;
+
+    /// <summary>--quota-backend-bytes as given (0 = default 2 GiB, see <see cref="EffectiveQuotaBytes"/>).</summary>
+    public long QuotaBackendBytes { get; set; }
+
+    public long EffectiveQuotaBytes => QuotaBackendBytes <= 0 ? DefaultQuotaBytes : QuotaBackendBytes;
+
+    public long MaxRequestBytes { get; set; } = 1_572_864;
+
+    public long MaxTxnOps { get; set; } = 128;
+
+    /// <summary>--max-concurrent-streams: HTTP/2 streams per client connection (etcd default: unlimited).</summary>
+    public ulong MaxConcurrentStreams { get; set; } = uint.MaxValue;
+
+    public string AutoCompactionMode { get; set; } = "periodic";
+
+    public string AutoCompactionRetention { get; set; } = "0";
+
+    public string Logger { get; set; } = "zap";
+
+    public string LogLevel { get; set; } = "info";
+
+    public IReadOnlyList<string> LogOutputs { get; set; } = ["default"];
+
+    /// <summary>Ours: text (readable console) or json.</summary>
+    public string LogFormat { get; set; } = "text";
+
+    public TlsOptions ClientTls { get; set; } = new();
+
+    public TlsOptions PeerTls { get; set; } = new();
+
+    /// <summary>Non-fatal remarks collected while parsing (unknown ETCD_* variables, no-effect flags); logged at start.</summary>
+    public IList<string> Warnings { get; } = [];
+
+    /// <summary>The data directory with etcd's default applied.</summary>
+    public string EffectiveDataDir => string.IsNullOrEmpty(DataDir) ? Name + ".etcd" : DataDir;
+
+    /// <summary>Maximum gRPC message size we accept before our own size check.</summary>
+    public int GrpcMaxReceiveBytes => (int)Math.Min(int.MaxValue, MaxRequestBytes + GrpcOverheadBytes);
+}
+
+/// <summary>TLS settings of one port (client or peer).</summary>
+public sealed class TlsOptions
+{
+    public string CertFile { get; set; } = string.Empty;
+
+    public string KeyFile { get; set; } = string.Empty;
+
+    public string TrustedCaFile { get; set; } = string.Empty;
+
+    public bool ClientCertAuth { get; set; }
+
+    public bool AutoTls { get; set; }
+
+    /// <summary>True when a certificate and key are configured (the listener must be https).</summary>
+    public bool Enabled => CertFile.Length > 0 && KeyFile.Length > 0;
+}
