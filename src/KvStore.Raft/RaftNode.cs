@@ -246,6 +246,12 @@ public sealed partial class RaftNode
 
     internal ulong MatchOf(ulong id) => _tracker.Progress.TryGetValue(id, out var p) ? p.Match : 0;
 
+    /// <summary>
+    /// On the leader: the highest index known to be replicated on member <paramref name="id"/> (its match index);
+    /// 0 when this member is not the leader or does not track <paramref name="id"/>. Used for learner promotion checks.
+    /// </summary>
+    public ulong ReplicatedIndexOf(ulong id) => _role == RaftRole.Leader ? MatchOf(id) : 0;
+
     private static bool IsLocal(MessageType t) =>
         t is MessageType.Hup or MessageType.Beat or MessageType.Unreachable or MessageType.SnapStatus or MessageType.CheckQuorum;
 

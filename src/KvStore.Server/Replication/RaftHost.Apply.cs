@@ -1,0 +1,363 @@
+using System.Diagnostics;
+using KvStore.Internal;
+using KvStore.Raft;
+using KvStore.Server.Api;
+using KvStore.Storage.Mvcc;
+
+namespace KvStore.Server.Replication;
+
+/// <summary>The apply loop: committed entries into the store, in order, and what follows from them.</summary>
+public sealed partial class RaftHost
+{
+    private static readonly InternalRequest EmptyRequest = new();
+
+    private ulong _appliedSinceSnapshot;
+
+    private async Task RunApplyLoopAsync()
+    {
+        var reader = _applyQueue.Reader;
+        try
+        {
+            while (await reader.WaitToReadAsync())
+            {
+                while (reader.TryRead(out var item))
+                {
+                    switch (item)
+                    {
+                        case IReadOnlyList<Entry> entries:
+                            await ApplyEntriesAsync(entries);
+                            break;
+                        case SnapshotInstall install:
+                            Install(install);
+                            break;
+                    }
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            Fail(e);
+        }
+    }
+
+    private async Task ApplyEntriesAsync(IReadOnlyList<Entry> entries)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var store = Store;
+        foreach (var entry in entries)
+        {
+            if (entry.Index <= store.ConsistentIndex)
+            {
+                // Already in the store (replay after restart, or a snapshot newer than the log): only the table of
+                // pending conf changes matters, and the store's member table already reflects it.
+                _state.AppliedIndex = Math.Max(_state.AppliedIndex, entry.Index);
+                continue;
+            }
+
+            try
+            {
+                if (entry.Type == EntryType.ConfChange)
+                {
+                    ApplyConfChange(store, entry);
+                }
+                else
+                {
+                    ApplyNormal(store, entry);
+                }
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                Log.ApplyFailed(_logger, entry.Index, e);
+                throw;
+            }
+
+            _state.AppliedIndex = entry.Index;
+            _metrics.ProposalsApplied.Add();
+        }
+
+        _metrics.ApplyBatch.Observe(Stopwatch.GetElapsedTime(started));
+        Interlocked.Exchange(ref _appliedSignal, NewSignal()).TrySetResult();
+
+        _appliedSinceSnapshot += (ulong)entries.Count;
+        if (_appliedSinceSnapshot >= Math.Max(1, _options.SnapshotCount))
+        {
+            _appliedSinceSnapshot = 0;
+            await SnapshotAsync(store);
+        }
+    }
+
+    private void ApplyNormal(MvccStore store, Entry entry)
+    {
+        var request = entry.Data.IsEmpty ? EmptyRequest : InternalRequest.Parser.ParseFrom(entry.Data.Span);
+        if (request.RequestCase == InternalRequest.RequestOneofCase.MemberAttributes)
+        {
+            ApplyMemberAttributes(store, entry.Index, request.MemberAttributes);
+            Complete(request, null, new Etcdserverpb.MemberUpdateResponse());
+            return;
+        }
+
+        // An empty entry (a new leader's) still records its index, so the consistent index equals the applied index.
+        var outcome = _applier.Apply(entry.Index, request);
+        Complete(request, outcome.Error, outcome.Response);
+    }
+
+    private void Complete(InternalRequest request, EtcdError? error, Google.Protobuf.IMessage? response)
+    {
+        if (request.Id == 0 || request.Header?.MemberId != _identity.MemberId || !_waiters.TryRemove(request.Id, out var waiter))
+        {
+            return;
+        }
+
+        if (error is not null)
+        {
+            _metrics.ProposalsFailed.Add();
+            waiter.TrySetException(error.Exception());
+        }
+        else
+        {
+            waiter.TrySetResult(response ?? new Etcdserverpb.PutResponse());
+        }
+    }
+
+    private void ApplyMemberAttributes(MvccStore store, ulong index, MemberAttributesRequest request)
+    {
+        using var txn = store.BeginWrite(index);
+        if (_membership.Get(request.MemberId) is { } member)
+        {
+            if (request.UpdateNameAndClientUrls)
+            {
+                member = member with { Name = request.Name, ClientUrls = [.. request.ClientUrls] };
+            }
+
+            if (request.UpdatePeerUrls)
+            {
+                member = member with { PeerUrls = [.. request.PeerUrls] };
+            }
+
+            txn.PutMeta(ClusterMember.BucketName, ClusterMember.Key(member.Id), member.Encode());
+            txn.Commit();
+            _membership.Set(member);
+            if (request.UpdatePeerUrls)
+            {
+                ConnectPeer(member);
+            }
+
+            return;
+        }
+
+        txn.Commit();
+    }
+
+    private void ApplyConfChange(MvccStore store, Entry entry)
+    {
+        var change = ConfChange.Decode(entry.Data.Span);
+        var context = ConfChangeContext.Decode(change.Context.Span);
+        var existing = _membership.Get(change.NodeId);
+        ClusterMember? updated = null;
+        var removed = false;
+        string action;
+        switch (change.Type)
+        {
+            case ConfChangeType.AddNode when existing is { IsLearner: true }:
+                updated = existing with { IsLearner = false };
+                action = "promoted";
+                break;
+            case ConfChangeType.AddNode when existing is null:
+                updated = (context?.Member ?? InitialMember(change.NodeId)) with { IsLearner = false };
+                action = "added voter";
+                break;
+            case ConfChangeType.AddLearnerNode when existing is null:
+                updated = (context?.Member ?? InitialMember(change.NodeId)) with { IsLearner = true };
+                action = "added learner";
+                break;
+            case ConfChangeType.RemoveNode when existing is not null:
+                removed = true;
+                action = "removed";
+                break;
+            default:
+                action = "ignored";
+                break;
+        }
+
+        using (var txn = store.BeginWrite(entry.Index))
+        {
+            if (updated is not null)
+            {
+                txn.PutMeta(ClusterMember.BucketName, ClusterMember.Key(updated.Id), updated.Encode());
+            }
+            else if (removed)
+            {
+                txn.DeleteMeta(ClusterMember.BucketName, ClusterMember.Key(change.NodeId));
+            }
+
+            txn.Commit();
+        }
+
+        if (updated is not null)
+        {
+            _membership.Set(updated);
+            ConnectPeer(updated);
+        }
+        else if (removed)
+        {
+            _membership.Remove(change.NodeId);
+            if (change.NodeId != _identity.MemberId)
+            {
+                _transport?.RemovePeer(change.NodeId);
+            }
+        }
+
+        _isLearner = _membership.Get(_identity.MemberId)?.IsLearner ?? false;
+        var name = updated?.Name ?? existing?.Name ?? string.Empty;
+        Log.MembershipChanged(_logger, entry.Index, action, Hex(change.NodeId), name, _membership.VoterCount, _membership.Members.Count - _membership.VoterCount);
+        if (updated is not null || removed)
+        {
+            WarnIfEven(_membership.VoterCount);
+        }
+
+        if (context is not null && context.Proposer == _identity.MemberId && _confWaiters.TryRemove(context.RequestId, out var waiter))
+        {
+            waiter.TrySetResult();
+        }
+
+        if (removed && change.NodeId == _identity.MemberId)
+        {
+            Log.RemovedSelf(_logger, Hex(_identity.MemberId), entry.Index);
+            _lifetime?.StopApplication();
+        }
+    }
+
+    private ClusterMember InitialMember(ulong id)
+    {
+        lock (_initialMembers)
+        {
+            if (_initialMembers.Count == 0)
+            {
+                foreach (var member in InitialMembers())
+                {
+                    _initialMembers[member.Id] = member;
+                }
+            }
+
+            return _initialMembers.TryGetValue(id, out var known) ? known : new ClusterMember(id, string.Empty, [], [], false);
+        }
+    }
+
+    /// <summary>
+    /// Every --snapshot-count applied entries: checkpoint the store (data + consistent index), record a raft snapshot
+    /// marker at the applied index with the membership as of it, and drop the log behind it, keeping
+    /// <see cref="SnapshotCatchUpEntries"/> entries for followers that are a little behind.
+    /// </summary>
+    private async Task SnapshotAsync(MvccStore store)
+    {
+        var index = store.ConsistentIndex;
+        var started = Stopwatch.GetTimestamp();
+        store.Checkpoint();
+        _metrics.BackendCommit.Observe(Stopwatch.GetElapsedTime(started));
+        _raftLog.CreateSnapshot(index, _membership.ToConfState());
+        await _raftLog.SyncAsync();
+        var compactIndex = index > CatchUpEntries ? index - CatchUpEntries : 0;
+        if (compactIndex > 0)
+        {
+            _raftLog.Compact(compactIndex);
+        }
+
+        Log.Snapshotted(_logger, index, compactIndex);
+    }
+
+    /// <summary>
+    /// Creates the state-machine snapshot for a follower that is behind the leader's log and streams it. The file
+    /// reflects the store as of now (at or past the snapshot's index, never before it): the follower skips the entries
+    /// it already has through the store's consistent index, as etcd's merged snapshots do.
+    /// </summary>
+    private async Task SendSnapshotAsync(Message message)
+    {
+        var peer = message.To;
+        try
+        {
+            var path = await Store.CreateSnapshotFileAsync(_snapshotDirectory);
+            var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1 << 16, FileOptions.DeleteOnClose | FileOptions.Asynchronous);
+            var meta = message.Snapshot?.Metadata ?? new SnapshotMetadata();
+            Log.SendingSnapshot(_logger, meta.Index, meta.Term, Store.ConsistentIndex, stream.Length, Hex(peer));
+            _transport!.SendSnapshot(message, Peer.SnapshotSource.FromStream(stream));
+        }
+        catch (Exception e) when (e is IOException or InvalidOperationException or UnauthorizedAccessException or ObjectDisposedException)
+        {
+            Log.SnapshotCreateFailed(_logger, Hex(peer), e);
+            ReportSnapshot(peer, success: false);
+        }
+    }
+
+    /// <summary>Raft loop: hands the snapshot to the apply loop (after what is queued before it) and waits.</summary>
+    private async Task InstallSnapshotAsync(Snapshot snapshot)
+    {
+        var index = snapshot.Metadata.Index;
+        if (!_receivedSnapshots.Remove(index, out var received))
+        {
+            throw new InvalidOperationException($"raft asked to install snapshot {index}, but no such snapshot file was received");
+        }
+
+        foreach (var stale in _receivedSnapshots.Values)
+        {
+            TryDelete(stale.FilePath);
+        }
+
+        _receivedSnapshots.Clear();
+        var install = new SnapshotInstall(snapshot, received.FilePath);
+        _applyQueue.Writer.TryWrite(install);
+        await install.Done.Task;
+    }
+
+    /// <summary>Apply loop: replaces the store with the snapshot's state.</summary>
+    private void Install(SnapshotInstall install)
+    {
+        try
+        {
+            var meta = install.Snapshot.Metadata;
+            Log.InstallingSnapshot(_logger, meta.Index, meta.Term, install.FilePath);
+            var current = Store;
+            MvccStore restored;
+            if (_storeOptions is null)
+            {
+                throw new InvalidOperationException("cannot install a snapshot: the store options are unknown");
+            }
+
+            current.Dispose();
+            restored = MvccStore.RestoreFromSnapshotFile(install.FilePath, _storeOptions, _loggerFactory?.CreateLogger("kvstore.mvcc") ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+            Volatile.Write(ref _store, restored);
+            _applier = _applierFactory(restored);
+            StoreReplaced?.Invoke(restored);
+            _membership.Load(restored);
+            foreach (var member in _membership.Members)
+            {
+                ConnectPeer(member);
+            }
+
+            _isLearner = _membership.Get(_identity.MemberId)?.IsLearner ?? false;
+            _state.AppliedIndex = Math.Max(restored.ConsistentIndex, meta.Index);
+            _appliedSinceSnapshot = 0;
+            TryDelete(install.FilePath);
+            Log.InstalledSnapshot(_logger, restored.ConsistentIndex, restored.CurrentRevision);
+            Interlocked.Exchange(ref _appliedSignal, NewSignal()).TrySetResult();
+            install.Done.TrySetResult();
+        }
+        catch (Exception e)
+        {
+            install.Done.TrySetException(e);
+            throw;
+        }
+    }
+
+    /// <summary>Raised on the apply loop after a snapshot replaced the store.</summary>
+    public event Action<MvccStore>? StoreReplaced;
+
+    /// <summary>A snapshot to install, queued behind the entries committed before it.</summary>
+    private sealed class SnapshotInstall(Snapshot snapshot, string filePath)
+    {
+        public Snapshot Snapshot { get; } = snapshot;
+
+        public string FilePath { get; } = filePath;
+
+        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+}

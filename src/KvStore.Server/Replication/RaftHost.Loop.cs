@@ -1,0 +1,402 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using KvStore.Raft;
+using KvStore.Server.Api;
+using KvStore.Server.Peer;
+
+namespace KvStore.Server.Replication;
+
+/// <summary>The raft loop: the only code that touches the <see cref="RaftNode"/>.</summary>
+public sealed partial class RaftHost
+{
+    private const int MaxProposalsPerBatch = 4096;
+
+    /// <summary>Read-index retry period in ticks (etcd retries an unanswered ReadIndex every 500 ms).</summary>
+    private const int ReadRetryTicks = 5;
+
+    private readonly Dictionary<ulong, ReadBatch> _readsInFlight = [];
+    private readonly Dictionary<ulong, ClusterMember> _initialMembers = [];
+    private readonly Dictionary<ulong, ReceivedSnapshot> _receivedSnapshots = [];
+    private readonly List<Proposal> _waitingForLeader = [];
+    private readonly List<ControlRequest> _controlWaitingForLeader = [];
+    private ReadBatch? _pendingRead;
+    private ulong _nextReadContext;
+    private long _ticks;
+    private ulong _lastLeader;
+
+    private async Task RunLoopAsync()
+    {
+        var node = _node!;
+        var reader = _inbox.Reader;
+        try
+        {
+            while (true)
+            {
+                if (!node.HasReady() && !await reader.WaitToReadAsync())
+                {
+                    break;
+                }
+
+                var proposals = 0;
+                while (proposals < MaxProposalsPerBatch && reader.TryRead(out var item))
+                {
+                    if (item is Proposal)
+                    {
+                        proposals++;
+                    }
+
+                    Handle(node, item);
+                }
+
+                while (node.HasReady())
+                {
+                    await HandleReadyAsync(node, node.GetReady());
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            Fail(e);
+        }
+        finally
+        {
+            _applyQueue.Writer.TryComplete();
+        }
+    }
+
+    private void Handle(RaftNode node, object item)
+    {
+        switch (item)
+        {
+            case Proposal proposal:
+                Propose(node, proposal);
+                break;
+            case Message { Type: MessageType.Unreachable } m:
+                node.ReportUnreachable(m.From);
+                break;
+            case Message { Type: MessageType.SnapStatus } m:
+                node.ReportSnapshot(m.From, m.Reject ? SnapshotStatus.Failure : SnapshotStatus.Finish);
+                break;
+            case Message m:
+                node.Step(m);
+                break;
+            case ReceivedSnapshot snapshot:
+                StepSnapshot(node, snapshot);
+                break;
+            case ReadSignal:
+                IssueRead(node, Interlocked.Exchange(ref _pendingRead, null));
+                break;
+            case TickSignal:
+                Interlocked.Exchange(ref _tickPending, 0);
+                _ticks++;
+                node.Tick();
+                OnTick(node);
+                break;
+            case ControlRequest control:
+                RunControl(node, control);
+                break;
+        }
+    }
+
+    private void Propose(RaftNode node, Proposal proposal)
+    {
+        if (!_waiters.ContainsKey(proposal.Id))
+        {
+            return; // the caller gave up (timeout or cancellation)
+        }
+
+        switch (node.Propose(proposal.Data))
+        {
+            case RequestResult.Accepted or RequestResult.Forwarded:
+                break;
+            case RequestResult.NoLeader or RequestResult.LeaderTransferInProgress:
+                _waitingForLeader.Add(proposal);
+                break;
+            default:
+                if (_waiters.TryRemove(proposal.Id, out var waiter))
+                {
+                    waiter.TrySetException(EtcdErrors.Stopped.Exception());
+                }
+
+                break;
+        }
+    }
+
+    private void IssueRead(RaftNode node, ReadBatch? batch)
+    {
+        if (batch is null)
+        {
+            return;
+        }
+
+        batch.Context = ++_nextReadContext;
+        _readsInFlight[batch.Context] = batch;
+        SendReadIndex(node, batch);
+    }
+
+    private void SendReadIndex(RaftNode node, ReadBatch batch)
+    {
+        batch.IssuedAtTick = _ticks;
+        var context = new byte[8];
+        BinaryPrimitives.WriteUInt64BigEndian(context, batch.Context);
+        node.ReadIndex(context);
+    }
+
+    private void OnTick(RaftNode node)
+    {
+        // Unanswered reads are asked again (a forwarded ReadIndex may be lost); abandoned ones are dropped.
+        if (_readsInFlight.Count > 0)
+        {
+            List<ulong>? done = null;
+            foreach (var (context, batch) in _readsInFlight)
+            {
+                if (batch.Index.Task.IsCompleted || _ticks - batch.IssuedAtTick > 1000)
+                {
+                    (done ??= []).Add(context);
+                }
+                else if (_ticks - batch.IssuedAtTick >= ReadRetryTicks)
+                {
+                    SendReadIndex(node, batch);
+                }
+            }
+
+            foreach (var context in done ?? [])
+            {
+                _readsInFlight.Remove(context);
+            }
+        }
+
+        // Proposals that arrived during a leader transfer are tried again once it is over.
+        if (_waitingForLeader.Count > 0 && node.Leader != 0 && node.LeadTransferee == 0)
+        {
+            RetryWaitingForLeader(node);
+        }
+    }
+
+    private void RetryWaitingForLeader(RaftNode node)
+    {
+        var waiting = _waitingForLeader.ToArray();
+        _waitingForLeader.Clear();
+        foreach (var proposal in waiting)
+        {
+            Propose(node, proposal);
+        }
+
+        var controls = _controlWaitingForLeader.ToArray();
+        _controlWaitingForLeader.Clear();
+        foreach (var control in controls)
+        {
+            RunControl(node, control);
+        }
+    }
+
+    private void StepSnapshot(RaftNode node, ReceivedSnapshot snapshot)
+    {
+        var index = snapshot.Message.Snapshot?.Metadata.Index ?? 0;
+        if (_receivedSnapshots.Remove(index, out var previous))
+        {
+            TryDelete(previous.FilePath);
+        }
+
+        _receivedSnapshots[index] = snapshot;
+        node.Step(snapshot.Message);
+    }
+
+    private async Task HandleReadyAsync(RaftNode node, Ready rd)
+    {
+        if (rd.SoftState is { } soft)
+        {
+            OnSoftState(node, soft);
+        }
+
+        if (rd.HardState is { } hs)
+        {
+            _state.Term = hs.Term;
+        }
+
+        // A leader may send before its own fsync (it counts its own copy only after Advance); everyone else sends
+        // only what the persisted state allows.
+        var isLeader = node.Role == RaftRole.Leader;
+        if (isLeader)
+        {
+            Send(rd.Messages);
+        }
+
+        if (rd.Snapshot is { IsEmpty: false } snapshot)
+        {
+            await InstallSnapshotAsync(snapshot);
+        }
+
+        if (rd.MustPersist)
+        {
+            _raftLog.Save(rd.HardState, rd.Entries, rd.Snapshot);
+            var started = Stopwatch.GetTimestamp();
+            await _raftLog.SyncAsync();
+            _metrics.WalFsync.Observe(Stopwatch.GetElapsedTime(started));
+            _metrics.Batches.Add();
+        }
+
+        if (!isLeader)
+        {
+            Send(rd.Messages);
+        }
+
+        if (rd.CommittedEntries.Count > 0)
+        {
+            _metrics.ProposalsCommitted.Add(rd.CommittedEntries.Count);
+            _state.CommittedIndex = rd.CommittedEntries[^1].Index;
+            _applyQueue.Writer.TryWrite(rd.CommittedEntries);
+        }
+        else if (node.CommitIndex > _state.CommittedIndex)
+        {
+            _state.CommittedIndex = node.CommitIndex;
+        }
+
+        foreach (var read in rd.ReadStates)
+        {
+            if (read.Context.Length == 8 && _readsInFlight.Remove(BinaryPrimitives.ReadUInt64BigEndian(read.Context.Span), out var batch))
+            {
+                batch.Index.TrySetResult(read.Index);
+            }
+        }
+
+        node.Advance(rd);
+    }
+
+    private void OnSoftState(RaftNode node, SoftState soft)
+    {
+        _state.LeaderId = soft.Leader;
+        if (soft.Leader != _lastLeader)
+        {
+            Log.LeaderChanged(_logger, Hex(_lastLeader), Hex(soft.Leader), node.Term, soft.Role.ToString());
+            _lastLeader = soft.Leader;
+        }
+
+        Interlocked.Exchange(ref _leaderSignal, NewSignal()).TrySetResult();
+        if (soft.Leader != 0)
+        {
+            if (node.LeadTransferee == 0)
+            {
+                RetryWaitingForLeader(node);
+            }
+
+            // Reads issued while there was no leader (or to the old one) go to the new leader now.
+            foreach (var batch in _readsInFlight.Values)
+            {
+                if (!batch.Index.Task.IsCompleted)
+                {
+                    SendReadIndex(node, batch);
+                }
+            }
+        }
+    }
+
+    private void Send(IReadOnlyList<Message> messages)
+    {
+        if (messages.Count == 0 || _transport is null)
+        {
+            return;
+        }
+
+        List<Message>? plain = null;
+        var hasSnapshot = false;
+        foreach (var m in messages)
+        {
+            if (m.Type == MessageType.Snap)
+            {
+                hasSnapshot = true;
+                break;
+            }
+        }
+
+        if (!hasSnapshot)
+        {
+            _transport.Send(messages);
+            return;
+        }
+
+        foreach (var m in messages)
+        {
+            if (m.Type == MessageType.Snap)
+            {
+                _ = SendSnapshotAsync(m);
+            }
+            else
+            {
+                (plain ??= []).Add(m);
+            }
+        }
+
+        if (plain is not null)
+        {
+            _transport.Send(plain);
+        }
+    }
+
+    private async Task RunTickerAsync(TimeSpan interval)
+    {
+        using var timer = new PeriodicTimer(interval);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(_stop.Token))
+            {
+                // Ticks are coalesced: a loop busy with a slow fsync must not see a burst of ticks afterwards.
+                if (Interlocked.Exchange(ref _tickPending, 1) == 0)
+                {
+                    _inbox.Writer.TryWrite(TickSignal.Instance);
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // stopping
+        }
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (IOException)
+        {
+            // best effort: a leftover incoming snapshot is harmless
+        }
+        catch (UnauthorizedAccessException)
+        {
+            // as above
+        }
+    }
+
+    /// <summary>A group of linearizable readers sharing one ReadIndex request.</summary>
+    private sealed class ReadBatch
+    {
+        public TaskCompletionSource<ulong> Index { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public ulong Context { get; set; }
+
+        public long IssuedAtTick { get; set; }
+
+        /// <summary>The batch not yet sent, creating it when there is none (then <paramref name="isNew"/> is true).</summary>
+        public static ReadBatch Join(ref ReadBatch? pending, out bool isNew)
+        {
+            while (true)
+            {
+                var current = Volatile.Read(ref pending);
+                if (current is not null)
+                {
+                    isNew = false;
+                    return current;
+                }
+
+                var created = new ReadBatch();
+                if (Interlocked.CompareExchange(ref pending, created, null) is null)
+                {
+                    isNew = true;
+                    return created;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,506 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Threading.Channels;
+using Google.Protobuf;
+using KvStore.Internal;
+using KvStore.Raft;
+using KvStore.Server.Api;
+using KvStore.Server.Apply;
+using KvStore.Server.Http;
+using KvStore.Server.Identity;
+using KvStore.Server.Node;
+using KvStore.Server.Options;
+using KvStore.Server.Peer;
+using KvStore.Storage.Mvcc;
+using KvStore.Storage.Raft;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace KvStore.Server.Replication;
+
+/// <summary>
+/// Drives the Raft core for this member and puts it in the middle of the write path (docs/cluster.md):
+/// <code>
+///   ProposeAsync ── encode InternalRequest{id} ──► inbox ─┐
+///   peer transport (DeliverAsync) ──────────────► inbox ──┤   raft loop (owns RaftNode, one logical thread):
+///   read barrier (batched ReadIndex) ────────────► inbox ──┤     drain inbox: Step / Propose (a batch) / ReadIndex / conf changes / Tick
+///   PeriodicTimer(--heartbeat-interval) ─────────► inbox ──┘     each Ready: leader sends first; Save + ONE SyncAsync (group commit);
+///                                                                  follower sends after the sync; committed entries → apply loop; Advance
+///   apply loop: apply in order (skip index ≤ consistent index), complete local waiters by request id, conf changes
+///               update the member table and the transport; every --snapshot-count entries checkpoint + compact the log
+/// </code>
+/// A single member is a one-voter Raft on the same path. Any member takes writes: a follower forwards the proposal to
+/// the leader inside Raft (MsgProp) and answers once the entry is applied locally.
+/// </summary>
+public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHostedService, IDisposable
+{
+    /// <summary>etcd's maxGapBetweenApplyAndCommitIndex.</summary>
+    public const ulong MaxApplyLag = 5000;
+
+    /// <summary>Entries kept behind a snapshot for slow followers (etcd's SnapshotCatchUpEntries).</summary>
+    public const ulong SnapshotCatchUpEntries = 5000;
+
+    private readonly ServerOptions _options;
+    private readonly MemberIdentity _identity;
+    private readonly RaftLogStore _raftLog;
+    private readonly Func<MvccStore, Applier> _applierFactory;
+    private readonly string _snapshotDirectory;
+    private readonly NodeState _state;
+    private readonly Metrics _metrics;
+    private readonly Membership _membership;
+    private readonly ILogger _logger;
+    private readonly ILoggerFactory? _loggerFactory;
+    private readonly IHostApplicationLifetime? _lifetime;
+    private readonly Func<PeerTransport> _transportFactory;
+    private readonly MvccStoreOptions? _storeOptions;
+    private readonly Channel<object> _inbox = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<object> _applyQueue = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    private readonly ConcurrentDictionary<ulong, TaskCompletionSource<IMessage>> _waiters = new();
+    private readonly ConcurrentDictionary<ulong, TaskCompletionSource> _confWaiters = new();
+    private readonly TimeSpan _requestTimeout;
+    private readonly CancellationTokenSource _stop = new();
+    private MvccStore _store;
+    private Applier _applier;
+    private PeerTransport? _transport;
+    private RaftNode? _node;
+    private TaskCompletionSource _appliedSignal = NewSignal();
+    private TaskCompletionSource _leaderSignal = NewSignal();
+    private Task _loopTask = Task.CompletedTask;
+    private Task _applyTask = Task.CompletedTask;
+    private Task _tickTask = Task.CompletedTask;
+    private long _nextId;
+    private int _tickPending;
+    private volatile bool _stopping;
+    private volatile bool _failed;
+    private volatile bool _isLearner;
+
+    /// <summary>Creates the host; nothing runs before <see cref="StartAsync"/>.</summary>
+    /// <param name="options">Flags (timing, snapshot count, request limits, initial cluster).</param>
+    /// <param name="identity">This member.</param>
+    /// <param name="store">The state machine.</param>
+    /// <param name="raftLog">The durable raft log on the WAL.</param>
+    /// <param name="applierFactory">Builds the applier for a store (again after a snapshot replaced the store).</param>
+    /// <param name="snapshotDirectory">Where outgoing state-machine snapshot files are written.</param>
+    /// <param name="state">The shared read model (term, indexes, leader).</param>
+    /// <param name="metrics">Metrics.</param>
+    /// <param name="transportFactory">The peer transport (resolved at start: it needs this host as its handler).</param>
+    /// <param name="logger">Logger.</param>
+    /// <param name="lifetime">Stopped when the loop fails or this member is removed (optional in tests).</param>
+    /// <param name="storeOptions">How to reopen the store after installing a snapshot.</param>
+    /// <param name="loggerFactory">Loggers for a reopened store.</param>
+    public RaftHost(
+        ServerOptions options,
+        MemberIdentity identity,
+        MvccStore store,
+        RaftLogStore raftLog,
+        Func<MvccStore, Applier> applierFactory,
+        string snapshotDirectory,
+        NodeState state,
+        Metrics metrics,
+        Func<PeerTransport> transportFactory,
+        ILogger<RaftHost> logger,
+        IHostApplicationLifetime? lifetime = null,
+        MvccStoreOptions? storeOptions = null,
+        ILoggerFactory? loggerFactory = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(identity);
+        _options = options;
+        _identity = identity;
+        _store = store;
+        _raftLog = raftLog;
+        ArgumentNullException.ThrowIfNull(applierFactory);
+        _applierFactory = applierFactory;
+        _applier = applierFactory(store);
+        _snapshotDirectory = snapshotDirectory;
+        _state = state;
+        _metrics = metrics;
+        _transportFactory = transportFactory;
+        _logger = logger;
+        _lifetime = lifetime;
+        _storeOptions = storeOptions;
+        _loggerFactory = loggerFactory;
+        _membership = new Membership();
+
+        // etcd: 5 s plus twice the election timeout.
+        _requestTimeout = TimeSpan.FromSeconds(5) + TimeSpan.FromMilliseconds(2 * options.ElectionTimeoutMs);
+
+        // Request ids embed the member id (etcd's idutil layout: 2 bytes of member id, 5 bytes of time, 1 byte counter
+        // that carries into the time), so an id is unique across members and across restarts.
+        var prefix = (identity.MemberId & 0xFFFF) << 48;
+        var time = ((ulong)DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() & 0xFF_FFFF_FFFF) << 8;
+        _nextId = (long)(prefix | time);
+    }
+
+    /// <summary>The member table as of the applied index.</summary>
+    public Membership Membership => _membership;
+
+    /// <summary>The store the applier writes (replaced when a snapshot from the leader is installed).</summary>
+    public MvccStore Store => Volatile.Read(ref _store);
+
+    /// <summary>This member's id.</summary>
+    public ulong MemberId => _identity.MemberId;
+
+    /// <summary>True while this member is a learner.</summary>
+    public bool IsLearner => _isLearner;
+
+    /// <summary>True when this member is the leader.</summary>
+    public bool IsLeader => _state.LeaderId == _identity.MemberId;
+
+    /// <summary>Entries kept behind a snapshot for followers that are a little behind (default <see cref="SnapshotCatchUpEntries"/>).</summary>
+    public ulong CatchUpEntries { get; init; } = SnapshotCatchUpEntries;
+
+    /// <summary>Completes at the next apply or leader change (for waiting on conditions without polling).</summary>
+    public Task NextChangeAsync(CancellationToken cancellationToken) =>
+        Task.WhenAny(Volatile.Read(ref _appliedSignal).Task, Volatile.Read(ref _leaderSignal).Task).WaitAsync(cancellationToken);
+
+    /// <summary>The request timeout (etcd: 5 s + 2 × election timeout).</summary>
+    public TimeSpan RequestTimeout => _requestTimeout;
+
+    /// <inheritdoc/>
+    public async Task<IMessage> ProposeAsync(InternalRequest request, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ThrowIfStopped();
+        if (_state.CommittedIndex > _state.AppliedIndex + MaxApplyLag)
+        {
+            throw EtcdErrors.TooManyRequests.Exception();
+        }
+
+        var id = NextId();
+        request.Id = id;
+        request.Header = new InternalRequestHeader { MemberId = _identity.MemberId };
+        var data = request.ToByteArray();
+        if (data.Length > _options.MaxRequestBytes)
+        {
+            throw EtcdErrors.RequestTooLarge.Exception();
+        }
+
+        var waiter = new TaskCompletionSource<IMessage>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _waiters[id] = waiter;
+        if (!_inbox.Writer.TryWrite(new Proposal(id, data)))
+        {
+            _waiters.TryRemove(id, out _);
+            throw EtcdErrors.Stopped.Exception();
+        }
+
+        try
+        {
+            return await waiter.Task.WaitAsync(_requestTimeout, cancellationToken);
+        }
+        catch (TimeoutException)
+        {
+            _waiters.TryRemove(id, out _);
+            throw (_state.HasLeader ? EtcdErrors.Timeout : ClusterErrors.TimeoutLeaderFail).Exception();
+        }
+        catch (OperationCanceledException)
+        {
+            _waiters.TryRemove(id, out _);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The linearizable read barrier: asks the leader for a read index (through Raft's ReadIndex; concurrent callers
+    /// share one request), then waits until this member has applied up to it.
+    /// </summary>
+    public ValueTask WaitForReadIndexAsync(CancellationToken cancellationToken)
+    {
+        ThrowIfStopped();
+        var batch = ReadBatch.Join(ref _pendingRead, out var isNew);
+        if (isNew)
+        {
+            _inbox.Writer.TryWrite(ReadSignal.Instance);
+        }
+
+        return new ValueTask(WaitReadAsync(batch, cancellationToken));
+    }
+
+    /// <summary>Recovers membership, builds the Raft node, starts the loops and the ticker.</summary>
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        _transport = _transportFactory();
+        _membership.Load(_store);
+        var bootstrap = BootstrapVoters();
+        var heartbeat = Math.Max(1, _options.HeartbeatIntervalMs);
+        var electionTick = (int)Math.Max(2, _options.ElectionTimeoutMs / heartbeat);
+        _node = new RaftNode(new RaftConfig
+        {
+            Id = _identity.MemberId,
+            Storage = _raftLog,
+            ElectionTick = electionTick,
+            HeartbeatTick = 1,
+            PreVote = true,
+            CheckQuorum = true,
+            BootstrapVoters = bootstrap,
+            MaxSizePerMsg = 1024 * 1024,
+            MaxInflightMsgs = 4096 / 8,
+        });
+
+        // Bootstrap members are known from --initial-cluster; later ones from the member table.
+        if (bootstrap.Count > 0)
+        {
+            foreach (var member in InitialMembers())
+            {
+                _initialMembers[member.Id] = member;
+            }
+        }
+
+        foreach (var member in _membership.Members)
+        {
+            ConnectPeer(member);
+        }
+
+        foreach (var member in InitialMembers())
+        {
+            if (_membership.Get(member.Id) is null)
+            {
+                ConnectPeer(member);
+            }
+        }
+
+        var applied = _store.ConsistentIndex;
+        _state.AppliedIndex = applied;
+        _state.CommittedIndex = Math.Max(_node.CommitIndex, applied);
+        _state.Term = _node.Term;
+        _isLearner = _membership.Get(_identity.MemberId)?.IsLearner ?? false;
+        Log.Started(
+            _logger,
+            Hex(_identity.MemberId),
+            _node.Term,
+            _node.CommitIndex,
+            applied,
+            _node.LastIndex,
+            _node.ConfState.ToString(),
+            string.Join(',', bootstrap.Select(Hex)));
+        WarnIfEven(_node.ConfState.Voters.Count > 0 ? _node.ConfState.Voters.Count : bootstrap.Count);
+
+        _loopTask = Task.Factory.StartNew(RunLoopAsync, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap();
+        _applyTask = Task.Factory.StartNew(RunApplyLoopAsync, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap();
+        _tickTask = RunTickerAsync(TimeSpan.FromMilliseconds(heartbeat));
+        _ = PublishAsync();
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Stops taking requests, stops the loops, checkpoints the store.</summary>
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        Log.Stopping(_logger);
+        _stopping = true;
+        await _stop.CancelAsync();
+        _inbox.Writer.TryComplete();
+        try
+        {
+            await _tickTask.WaitAsync(cancellationToken);
+            await _loopTask.WaitAsync(cancellationToken);
+            await _applyTask.WaitAsync(cancellationToken);
+        }
+        finally
+        {
+            FailAllWaiters(EtcdErrors.Stopped);
+        }
+
+        if (!_failed)
+        {
+            var store = Store;
+            store.Checkpoint();
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => _stop.Dispose();
+
+    /// <inheritdoc/>
+    public ValueTask DeliverAsync(Message message, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        return _inbox.Writer.TryWrite(message) ? ValueTask.CompletedTask : ValueTask.FromException(EtcdErrors.Stopped.Exception());
+    }
+
+    /// <inheritdoc/>
+    public ValueTask DeliverSnapshotAsync(ReceivedSnapshot snapshot, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(snapshot);
+        return _inbox.Writer.TryWrite(snapshot) ? ValueTask.CompletedTask : ValueTask.FromException(EtcdErrors.Stopped.Exception());
+    }
+
+    /// <inheritdoc/>
+    public void ReportUnreachable(ulong peerId) => _inbox.Writer.TryWrite(new Message { Type = MessageType.Unreachable, From = peerId });
+
+    /// <inheritdoc/>
+    public void ReportSnapshot(ulong peerId, bool success) =>
+        _inbox.Writer.TryWrite(new Message { Type = MessageType.SnapStatus, From = peerId, Reject = !success });
+
+    /// <summary>Waits until a leader is known (or the token fires).</summary>
+    public async Task WaitForLeaderAsync(CancellationToken cancellationToken)
+    {
+        while (!_state.HasLeader)
+        {
+            var signal = Volatile.Read(ref _leaderSignal);
+            if (_state.HasLeader)
+            {
+                return;
+            }
+
+            ThrowIfStopped();
+            await signal.Task.WaitAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>Waits until this member has applied <paramref name="index"/>.</summary>
+    public async Task WaitAppliedAsync(ulong index, CancellationToken cancellationToken)
+    {
+        while (_state.AppliedIndex < index)
+        {
+            var signal = Volatile.Read(ref _appliedSignal);
+            if (_state.AppliedIndex >= index)
+            {
+                return;
+            }
+
+            ThrowIfStopped();
+            await signal.Task.WaitAsync(cancellationToken);
+        }
+    }
+
+    private ulong NextId() => (ulong)Interlocked.Increment(ref _nextId);
+
+    private void ThrowIfStopped()
+    {
+        if (_stopping || _failed)
+        {
+            throw EtcdErrors.Stopped.Exception();
+        }
+    }
+
+    private async Task WaitReadAsync(ReadBatch batch, CancellationToken cancellationToken)
+    {
+        ulong index;
+        try
+        {
+            index = await batch.Index.Task.WaitAsync(_requestTimeout, cancellationToken);
+        }
+        catch (TimeoutException)
+        {
+            throw (_state.HasLeader ? EtcdErrors.Timeout : ClusterErrors.TimeoutLeaderFail).Exception();
+        }
+
+        if (_state.AppliedIndex >= index)
+        {
+            return;
+        }
+
+        try
+        {
+            await WaitAppliedAsync(index, cancellationToken).WaitAsync(_requestTimeout, cancellationToken);
+        }
+        catch (TimeoutException)
+        {
+            throw EtcdErrors.TimeoutWaitAppliedIndex.Exception();
+        }
+    }
+
+    private List<ulong> BootstrapVoters()
+    {
+        // Stored state wins: anything in the raft log or the store means this member was started before.
+        var initial = _raftLog.InitialState();
+        var fresh = _raftLog.LastIndex() == 0 && initial.HardState.IsEmpty && _store.ConsistentIndex == 0;
+        if (!fresh || _options.InitialClusterState != "new")
+        {
+            return [];
+        }
+
+        return [.. InitialMembers().Select(m => m.Id)];
+    }
+
+    private List<ClusterMember> InitialMembers()
+    {
+        var cluster = InitialCluster.Parse(_options.InitialCluster);
+        return [.. cluster.Select(pair =>
+        {
+            var id = MemberIdentity.ComputeMemberId(pair.Value, _options.InitialClusterToken);
+            var urls = pair.Value.Order(StringComparer.Ordinal).ToArray();
+            var clientUrls = id == _identity.MemberId ? _identity.ClientUrls : [];
+            return new ClusterMember(id, pair.Key, urls, clientUrls, false);
+        })];
+    }
+
+    private void ConnectPeer(ClusterMember member)
+    {
+        if (member.Id == _identity.MemberId || _transport is null || member.PeerUrls.Count == 0)
+        {
+            return;
+        }
+
+        var urls = member.PeerUrls.Select(u => new Uri(u)).ToList();
+        if (!_transport.UpdatePeer(member.Id, urls))
+        {
+            _transport.AddPeer(member.Id, urls);
+        }
+    }
+
+    private void WarnIfEven(int voters)
+    {
+        if (voters > 0 && voters % 2 == 0)
+        {
+            var quorum = (voters / 2) + 1;
+            Log.EvenVoters(_logger, voters, quorum, voters - quorum, voters - 1);
+        }
+    }
+
+    private void Fail(Exception e)
+    {
+        if (_stopping && e is OperationCanceledException)
+        {
+            return;
+        }
+
+        _failed = true;
+        Log.LoopFailed(_logger, e);
+        FailAllWaiters(EtcdErrors.Stopped);
+        Interlocked.Exchange(ref _appliedSignal, NewSignal()).TrySetResult();
+        Interlocked.Exchange(ref _leaderSignal, NewSignal()).TrySetResult();
+        Environment.ExitCode = 1;
+        _lifetime?.StopApplication();
+    }
+
+    private void FailAllWaiters(EtcdError error)
+    {
+        foreach (var id in _waiters.Keys)
+        {
+            if (_waiters.TryRemove(id, out var waiter))
+            {
+                waiter.TrySetException(error.Exception());
+            }
+        }
+
+        foreach (var id in _confWaiters.Keys)
+        {
+            if (_confWaiters.TryRemove(id, out var waiter))
+            {
+                waiter.TrySetException(error.Exception());
+            }
+        }
+
+        Interlocked.Exchange(ref _pendingRead, null)?.Index.TrySetException(error.Exception());
+    }
+
+    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private static string Hex(ulong id) => id.ToString("x", CultureInfo.InvariantCulture);
+
+    /// <summary>A client proposal on its way to the raft loop.</summary>
+    private sealed record Proposal(ulong Id, byte[] Data);
+
+    /// <summary>Wakes the raft loop to send the pending read batch.</summary>
+    private sealed class ReadSignal
+    {
+        public static readonly ReadSignal Instance = new();
+    }
+
+    /// <summary>A tick of the heartbeat timer.</summary>
+    private sealed class TickSignal
+    {
+        public static readonly TickSignal Instance = new();
+    }
+}
