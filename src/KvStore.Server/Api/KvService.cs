@@ -4,6 +4,7 @@ using KvStore.Internal;
 using KvStore.Server.Apply;
 using KvStore.Server.Node;
 using KvStore.Server.Options;
+using KvStore.Server.Replication;
 using KvStore.Storage.Mvcc;
 
 namespace KvStore.Server.Api;
@@ -14,13 +15,13 @@ namespace KvStore.Server.Api;
 /// </summary>
 public sealed class KvService : KV.KVBase
 {
-    private readonly NodeLoop _node;
+    private readonly RaftHost _node;
     private readonly MvccStore _store;
     private readonly HeaderFactory _headers;
     private readonly Quota _quota;
     private readonly long _maxTxnOps;
 
-    public KvService(NodeLoop node, MvccStore store, HeaderFactory headers, Quota quota, ServerOptions options)
+    public KvService(RaftHost node, MvccStore store, HeaderFactory headers, Quota quota, ServerOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         _node = node;
