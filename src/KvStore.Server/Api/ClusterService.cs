@@ -1,43 +1,92 @@
 using Etcdserverpb;
 using Grpc.Core;
-using KvStore.Server.Identity;
-using KvStore.Storage.Mvcc;
+using KvStore.Server.Replication;
 
 namespace KvStore.Server.Api;
 
-/// <summary>etcd's Cluster service for a single member: MemberList answers; membership changes arrive with Raft.</summary>
-public sealed class ClusterService : Cluster.ClusterBase
+/// <summary>
+/// etcd's Cluster service over the replicated member table (docs/cluster.md): MemberList reads the table as of the
+/// applied index; Add/Remove/Update/Promote go through Raft and answer once the change is applied on this member.
+/// </summary>
+public sealed class ClusterService : Etcdserverpb.Cluster.ClusterBase
 {
-    private readonly MemberIdentity _identity;
+    private readonly RaftHost _host;
     private readonly HeaderFactory _headers;
-    private readonly MvccStore _store;
 
-    public ClusterService(MemberIdentity identity, HeaderFactory headers, MvccStore store)
+    public ClusterService(RaftHost host, HeaderFactory headers)
     {
-        _identity = identity;
+        _host = host;
         _headers = headers;
-        _store = store;
     }
 
     public override Task<MemberListResponse> MemberList(MemberListRequest request, ServerCallContext context)
     {
-        var member = new Member { ID = _identity.MemberId, Name = _identity.Name, IsLearner = false };
-        member.PeerURLs.AddRange(_identity.PeerUrls);
-        member.ClientURLs.AddRange(_identity.ClientUrls);
-        var response = new MemberListResponse { Header = _headers.Create(_store.CurrentRevision) };
-        response.Members.Add(member);
+        // etcd fills cluster responses' headers without a revision.
+        var response = new MemberListResponse { Header = _headers.Create(0) };
+        response.Members.AddRange(Members());
         return Task.FromResult(response);
     }
 
-    public override Task<MemberAddResponse> MemberAdd(MemberAddRequest request, ServerCallContext context) =>
-        throw EtcdErrors.MembershipNotSupported.Exception();
+    public override async Task<MemberAddResponse> MemberAdd(MemberAddRequest request, ServerCallContext context)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentNullException.ThrowIfNull(context);
+        var urls = ValidUrls(request.PeerURLs);
+        var added = await _host.AddMemberAsync(urls, request.IsLearner, context.CancellationToken);
+        var response = new MemberAddResponse { Header = _headers.Create(0), Member = ToProto(added) };
+        response.Members.AddRange(Members());
+        return response;
+    }
 
-    public override Task<MemberRemoveResponse> MemberRemove(MemberRemoveRequest request, ServerCallContext context) =>
-        throw EtcdErrors.MembershipNotSupported.Exception();
+    public override async Task<MemberRemoveResponse> MemberRemove(MemberRemoveRequest request, ServerCallContext context)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentNullException.ThrowIfNull(context);
+        await _host.RemoveMemberAsync(request.ID, context.CancellationToken);
+        var response = new MemberRemoveResponse { Header = _headers.Create(0) };
+        response.Members.AddRange(Members());
+        return response;
+    }
 
-    public override Task<MemberUpdateResponse> MemberUpdate(MemberUpdateRequest request, ServerCallContext context) =>
-        throw EtcdErrors.MembershipNotSupported.Exception();
+    public override async Task<MemberUpdateResponse> MemberUpdate(MemberUpdateRequest request, ServerCallContext context)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentNullException.ThrowIfNull(context);
+        var urls = ValidUrls(request.PeerURLs);
+        await _host.UpdateMemberAsync(request.ID, urls, context.CancellationToken);
+        var response = new MemberUpdateResponse { Header = _headers.Create(0) };
+        response.Members.AddRange(Members());
+        return response;
+    }
 
-    public override Task<MemberPromoteResponse> MemberPromote(MemberPromoteRequest request, ServerCallContext context) =>
-        throw EtcdErrors.MembershipNotSupported.Exception();
+    public override async Task<MemberPromoteResponse> MemberPromote(MemberPromoteRequest request, ServerCallContext context)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentNullException.ThrowIfNull(context);
+        await _host.PromoteMemberAsync(request.ID, context.CancellationToken);
+        var response = new MemberPromoteResponse { Header = _headers.Create(0) };
+        response.Members.AddRange(Members());
+        return response;
+    }
+
+    private IEnumerable<Member> Members() => _host.Membership.Members.Select(ToProto);
+
+    private static Member ToProto(ClusterMember m)
+    {
+        var member = new Member { ID = m.Id, Name = m.Name, IsLearner = m.IsLearner };
+        member.PeerURLs.AddRange(m.PeerUrls);
+        member.ClientURLs.AddRange(m.ClientUrls);
+        return member;
+    }
+
+    private static List<string> ValidUrls(IEnumerable<string> urls)
+    {
+        var list = urls.ToList();
+        if (list.Count == 0 || list.Any(u => !Uri.TryCreate(u, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https") || uri.Port <= 0))
+        {
+            throw EtcdErrors.MemberBadUrls.Exception();
+        }
+
+        return list;
+    }
 }

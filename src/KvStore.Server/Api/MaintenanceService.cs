@@ -6,6 +6,7 @@ using KvStore.Server.Apply;
 using KvStore.Server.Hosting;
 using KvStore.Server.Identity;
 using KvStore.Server.Node;
+using KvStore.Server.Replication;
 using KvStore.Storage.Mvcc;
 
 namespace KvStore.Server.Api;
@@ -18,7 +19,7 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
 
     private const int SnapshotChunkBytes = 32 * 1024;
 
-    private readonly NodeLoop _node;
+    private readonly RaftHost _node;
     private readonly NodeState _state;
     private readonly MvccStore _store;
     private readonly HeaderFactory _headers;
@@ -26,7 +27,7 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
     private readonly Quota _quota;
     private readonly MemberIdentity _identity;
 
-    public MaintenanceService(NodeLoop node, NodeState state, MvccStore store, HeaderFactory headers, AlarmState alarms, Quota quota, MemberIdentity identity)
+    public MaintenanceService(RaftHost node, NodeState state, MvccStore store, HeaderFactory headers, AlarmState alarms, Quota quota, MemberIdentity identity)
     {
         _node = node;
         _state = state;
@@ -43,14 +44,14 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
         {
             Header = _headers.Create(_store.CurrentRevision),
             Version = Versions.EtcdServer,
-            DbSize = _store.DbSizeBytes,
+            DbSize = Math.Max(_store.DbSizeBytes, _store.DbSizeInUseBytes),
             DbSizeInUse = _store.DbSizeInUseBytes,
             DbSizeQuota = _quota.QuotaBytes,
             Leader = _state.LeaderId,
             RaftIndex = _state.CommittedIndex,
             RaftTerm = _state.Term,
             RaftAppliedIndex = _state.AppliedIndex,
-            IsLearner = false,
+            IsLearner = _node.IsLearner,
         };
         foreach (var alarm in _alarms.List(AlarmType.None))
         {
@@ -90,7 +91,8 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
     public override Task<AlarmResponse> Alarm(AlarmRequest request, ServerCallContext context)
     {
         ArgumentNullException.ThrowIfNull(request);
-        var response = new AlarmResponse { Header = _headers.Create(_store.CurrentRevision) };
+        // etcd answers alarm requests without a header.
+        var response = new AlarmResponse();
         switch (request.Action)
         {
             case AlarmRequest.Types.AlarmAction.Get:
@@ -146,15 +148,12 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
         }
     }
 
-    public override Task<MoveLeaderResponse> MoveLeader(MoveLeaderRequest request, ServerCallContext context)
+    public override async Task<MoveLeaderResponse> MoveLeader(MoveLeaderRequest request, ServerCallContext context)
     {
         ArgumentNullException.ThrowIfNull(request);
-        if (request.TargetID != _identity.MemberId)
-        {
-            throw EtcdErrors.BadLeaderTransferee.Exception();
-        }
-
-        return Task.FromResult(new MoveLeaderResponse { Header = _headers.Create(_store.CurrentRevision) });
+        ArgumentNullException.ThrowIfNull(context);
+        await _node.MoveLeaderAsync(request.TargetID, context.CancellationToken);
+        return new MoveLeaderResponse { Header = _headers.Create(_store.CurrentRevision) };
     }
 
     /// <summary>

@@ -7,6 +7,7 @@ using KvStore.Server.Identity;
 using KvStore.Server.Lease;
 using KvStore.Server.Node;
 using KvStore.Server.Options;
+using KvStore.Server.Replication;
 using KvStore.Server.Watch;
 using KvStore.Storage.Mvcc;
 using KvStore.Storage.Wal;
@@ -102,6 +103,8 @@ public static class ServerHost
     public static WebApplication Build(ServerOptions options, MemberIdentity identity, MvccStore store, WriteAheadLog wal, Serilog.ILogger serilog)
     {
         ArgumentNullException.ThrowIfNull(options);
+        var memberDir = Path.Combine(options.EffectiveDataDir, "member");
+        var storeOptions = new MvccStoreOptions { DataDirectory = Path.Combine(memberDir, "kv") };
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.ClearProviders();
         builder.Services.AddSerilog(serilog, dispose: false);
@@ -124,12 +127,10 @@ public static class ServerHost
         services.AddSingleton<AlarmState>();
         services.AddSingleton<Quota>();
         services.AddSingleton<Applier>();
-        services.AddSingleton<NodeLoop>();
-        services.AddSingleton<IProposer>(sp => sp.GetRequiredService<NodeLoop>());
         services.AddSingleton<ILeaderStatus, NodeLeaderStatus>();
 
-        // The node loop starts (recovers) before the watch and lease loops.
-        services.AddHostedService(sp => sp.GetRequiredService<NodeLoop>());
+        // Raft (one path for every cluster size) starts before the watch and lease loops.
+        services.AddReplication(options, identity, wal, memberDir, storeOptions);
         services.AddWatch(sp => new WatchOptions
         {
             MaxResponseBytes = options.MaxRequestBytes,
@@ -143,10 +144,12 @@ public static class ServerHost
             o.MaxSendMessageSize = int.MaxValue;
             o.EnableDetailedErrors = false;
             o.Interceptors.Add<UnimplementedInterceptor>();
+            o.Interceptors.Add<RequireLeaderInterceptor>();
         });
 
         var app = builder.Build();
         app.Use(RoutePorts(listeners));
+        app.MapReplication(listeners);
         app.MapGrpcService<KvService>();
         app.MapGrpcService<WatchService>();
         app.MapGrpcService<LeaseService>();
@@ -160,7 +163,8 @@ public static class ServerHost
         return app;
     }
 
-    /// <summary>Peer ports answer nothing yet (gRPC Unimplemented); metrics ports only /metrics and /health.</summary>
+    /// <summary>Peer ports answer only the raft peer service (client services look unimplemented there, as etcd's
+    /// 2380 answers only raft); metrics ports only /metrics and /health.</summary>
     private static Func<HttpContext, RequestDelegate, Task> RoutePorts(Listeners listeners) => (context, next) =>
     {
         var kind = listeners.Kinds.GetValueOrDefault(context.Connection.LocalPort, PortKind.Client);
@@ -170,6 +174,11 @@ public static class ServerHost
         }
 
         var path = context.Request.Path.Value ?? string.Empty;
+        if (kind == PortKind.Peer && path.StartsWith("/kvstore.raft.RaftPeer/", StringComparison.Ordinal))
+        {
+            return next(context);
+        }
+
         if (kind == PortKind.Metrics && path is "/metrics" or "/health")
         {
             return next(context);
@@ -179,7 +188,7 @@ public static class ServerHost
         {
             context.Response.ContentType = "application/grpc";
             context.Response.AppendTrailer("grpc-status", ((int)Grpc.Core.StatusCode.Unimplemented).ToString(CultureInfo.InvariantCulture));
-            context.Response.AppendTrailer("grpc-message", "kvstore: the peer port serves nothing yet (multi-member clusters arrive with Raft replication)");
+            context.Response.AppendTrailer("grpc-message", "kvstore: the peer port serves only raft traffic");
             return Task.CompletedTask;
         }
 

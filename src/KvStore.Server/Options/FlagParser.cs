@@ -324,11 +324,6 @@ public static class FlagParser
             throw new OptionsException($"couldn't find local name \"{options.Name}\" in the initial cluster configuration");
         }
 
-        if (cluster.Count > 1)
-        {
-            throw new OptionsException($"--initial-cluster lists {cluster.Count} members: multi-member clusters are not supported yet (they arrive with Raft replication); start a single member");
-        }
-
         var advertised = options.InitialAdvertisePeerUrls.Select(UrlText).Order(StringComparer.Ordinal).ToArray();
         var listed = ownUrls.Order(StringComparer.Ordinal).ToArray();
         if (options.InitialClusterState == "new" && !advertised.SequenceEqual(listed, StringComparer.Ordinal))

@@ -1,0 +1,88 @@
+using System.Security.Cryptography.X509Certificates;
+using KvStore.Server.Api;
+using KvStore.Server.Apply;
+using KvStore.Server.Hosting;
+using KvStore.Server.Http;
+using KvStore.Server.Identity;
+using KvStore.Server.Node;
+using KvStore.Server.Options;
+using KvStore.Server.Peer;
+using KvStore.Storage.Mvcc;
+using KvStore.Storage.Raft;
+using KvStore.Storage.Wal;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace KvStore.Server.Replication;
+
+/// <summary>Hosting of the replicated write path: raft log, <see cref="RaftHost"/>, peer transport.</summary>
+public static class ReplicationServiceCollectionExtensions
+{
+    /// <summary>
+    /// Registers <see cref="RaftLogStore"/> (opened on <paramref name="wal"/>), <see cref="RaftHost"/> as the
+    /// <see cref="IProposer"/> and hosted service, and the peer transport with the host as its handler. Register before
+    /// the watch and lease services (the host recovers first).
+    /// </summary>
+    public static IServiceCollection AddReplication(this IServiceCollection services, ServerOptions options, MemberIdentity identity, WriteAheadLog wal, string memberDir, MvccStoreOptions storeOptions)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(identity);
+        services.AddSingleton(sp => RaftLogStore.Open(wal, sp.GetRequiredService<ILoggerFactory>().CreateLogger("kvstore.raftlog")));
+        services.AddSingleton(sp => new RaftHost(
+            options,
+            identity,
+            sp.GetRequiredService<MvccStore>(),
+            sp.GetRequiredService<RaftLogStore>(),
+            s => ReferenceEquals(s, sp.GetRequiredService<MvccStore>()) ? sp.GetRequiredService<Applier>() : ActivatorUtilities.CreateInstance<Applier>(sp, s),
+            Path.Combine(memberDir, "snap", "outgoing"),
+            sp.GetRequiredService<NodeState>(),
+            sp.GetRequiredService<Metrics>(),
+            () => sp.GetRequiredService<PeerTransport>(),
+            sp.GetRequiredService<ILogger<RaftHost>>(),
+            sp.GetRequiredService<IHostApplicationLifetime>(),
+            storeOptions,
+            sp.GetRequiredService<ILoggerFactory>()));
+        services.AddSingleton<IProposer>(sp => sp.GetRequiredService<RaftHost>());
+        services.AddSingleton<RequireLeaderInterceptor>();
+        services.AddPeerTransport(
+            _ => new PeerTransportOptions
+            {
+                ClusterId = identity.ClusterId,
+                LocalMemberId = identity.MemberId,
+                SnapshotDirectory = Path.Combine(memberDir, "snap", "incoming"),
+                MaxMessageBytes = Math.Max(16 << 20, 2 * options.GrpcMaxReceiveBytes),
+                Tls = PeerTls(options),
+            },
+            sp => sp.GetRequiredService<RaftHost>());
+        services.AddHostedService(sp => sp.GetRequiredService<RaftHost>());
+        return services;
+    }
+
+    /// <summary>Maps the peer service on the peer listeners only.</summary>
+    public static void MapReplication(this IEndpointRouteBuilder endpoints, Listeners listeners)
+    {
+        ArgumentNullException.ThrowIfNull(listeners);
+        endpoints.MapPeerTransport(context => listeners.Kinds.TryGetValue(context.Connection.LocalPort, out var kind) && kind == PortKind.Peer);
+    }
+
+    private static PeerTlsOptions? PeerTls(ServerOptions options)
+    {
+        var https = options.InitialAdvertisePeerUrls.Concat(options.ListenPeerUrls).Any(u => u.Scheme == "https");
+        if (!https || !options.PeerTls.Enabled)
+        {
+            return null;
+        }
+
+        var certificate = X509Certificate2.CreateFromPemFile(options.PeerTls.CertFile, options.PeerTls.KeyFile);
+        var roots = new X509Certificate2Collection();
+        if (options.PeerTls.TrustedCaFile.Length > 0)
+        {
+            roots.ImportFromPemFile(options.PeerTls.TrustedCaFile);
+        }
+
+        return new PeerTlsOptions(certificate, roots);
+    }
+}
