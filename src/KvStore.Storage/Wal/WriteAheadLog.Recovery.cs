@@ -128,18 +128,47 @@ public sealed partial class WriteAheadLog
     }
 
     /// <summary>
-    /// FasterLog cannot cut its tail, so a torn tail is repaired by copying the valid prefix into a fresh log
-    /// next to the old one and swapping the directories (each step synced).
+    /// Repairs damage confined to the tail (found by <see cref="WalPhysicalScan"/> before FasterLog opened the files):
+    /// keeps every checksum-valid record before the damage, from the begin address of the last intact commit, and
+    /// drops the rest. Also used when records were written after the last durable commit point (a page flush that a
+    /// commit did not follow): they are kept and committed, so later appends never leave stale bytes past the tail.
     /// </summary>
-    private void RepairTornTail(List<byte[]> validRecords, long tornAt)
+    private void RepairTail(WalPhysicalScan scan)
     {
-        _logger.LogWarning(
-            "WAL torn tail: record in '{File}' at offset {Offset} is incomplete or fails its checksum and nothing valid follows; keeping {Count} valid records and dropping the tail",
-            FileOf(tornAt),
-            OffsetOf(tornAt),
-            validRecords.Count);
-        CloseLog();
-        var repair = _directory + ".repair";
+        var from = Math.Max(scan.StartAddress, scan.CommitBeginAddress);
+        var kept = scan.Records.Where(r => r.Address >= from).ToList();
+        if (scan.BreakAddress >= 0)
+        {
+            _logger.LogWarning(
+                "WAL torn tail in '{File}' at offset {Offset} ({Reason}) with nothing valid after it: dropping {Dropped} bytes up to offset {End}; keeping {Count} records (last intact commit ends at offset {CommitEnd}); repair synced",
+                FileOf(scan.BreakAddress),
+                OffsetOf(scan.BreakAddress),
+                scan.BreakReason,
+                scan.DataEnd - scan.BreakAddress,
+                OffsetOf(scan.DataEnd - 1) + 1,
+                kept.Count,
+                scan.LastCommitEnd < 0 ? -1 : OffsetOf(scan.LastCommitEnd));
+        }
+        else
+        {
+            _logger.LogWarning(
+                "WAL tail in '{File}' after offset {Offset} holds records written after the last durable commit point; keeping and committing them ({Count} records in all, no bytes dropped); repair synced",
+                FileOf(Math.Max(scan.LastCommitEnd, scan.StartAddress)),
+                scan.LastCommitEnd < 0 ? OffsetOf(scan.StartAddress) : OffsetOf(scan.LastCommitEnd),
+                kept.Count);
+        }
+
+        RebuildLog(kept.Select(r => r.Record));
+    }
+
+    /// <summary>
+    /// FasterLog cannot cut its tail, so the log is rebuilt from the given records in a fresh directory next to the
+    /// old one and the directories are swapped (each step synced). <see cref="FinishInterruptedRepair"/> completes a
+    /// swap a crash interrupted.
+    /// </summary>
+    private void RebuildLog(IEnumerable<byte[]> records)
+    {
+        var repair = _directory + RepairSuffix;
         if (System.IO.Directory.Exists(repair))
         {
             System.IO.Directory.Delete(repair, recursive: true);
@@ -150,7 +179,7 @@ public sealed partial class WriteAheadLog
         fresh.OpenLog();
         try
         {
-            foreach (var record in validRecords)
+            foreach (var record in records)
             {
                 fresh._log.Enqueue(record);
             }
@@ -162,8 +191,15 @@ public sealed partial class WriteAheadLog
             fresh.CloseLog();
         }
 
+        // Segment files are written with O_SYNC; make every new directory entry durable too.
+        foreach (var dir in System.IO.Directory.EnumerateDirectories(repair, "*", SearchOption.AllDirectories))
+        {
+            NativeFile.SyncDirectory(dir);
+        }
+
         NativeFile.SyncDirectory(repair);
-        var old = _directory + ".torn";
+        SyncParent(repair);
+        var old = _directory + TornSuffix;
         if (System.IO.Directory.Exists(old))
         {
             System.IO.Directory.Delete(old, recursive: true);
@@ -173,5 +209,35 @@ public sealed partial class WriteAheadLog
         System.IO.Directory.Move(repair, _directory);
         SyncParent(_directory);
         System.IO.Directory.Delete(old, recursive: true);
+        SyncParent(_directory);
+    }
+
+    private const string RepairSuffix = ".repair";
+    private const string TornSuffix = ".torn";
+
+    /// <summary>
+    /// A crash during <see cref="RebuildLog"/>: with the log directory gone, the synced <c>.repair</c> copy is complete
+    /// (it is moved only after it was built), so finish the swap; otherwise drop the leftovers.
+    /// </summary>
+    private static void FinishInterruptedRepair(string directory)
+    {
+        var repair = directory + RepairSuffix;
+        var torn = directory + TornSuffix;
+        if (!System.IO.Directory.Exists(directory) && System.IO.Directory.Exists(repair) && System.IO.Directory.Exists(torn))
+        {
+            System.IO.Directory.Move(repair, directory);
+            SyncParent(directory);
+        }
+
+        if (System.IO.Directory.Exists(directory))
+        {
+            foreach (var leftover in (string[])[repair, torn])
+            {
+                if (System.IO.Directory.Exists(leftover))
+                {
+                    System.IO.Directory.Delete(leftover, recursive: true);
+                }
+            }
+        }
     }
 }

@@ -49,20 +49,43 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
         ArgumentNullException.ThrowIfNull(walDirectory);
         ArgumentNullException.ThrowIfNull(logger);
         var full = Path.GetFullPath(walDirectory);
+        FinishInterruptedRepair(full);
         var created = !System.IO.Directory.Exists(full);
         System.IO.Directory.CreateDirectory(full);
         var wal = new WriteAheadLog(full, logger);
         try
         {
-            wal.OpenLog();
             if (created)
             {
                 SyncParent(full);
             }
 
+            // Decide on the raw files before FasterLog recovers: its fast-commit recovery misreads a torn commit record.
+            var scan = WalPhysicalScan.Run(full, LogFileName, SegmentSizeBits);
+            if (scan.ValidAfterBreak >= 0)
+            {
+                throw new WalCorruptException(
+                    wal.FileOf(scan.BreakAddress),
+                    OffsetOf(scan.BreakAddress),
+                    $"{scan.BreakReason}, followed by a valid record at offset {OffsetOf(scan.ValidAfterBreak)} of '{wal.FileOf(scan.ValidAfterBreak)}'");
+            }
+
+            if (!scan.IsClean)
+            {
+                wal.RepairTail(scan);
+            }
+
+            wal.OpenLog();
             if (!wal.ScanAndValidate(out var validRecords, out var tornAt))
             {
-                wal.RepairTornTail(validRecords, tornAt);
+                // Only reachable if FasterLog reads the files differently from the physical scan.
+                wal._logger.LogWarning(
+                    "WAL torn tail found by FasterLog's scan: record in '{File}' at offset {Offset} fails its checksum and nothing valid follows; keeping {Count} records",
+                    wal.FileOf(tornAt),
+                    OffsetOf(tornAt),
+                    validRecords.Count);
+                wal.CloseLog();
+                wal.RebuildLog(validRecords);
                 wal.OpenLog();
                 if (!wal.ScanAndValidate(out _, out tornAt))
                 {
@@ -290,6 +313,8 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
     {
         _log?.Dispose();
         _device?.Dispose();
+        _log = null!;
+        _device = null!;
     }
 
     private static void SyncParent(string directory)
