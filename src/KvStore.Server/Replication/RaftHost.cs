@@ -420,8 +420,9 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         {
             var id = MemberIdentity.ComputeMemberId(pair.Value, _options.InitialClusterToken);
             var urls = pair.Value.Order(StringComparer.Ordinal).ToArray();
-            var clientUrls = id == _identity.MemberId ? _identity.ClientUrls : [];
-            return new ClusterMember(id, pair.Key, urls, clientUrls, false);
+            // Client URLs are not in the flags of other members: every member publishes its own through the log
+            // (PublishAsync), so the applied state is the same everywhere.
+            return new ClusterMember(id, pair.Key, urls, [], false);
         })];
     }
 
