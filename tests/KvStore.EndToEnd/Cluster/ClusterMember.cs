@@ -252,6 +252,45 @@ public sealed class ClusterMember : IDisposable
         }
     }
 
+    /// <summary>
+    /// The first <paramref name="head"/> and last <paramref name="tail"/> lines, each run of stack-frame lines cut
+    /// to its first four: what goes into the test output (the start shows identity and bootstrap, the end the fault).
+    /// </summary>
+    public string LogSummary(int head, int tail)
+    {
+        List<string> lines;
+        lock (_logLock)
+        {
+            lines = [];
+            var frames = 0;
+            foreach (var l in _log)
+            {
+                var isFrame = l.TrimStart().StartsWith("at ", StringComparison.Ordinal) || l.Contains("--- End of stack trace", StringComparison.Ordinal);
+                frames = isFrame ? frames + 1 : 0;
+                if (frames <= 4)
+                {
+                    lines.Add(l);
+                }
+            }
+        }
+
+        if (lines.Count <= head + tail)
+        {
+            return string.Join('\n', lines);
+        }
+
+        return string.Join('\n', lines.Take(head).Append($"... ({lines.Count - head - tail} lines cut) ...").Concat(lines.TakeLast(tail)));
+    }
+
+    /// <summary>Everything the member printed (all incarnations).</summary>
+    public string FullLog()
+    {
+        lock (_logLock)
+        {
+            return string.Join('\n', _log);
+        }
+    }
+
     /// <summary>True when any line the member printed (this test) contains the text.</summary>
     public bool LogContains(string text)
     {

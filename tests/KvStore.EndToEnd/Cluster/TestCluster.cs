@@ -410,11 +410,22 @@ public sealed class TestCluster : IAsyncDisposable
         foreach (var m in _members)
         {
             _output.WriteLine($"--- output of {m.Name} ({m.PeerUrl}{(m.Netns is null ? string.Empty : " in " + m.Netns)}, data {m.DataDir}):");
-            _output.WriteLine(m.LogTail(150));
+            _output.WriteLine(m.LogSummary(60, 150));
+        }
+
+        // KVSTORE_E2E_CLUSTER_LOGS=<dir> keeps every member's complete output for a closer look.
+        if (Environment.GetEnvironmentVariable("KVSTORE_E2E_CLUSTER_LOGS") is { Length: > 0 } logDir)
+        {
+            Directory.CreateDirectory(logDir);
+            foreach (var m in _members)
+            {
+                var file = Path.Combine(logDir, $"{Path.GetFileName(_root)}-{m.Name}.log");
+                await File.WriteAllTextAsync(file, m.FullLog());
+                _output.WriteLine($"full output of {m.Name}: {file}");
+            }
         }
 
         ServerProcess.TryDelete(_root);
-        await Task.CompletedTask;
         if (errors.Count > 0)
         {
             throw new AggregateException(errors);
