@@ -32,10 +32,15 @@ public sealed class Quota
     /// <summary>The configured quota in bytes.</summary>
     public long QuotaBytes => _quotaBytes;
 
-    /// <summary>True if a request adding <paramref name="cost"/> bytes fits; otherwise raises NOSPACE and returns false.</summary>
+    /// <summary>
+    /// True if a request adding <paramref name="cost"/> bytes fits; otherwise raises NOSPACE and returns false.
+    /// The size compared is the store's live data (every revision not yet compacted away): FasterKV keeps recent pages in
+    /// memory, so the files on disk lag behind what was written, while live bytes grow with every write and shrink with
+    /// compaction — as bolt's file does for etcd once defragmented.
+    /// </summary>
     public bool TryReserve(long cost)
     {
-        if (cost <= 0 || _store.DbSizeBytes + cost <= _quotaBytes)
+        if (cost <= 0 || _store.DbSizeInUseBytes + cost <= _quotaBytes)
         {
             return true;
         }
