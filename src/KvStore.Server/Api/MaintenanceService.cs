@@ -157,8 +157,9 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
     }
 
     /// <summary>
-    /// Our snapshot format: magic, the revision and compact revision (varints), every key-value at that revision as a
-    /// length-delimited mvccpb.KeyValue, then the SHA-256 of everything before it (as etcd appends one).
+    /// Our snapshot format: magic, the revision, compact revision and number of key-values (varints), every key-value at
+    /// that revision as a length-delimited mvccpb.KeyValue, zero padding to a multiple of 512 bytes, then the SHA-256 of
+    /// everything before it. etcdctl's `snapshot save` checks exactly that shape (bolt-page-sized body + SHA-256 trailer).
     /// </summary>
     private (byte[] Data, long Revision) BuildSnapshot()
     {
@@ -169,12 +170,15 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
         output.WriteInt64(revision);
         output.WriteInt64(_store.CompactRevision);
         var all = _store.Range([0], [0], new RangeOptions(Revision: revision));
+        output.WriteInt64(all.Kvs.Count);
         foreach (var kv in all.Kvs)
         {
             output.WriteMessage(Apply.Convert.ToProto(kv));
         }
 
         output.Flush();
+        var padding = (int)((512 - (buffer.Length % 512)) % 512);
+        buffer.Write(new byte[padding]);
         var body = buffer.ToArray();
         var hash = SHA256.HashData(body);
         var data = new byte[body.Length + hash.Length];
