@@ -23,6 +23,8 @@ public sealed partial class RaftHost
     private ulong _nextReadContext;
     private long _ticks;
     private ulong _lastLeader;
+    private ulong _syncedTerm;
+    private ulong _syncedVote;
 
     private async Task RunLoopAsync()
     {
@@ -48,7 +50,8 @@ public sealed partial class RaftHost
                     Handle(node, item);
                 }
 
-                while (node.HasReady())
+                // One Ready per round: proposals that arrived during its fsync join the next Ready (group commit).
+                if (node.HasReady())
                 {
                     await HandleReadyAsync(node, node.GetReady());
                 }
@@ -230,10 +233,23 @@ public sealed partial class RaftHost
         if (rd.MustPersist)
         {
             _raftLog.Save(rd.HardState, rd.Entries, rd.Snapshot);
-            var started = Stopwatch.GetTimestamp();
-            await _raftLog.SyncAsync();
-            _metrics.WalFsync.Observe(Stopwatch.GetElapsedTime(started));
-            _metrics.Batches.Add();
+
+            // Only entries, a snapshot, the term and the vote must be durable before going on; a hard state that only
+            // moved the commit index is written but not synced (a lost commit index is learned again from the leader).
+            var mustSync = rd.Entries.Count > 0 || rd.Snapshot is not null
+                || (rd.HardState is { } saved && (saved.Term != _syncedTerm || saved.Vote != _syncedVote));
+            if (mustSync)
+            {
+                var started = Stopwatch.GetTimestamp();
+                await _raftLog.SyncAsync();
+                _metrics.WalFsync.Observe(Stopwatch.GetElapsedTime(started));
+                _metrics.Batches.Add();
+                if (rd.HardState is { } synced)
+                {
+                    _syncedTerm = synced.Term;
+                    _syncedVote = synced.Vote;
+                }
+            }
         }
 
         if (!isLeader)

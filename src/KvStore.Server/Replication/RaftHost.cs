@@ -259,6 +259,9 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
             }
         }
 
+        var stored = _raftLog.HardState;
+        _syncedTerm = stored.Term;
+        _syncedVote = stored.Vote;
         var applied = _store.ConsistentIndex;
         _state.AppliedIndex = applied;
         _state.CommittedIndex = Math.Max(_node.CommitIndex, applied);
