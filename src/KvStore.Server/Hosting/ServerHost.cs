@@ -45,11 +45,29 @@ public static class ServerHost
         {
             Directory.CreateDirectory(memberDir);
             dataDirLock = LockDataDir(memberDir);
-            identity = MemberIdentity.LoadOrCreate(memberDir, options);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or OptionsException)
         {
             await Console.Error.WriteLineAsync($"cannot use data directory {options.EffectiveDataDir}: {e.Message}");
+            return 1;
+        }
+
+        try
+        {
+            // Stored identity wins; a first start with --initial-cluster-state existing asks the running cluster.
+            identity = await ClusterBootstrap.LoadOrJoinAsync(memberDir, options, ReplicationServiceCollectionExtensions.PeerTls(options), logger, CancellationToken.None);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or OptionsException)
+        {
+            await dataDirLock.DisposeAsync();
+            await Console.Error.WriteLineAsync($"cannot use data directory {options.EffectiveDataDir}: {e.Message}");
+            return 1;
+        }
+        catch (ClusterJoinException e)
+        {
+            await dataDirLock.DisposeAsync();
+            Log.Fatal(logger, e);
+            await Console.Error.WriteLineAsync(e.Message);
             return 1;
         }
 
@@ -174,7 +192,7 @@ public static class ServerHost
         }
 
         var path = context.Request.Path.Value ?? string.Empty;
-        if (kind == PortKind.Peer && path.StartsWith("/kvstore.raft.RaftPeer/", StringComparison.Ordinal))
+        if (kind == PortKind.Peer && (path.StartsWith("/kvstore.raft.RaftPeer/", StringComparison.Ordinal) || path.StartsWith("/kvstore.raft.PeerCluster/", StringComparison.Ordinal)))
         {
             return next(context);
         }

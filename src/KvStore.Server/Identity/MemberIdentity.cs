@@ -69,32 +69,58 @@ public sealed record MemberIdentity(ulong MemberId, ulong ClusterId, string Name
     }
 
     /// <summary>
+    /// The other members as a running cluster described them when this member joined it (--initial-cluster-state
+    /// existing): whom to connect to before the member table arrives through the log. Empty for a bootstrap member.
+    /// </summary>
+    public IReadOnlyList<KnownPeer> Peers { get; init; } = [];
+
+    /// <summary>
     /// Loads the identity stored in <paramref name="memberDir"/>, or computes it from the flags and stores it durably.
     /// The stored IDs win over the flags (as in etcd, the data directory decides who a member is); the name and URLs
     /// come from the current flags.
     /// </summary>
-    public static MemberIdentity LoadOrCreate(string memberDir, ServerOptions options)
+    public static MemberIdentity LoadOrCreate(string memberDir, ServerOptions options) =>
+        TryLoad(memberDir, options) ?? Save(memberDir, FromOptions(options));
+
+    /// <summary>The identity stored in <paramref name="memberDir"/> (IDs and known peers from the file, name and URLs
+    /// from the flags), or null at a first start.</summary>
+    public static MemberIdentity? TryLoad(string memberDir, ServerOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        var fromFlags = FromOptions(options);
         var path = Path.Combine(memberDir, FileName);
-        if (File.Exists(path))
+        if (!File.Exists(path))
         {
-            var stored = JsonSerializer.Deserialize<StoredIdentity>(File.ReadAllBytes(path))
-                ?? throw new InvalidDataException($"{path} is empty");
-            return fromFlags with
-            {
-                MemberId = ulong.Parse(stored.MemberId, NumberStyles.HexNumber, CultureInfo.InvariantCulture),
-                ClusterId = ulong.Parse(stored.ClusterId, NumberStyles.HexNumber, CultureInfo.InvariantCulture),
-            };
+            return null;
         }
 
+        var stored = JsonSerializer.Deserialize<StoredIdentity>(File.ReadAllBytes(path))
+            ?? throw new InvalidDataException($"{path} is empty");
+        var cluster = InitialCluster.Parse(options.InitialCluster);
+        var ownUrls = cluster.TryGetValue(options.Name, out var urls) ? urls.Order(StringComparer.Ordinal).ToArray() : stored.PeerUrls;
+        return new MemberIdentity(
+            ulong.Parse(stored.MemberId, NumberStyles.HexNumber, CultureInfo.InvariantCulture),
+            ulong.Parse(stored.ClusterId, NumberStyles.HexNumber, CultureInfo.InvariantCulture),
+            options.Name,
+            ownUrls,
+            options.AdvertiseClientUrls.Select(FlagParser.UrlText).ToArray())
+        {
+            Peers = stored.Peers ?? [],
+        };
+    }
+
+    /// <summary>Stores <paramref name="identity"/> durably in <paramref name="memberDir"/> (write, fsync, rename, fsync
+    /// the directory) and returns it.</summary>
+    public static MemberIdentity Save(string memberDir, MemberIdentity identity)
+    {
+        ArgumentNullException.ThrowIfNull(identity);
         Directory.CreateDirectory(memberDir);
+        var path = Path.Combine(memberDir, FileName);
         var record = new StoredIdentity(
-            fromFlags.MemberId.ToString("x16", CultureInfo.InvariantCulture),
-            fromFlags.ClusterId.ToString("x16", CultureInfo.InvariantCulture),
-            fromFlags.Name,
-            fromFlags.PeerUrls.ToArray());
+            identity.MemberId.ToString("x16", CultureInfo.InvariantCulture),
+            identity.ClusterId.ToString("x16", CultureInfo.InvariantCulture),
+            identity.Name,
+            identity.PeerUrls.ToArray(),
+            identity.Peers.Count == 0 ? null : identity.Peers.ToArray());
         var temp = path + ".tmp";
         using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
         {
@@ -104,7 +130,7 @@ public sealed record MemberIdentity(ulong MemberId, ulong ClusterId, string Name
 
         File.Move(temp, path, overwrite: true);
         SyncDirectory(memberDir);
-        return fromFlags;
+        return identity;
     }
 
     private static void SyncDirectory(string directory)
@@ -136,5 +162,8 @@ public sealed record MemberIdentity(ulong MemberId, ulong ClusterId, string Name
 
     private static ulong First8(byte[] hash) => BinaryPrimitives.ReadUInt64BigEndian(hash);
 
-    private sealed record StoredIdentity(string MemberId, string ClusterId, string Name, string[] PeerUrls);
+    private sealed record StoredIdentity(string MemberId, string ClusterId, string Name, string[] PeerUrls, KnownPeer[]? Peers = null);
 }
+
+/// <summary>Another member as the cluster described it when this member joined (see <see cref="MemberIdentity.Peers"/>).</summary>
+public sealed record KnownPeer(ulong Id, string Name, IReadOnlyList<string> PeerUrls, bool IsLearner);

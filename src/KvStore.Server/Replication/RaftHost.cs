@@ -418,6 +418,12 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
 
     private List<ClusterMember> InitialMembers()
     {
+        if (_identity.Peers.Count > 0)
+        {
+            // Joined a running cluster: its members as it described them (ids included), not as the flags imply.
+            return [.. _identity.Peers.Select(p => new ClusterMember(p.Id, p.Name, p.PeerUrls, [], p.IsLearner))];
+        }
+
         var cluster = InitialCluster.Parse(_options.InitialCluster);
         return [.. cluster.Select(pair =>
         {

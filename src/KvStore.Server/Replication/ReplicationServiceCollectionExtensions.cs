@@ -61,14 +61,16 @@ public static class ReplicationServiceCollectionExtensions
         return services;
     }
 
-    /// <summary>Maps the peer service on the peer listeners only.</summary>
+    /// <summary>Maps the peer services (raft transport, cluster info for joining members) on the peer listeners only.</summary>
     public static void MapReplication(this IEndpointRouteBuilder endpoints, Listeners listeners)
     {
         ArgumentNullException.ThrowIfNull(listeners);
         endpoints.MapPeerTransport(context => listeners.Kinds.TryGetValue(context.Connection.LocalPort, out var kind) && kind == PortKind.Peer);
+        ClusterInfoService.MapClusterInfo(endpoints, context => listeners.Kinds.TryGetValue(context.Connection.LocalPort, out var kind) && kind == PortKind.Peer);
     }
 
-    private static PeerTlsOptions? PeerTls(ServerOptions options)
+    /// <summary>The client side of peer TLS (null for plain-HTTP peer URLs).</summary>
+    public static PeerTlsOptions? PeerTls(ServerOptions options)
     {
         var https = options.InitialAdvertisePeerUrls.Concat(options.ListenPeerUrls).Any(u => u.Scheme == "https");
         if (!https || !options.PeerTls.Enabled)

@@ -112,8 +112,11 @@ internal sealed class ClusterMemberHost : IAsyncDisposable
             ElectionTimeoutMs = 200,
             SnapshotCount = snapshotCount,
             AdvertiseClientUrls = [new Uri($"http://127.0.0.1:{port + 10000}")],
+            InitialAdvertisePeerUrls = [new Uri($"http://127.0.0.1:{port}")],
         };
-        var identity = MemberIdentity.FromOptions(options);
+
+        // As ServerHost: the stored identity, else (existing) the running cluster's answer, else the flags'.
+        var identity = await ClusterBootstrap.LoadOrJoinAsync(dataDir, options, tls: null, NullLogger.Instance, CancellationToken.None, attempts: 3, retryDelay: TimeSpan.FromMilliseconds(100));
         if (clusterId != 0)
         {
             identity = identity with { ClusterId = clusterId };
@@ -130,6 +133,7 @@ internal sealed class ClusterMemberHost : IAsyncDisposable
         builder.Logging.ClearProviders();
         builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, port, l => l.Protocols = HttpProtocols.Http2));
         builder.Services.Configure<Microsoft.Extensions.Hosting.HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(10));
+        builder.Services.AddSingleton(identity);
         builder.Services.AddSingleton(sp => new RaftHost(
             options,
             identity,
@@ -159,6 +163,7 @@ internal sealed class ClusterMemberHost : IAsyncDisposable
         builder.Services.AddHostedService(sp => sp.GetRequiredService<RaftHost>());
         var app = builder.Build();
         app.MapPeerTransport(_ => true);
+        ClusterInfoService.MapClusterInfo(app, _ => true);
         await app.StartAsync();
         return new ClusterMemberHost(app, wal, app.Services.GetRequiredService<RaftHost>(), nodeState, identity, name, port, dataDir);
     }

@@ -89,16 +89,17 @@ public sealed class RaftClusterTests
             leader.Host.AddMemberAsync([$"http://127.0.0.1:{ClusterMemberHost.FreePort()}"], isLearner: true, CancellationToken.None));
         Assert.Equal("etcdserver: too many learner members in cluster", refused.Detail);
 
-        // The new member joins an existing cluster: no bootstrap, everything from the leader.
+        // The new member joins an existing cluster: it asks the peers for the cluster id and its own member id (no
+        // bootstrap, everything else from the leader).
         var joined = await ClusterMemberHost.StartAsync(
             "m3",
             Path.Combine(cluster.Root, "m3"),
             port,
             cluster.InitialCluster + $",m3={url}",
-            state: "existing",
-            clusterId: leader.Identity.ClusterId);
+            state: "existing");
         cluster.Members.Add(joined);
         Assert.Equal(added.Id, joined.Id);
+        Assert.Equal(leader.Identity.ClusterId, joined.Identity.ClusterId);
         await Bounded.UntilAsync(() => joined.LocalGet("k") == "v", "the learner caught up", joined);
         Assert.True(joined.Host.IsLearner);
 
@@ -129,6 +130,58 @@ public sealed class RaftClusterTests
         await joined.StopAsync();
         await leader.PutAsync("after-remove", "y");
         Assert.Equal(3, leader.Host.Membership.VoterCount);
+    }
+
+    [Fact]
+    public async Task A_voter_added_with_member_add_joins_with_state_existing_and_keeps_its_identity_on_restart()
+    {
+        await using var cluster = await TestCluster.StartAsync(3);
+        var leader = await cluster.WaitForLeaderAsync();
+        await leader.PutAsync("before-join", "1");
+
+        var port = ClusterMemberHost.FreePort();
+        var url = $"http://127.0.0.1:{port}";
+        var follower = cluster.Members.First(m => m != leader);
+        var added = await follower.Host.AddMemberAsync([url], isLearner: false, CancellationToken.None);
+
+        // No cluster id handed in: the joiner asks the peers of --initial-cluster over the peer port.
+        var dataDir = Path.Combine(cluster.Root, "m3");
+        var joined = await ClusterMemberHost.StartAsync("m3", dataDir, port, cluster.InitialCluster + $",m3={url}", state: "existing");
+        cluster.Members.Add(joined);
+        Assert.Equal(added.Id, joined.Id);
+        Assert.Equal(leader.Identity.ClusterId, joined.Identity.ClusterId);
+        Assert.Equal("1", await joined.GetAsync("before-join"));
+
+        await joined.PutAsync("from-joined", "2");
+        Assert.Equal("2", await leader.GetAsync("from-joined"));
+        Assert.Equal(4, leader.Host.Membership.VoterCount);
+
+        // A restart uses what it stored, whatever --initial-cluster and --initial-cluster-state say now.
+        await joined.StopAsync();
+        await leader.PutAsync("while-down", "3");
+        var restarted = await ClusterMemberHost.StartAsync("m3", dataDir, port, $"m3={url}", state: "new");
+        cluster.Members[cluster.Members.IndexOf(joined)] = restarted;
+        Assert.Equal(added.Id, restarted.Id);
+        Assert.Equal(leader.Identity.ClusterId, restarted.Identity.ClusterId);
+        Assert.Equal("3", await restarted.GetAsync("while-down"));
+    }
+
+    [Fact]
+    public async Task Joining_with_peer_urls_that_no_member_add_created_fails_with_a_clear_error()
+    {
+        await using var cluster = await TestCluster.StartAsync(3);
+        var leader = await cluster.WaitForLeaderAsync();
+        var addedPort = ClusterMemberHost.FreePort();
+        await leader.Host.AddMemberAsync([$"http://127.0.0.1:{addedPort}"], isLearner: true, CancellationToken.None);
+
+        var wrongPort = ClusterMemberHost.FreePort();
+        var wrongUrl = $"http://127.0.0.1:{wrongPort}";
+        var error = await Assert.ThrowsAsync<ClusterJoinException>(() => ClusterMemberHost.StartAsync(
+            "m3", Path.Combine(cluster.Root, "m3"), wrongPort, cluster.InitialCluster + $",m3={wrongUrl}", state: "existing"));
+        Assert.Contains($"no member has peer URLs {wrongUrl}", error.Message, StringComparison.Ordinal);
+        Assert.Contains($"etcdctl member add m3 --peer-urls={wrongUrl}", error.Message, StringComparison.Ordinal);
+        Assert.Contains($"ClusterID:{leader.Identity.ClusterId:x}", error.Message, StringComparison.Ordinal);
+        Assert.False(File.Exists(Path.Combine(cluster.Root, "m3", Identity.MemberIdentity.FileName)));
     }
 
     [Fact]
