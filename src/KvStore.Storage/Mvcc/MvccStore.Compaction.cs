@@ -15,12 +15,18 @@ public sealed partial class MvccStore
     /// Compacts at revision (etcd rules): Error Compacted when revision &lt;= CompactRevision, FutureRevision when
     /// revision &gt; CurrentRevision. Logical compaction (reads below it fail, index history dropped) is immediate;
     /// physical removal of superseded revisions from FasterKV runs in the background (see PhysicalCompactionDone).
-    /// Writer-only (the applier).
+    /// Writer-only (the applier). etcd's compactMainRev starts at -1, so compacting at 0 a store that was never
+    /// compacted succeeds (there is nothing below revision 0 to drop: a no-op that changes no state).
     /// </summary>
     public CompactResult Compact(long revision)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var current = CurrentRevision;
+        if (revision == 0 && CompactRevision == 0)
+        {
+            return new CompactResult(MvccError.None, 0, current);
+        }
+
         if (revision <= CompactRevision)
         {
             return new CompactResult(MvccError.Compacted, CompactRevision, current);
@@ -69,46 +75,49 @@ public sealed partial class MvccStore
     /// </summary>
     public HashKVResult HashKV(long revision)
     {
-        var current = CurrentRevision;
-        var compact = CompactRevision;
-        if (revision > 0 && revision <= compact)
-        {
-            return new HashKVResult(MvccError.Compacted, 0, compact, current);
-        }
-
-        if (revision > current)
-        {
-            return new HashKVResult(MvccError.FutureRevision, 0, compact, current);
-        }
-
-        if (revision == 0)
-        {
-            revision = current;
-        }
-
         WaitPhysicalCompaction();
-        var keep = new HashSet<Revision>();
-        _lock.EnterReadLock();
-        try
-        {
-            foreach (var ki in _index)
-            {
-                ki.Keep(revision, keep);
-            }
-        }
-        finally
-        {
-            _lock.ExitReadLock();
-        }
-
-        var crc = Crc32C.Create();
-        crc.Append("key"u8);
-        var session = RentSession();
         Span<byte> rk = stackalloc byte[17];
         Span<byte> bolt = stackalloc byte[18];
+
+        // The whole hash runs in the shift read lock: a concurrent RestoreFrom waits, so revisions, index and records
+        // all come from one state.
         _shiftLock.EnterReadLock();
+        var session = RentSession();
         try
         {
+            var current = CurrentRevision;
+            var compact = CompactRevision;
+            if (revision > 0 && revision <= compact)
+            {
+                return new HashKVResult(MvccError.Compacted, 0, compact, current);
+            }
+
+            if (revision > current)
+            {
+                return new HashKVResult(MvccError.FutureRevision, 0, compact, current);
+            }
+
+            if (revision == 0)
+            {
+                revision = current;
+            }
+
+            var keep = new HashSet<Revision>();
+            _lock.EnterReadLock();
+            try
+            {
+                foreach (var ki in _index)
+                {
+                    ki.Keep(revision, keep);
+                }
+            }
+            finally
+            {
+                _lock.ExitReadLock();
+            }
+
+            var crc = Crc32C.Create();
+            crc.Append("key"u8);
             void Add(Revision rev, byte[] record, Span<byte> boltKey, ref Crc32C h)
             {
                 rev.WriteBoltKey(boltKey);
@@ -150,15 +159,15 @@ public sealed partial class MvccStore
                     Add(rev, record, bolt, ref crc);
                 }
             }
+
+            // etcd reports compact_revision -1 when the store was never compacted.
+            return new HashKVResult(MvccError.None, crc.Current, compact == 0 ? -1 : compact, current);
         }
         finally
         {
-            _shiftLock.ExitReadLock();
             _readerSessions.Add(session);
+            _shiftLock.ExitReadLock();
         }
-
-        // etcd reports compact_revision -1 when the store was never compacted.
-        return new HashKVResult(MvccError.None, crc.Current, compact == 0 ? -1 : compact, current);
     }
 
     /// <summary>Compacts every key index at revision; returns the stored revisions that are no longer needed. Caller holds the write lock.</summary>

@@ -44,8 +44,8 @@ public sealed partial class MvccStore
     /// Replaces <paramref name="options"/>.DataDirectory with the state in a snapshot file and opens it. The new store is
     /// built and checkpointed in <c>&lt;dir&gt;.restore.tmp</c>, renamed to <c>&lt;dir&gt;.restore</c> once complete, then
     /// swapped in place of <c>&lt;dir&gt;</c>; <see cref="Open"/> finishes a swap a crash interrupted. The current store on
-    /// that directory must be disposed first. A damaged file fails with an <see cref="InvalidDataException"/> naming it,
-    /// and the data directory is left untouched.
+    /// that directory must be disposed first (a running store restores in place with <see cref="RestoreFrom"/>). A damaged
+    /// file fails with an <see cref="InvalidDataException"/> naming it, and the data directory is left untouched.
     /// </summary>
     public static MvccStore RestoreFromSnapshotFile(string file, MvccStoreOptions options, ILogger logger)
     {
@@ -53,6 +53,125 @@ public sealed partial class MvccStore
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(logger);
         var dir = Path.GetFullPath(options.DataDirectory).TrimEnd(Path.DirectorySeparatorChar);
+        PrepareRestore(file, dir, options, logger);
+        FinishRestore(dir, logger);
+        return Open(options, logger);
+    }
+
+    /// <summary>
+    /// Replaces the state of this open store with the one in a snapshot file (raft snapshot install), keeping this
+    /// instance, so everything holding it sees the new state. The restored store is built next to the data directory
+    /// exactly as <see cref="RestoreFromSnapshotFile"/> does (crash-safe: <c>.restore.tmp</c>, renamed to <c>.restore</c>;
+    /// <see cref="Open"/> completes an interrupted swap) while readers and the writer go on; then, between write txns
+    /// and with readers held off, the FasterKV backend is closed, the directories are swapped and the key index, meta
+    /// buckets and counters are rebuilt from the new backend. Readers see the old state or the new one, never a mix.
+    /// Call from the writer with no txn open. A damaged file fails with an <see cref="InvalidDataException"/> naming it
+    /// and leaves the store untouched; a failure after the swap started leaves the store unusable (disposed) but the
+    /// directory consistent (reopening finishes the swap).
+    /// </summary>
+    public void RestoreFrom(string snapshotFile)
+    {
+        ArgumentNullException.ThrowIfNull(snapshotFile);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_openTxn is not null)
+        {
+            throw new InvalidOperationException("RestoreFrom must not run while a write txn is open");
+        }
+
+        // On the maintenance chain: no physical compaction, log compaction or snapshot dump runs on the old backend
+        // while it is replaced, and the ones scheduled later run on the new one.
+        Task done;
+        lock (_physicalGate)
+        {
+            done = _physical.ContinueWith(_ => RestoreInPlace(snapshotFile), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+            _physical = done.ContinueWith(_ => { }, TaskScheduler.Default);
+        }
+
+        done.GetAwaiter().GetResult();
+    }
+
+    private void RestoreInPlace(string snapshotFile)
+    {
+        var dir = _dataDirectory.TrimEnd(Path.DirectorySeparatorChar);
+        PrepareRestore(snapshotFile, dir, _options, _logger);
+
+        // Lock order as everywhere: txn gate, meta, shift lock, index lock.
+        _txnGate.Wait();
+        try
+        {
+            lock (_meta)
+            {
+                _shiftLock.EnterWriteLock();
+                try
+                {
+                    _lock.EnterWriteLock();
+                    try
+                    {
+                        SwapInRestored(dir);
+                    }
+                    finally
+                    {
+                        _lock.ExitWriteLock();
+                    }
+                }
+                finally
+                {
+                    _shiftLock.ExitWriteLock();
+                }
+            }
+        }
+        finally
+        {
+            _txnGate.Release();
+        }
+    }
+
+    /// <summary>All locks held, no reader inside: closes the old backend, swaps the directories, recovers the new state.</summary>
+    private void SwapInRestored(string dir)
+    {
+        try
+        {
+            // Every rented reader session is back in the bag (readers return it before leaving the shift lock).
+            _writerSession.Dispose();
+            while (_readerSessions.TryTake(out var s))
+            {
+                s.Dispose();
+            }
+
+            _backend.Dispose();
+            FinishRestore(dir, _logger);
+
+            _index.Clear();
+            _meta.Clear();
+            lock (_physicalGate)
+            {
+                _pendingDeletes.Clear();
+            }
+
+            _consistentIndex = 0;
+            _currentRevision = 0;
+            _compactRevision = 0;
+            _liveBytes = 0;
+            _footprintRatio = 2.0;
+            _backend = new FasterBackend(_dataDirectory, _options.IndexBuckets, _options.MemorySizeBits, _options.PageSizeBits, _options.SegmentSizeBits, _logger);
+            _writerSession = _backend.NewSession();
+            Recover();
+        }
+        catch (Exception ex)
+        {
+            _disposed = true;
+            _logger.LogError(ex, "Restoring the store in '{Dir}' from a snapshot failed after the old state was closed; reopen the store", dir);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Builds the state of a snapshot file into <c>&lt;dir&gt;.restore.tmp</c>, syncs it and renames it to
+    /// <c>&lt;dir&gt;.restore</c> (the point from which <see cref="FinishRestore"/> completes the swap, even after a crash).
+    /// Throws before touching <paramref name="dir"/> when the file is damaged.
+    /// </summary>
+    private static void PrepareRestore(string file, string dir, MvccStoreOptions options, ILogger logger)
+    {
         var tmp = dir + ".restore.tmp";
         var complete = dir + ".restore";
         DeleteDirectoryIfExists(tmp);
@@ -70,8 +189,6 @@ public sealed partial class MvccStore
         SyncTree(tmp);
         Directory.Move(tmp, complete);
         SyncParentOf(complete);
-        FinishRestore(dir, logger);
-        return Open(options, logger);
     }
 
     /// <summary>Completes an interrupted restore: a complete <c>&lt;dir&gt;.restore</c> replaces <c>&lt;dir&gt;</c>.</summary>

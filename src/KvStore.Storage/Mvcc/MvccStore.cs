@@ -14,7 +14,9 @@ using Session = ClientSession<SpanByte, SpanByte, SpanByte, SpanByteAndMemory, E
 /// Threading: one writer (the applier: BeginWrite/Compact/Checkpoint) and any number of concurrent readers.
 /// Readers take the index read lock for the whole read, the writer takes the write lock only to mutate the index;
 /// writes of an open txn are at CurrentRevision + 1 and CurrentRevision is published at Commit, so readers
-/// never see a half-applied txn.
+/// never see a half-applied txn. Every read that touches FasterKV rents its session inside the shift read lock and
+/// returns it before leaving it, so <see cref="RestoreFrom"/> (which takes that lock for writing) can swap the backend
+/// under them: a read sees the old state or the new one, never a mix or a disposed backend.
 /// </summary>
 public sealed partial class MvccStore : IMvccReader, IDisposable
 {
@@ -26,8 +28,11 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
 
     private readonly ILogger _logger;
     private readonly string _dataDirectory;
-    private readonly FasterBackend _backend;
-    private readonly Session _writerSession;
+    private readonly MvccStoreOptions _options;
+
+    // Replaced only by RestoreFrom (txn gate, meta lock, shift write lock and index write lock held, sessions drained).
+    private FasterBackend _backend;
+    private Session _writerSession;
     private readonly ConcurrentBag<Session> _readerSessions = [];
     private readonly SortedSet<KeyIndex> _index = new(KeyIndexComparer.Instance);
     private readonly ReaderWriterLockSlim _lock = new(LockRecursionPolicy.NoRecursion);
@@ -50,6 +55,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
     private MvccStore(MvccStoreOptions options, ILogger logger)
     {
         _logger = logger;
+        _options = options;
         _dataDirectory = Path.GetFullPath(options.DataDirectory);
         Directory.CreateDirectory(_dataDirectory);
         _backend = new FasterBackend(_dataDirectory, options.IndexBuckets, options.MemorySizeBits, options.PageSizeBits, options.SegmentSizeBits, logger);
@@ -88,13 +94,22 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
     {
         get
         {
-            long total = 0;
-            foreach (var file in new DirectoryInfo(_dataDirectory).EnumerateFiles("*", SearchOption.AllDirectories))
+            // The shift read lock keeps RestoreFrom from renaming the directory while it is enumerated.
+            _shiftLock.EnterReadLock();
+            try
             {
-                total += file.Length;
-            }
+                long total = 0;
+                foreach (var file in new DirectoryInfo(_dataDirectory).EnumerateFiles("*", SearchOption.AllDirectories))
+                {
+                    total += file.Length;
+                }
 
-            return total;
+                return total;
+            }
+            finally
+            {
+                _shiftLock.ExitReadLock();
+            }
         }
     }
 
@@ -103,16 +118,16 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
 
     public RangeResult Range(ReadOnlySpan<byte> key, ReadOnlySpan<byte> rangeEnd, RangeOptions options)
     {
-        var session = RentSession();
         _shiftLock.EnterReadLock();
+        var session = RentSession();
         try
         {
             return RangeCore(session, key, rangeEnd, options, CurrentRevision);
         }
         finally
         {
-            _shiftLock.ExitReadLock();
             _readerSessions.Add(session);
+            _shiftLock.ExitReadLock();
         }
     }
 
@@ -183,14 +198,14 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
     /// </summary>
     public IReadOnlyList<MvccEvent> ReadEvents(ReadOnlySpan<byte> key, ReadOnlySpan<byte> rangeEnd, long fromRevision, long toRevision, int maxEvents)
     {
-        var current = CurrentRevision;
-        var to = toRevision <= 0 || toRevision > current ? current : toRevision;
         var events = new List<MvccEvent>();
-        var session = RentSession();
         Span<byte> rk = stackalloc byte[17];
         _shiftLock.EnterReadLock();
+        var session = RentSession();
         try
         {
+            var current = CurrentRevision;
+            var to = toRevision <= 0 || toRevision > current ? current : toRevision;
             for (var main = Math.Max(1, fromRevision); main <= to; main++)
             {
                 for (long sub = 0; ; sub++)
@@ -226,8 +241,8 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
         }
         finally
         {
-            _shiftLock.ExitReadLock();
             _readerSessions.Add(session);
+            _shiftLock.ExitReadLock();
         }
 
         return events;
@@ -275,6 +290,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
 
     internal Session WriterSession => _writerSession;
 
+    /// <summary>A reader session of the current backend. Caller holds the shift read lock until it returns the session.</summary>
     internal Session RentSession() => _readerSessions.TryTake(out var s) ? s : _backend.NewSession();
 
     internal static void WriteRevisionKey(Span<byte> dest, Revision rev)
