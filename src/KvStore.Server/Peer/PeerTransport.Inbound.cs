@@ -43,14 +43,17 @@ public sealed partial class PeerTransport
     internal PeerAck CreateAck() => new() { ClusterId = Options.ClusterId, MemberId = Options.LocalMemberId };
 
     /// <summary>Hands the messages of one envelope from <paramref name="from"/> to the node, dropping what cannot be
-    /// genuine (another sender, another recipient, snapshots, local-only kinds).</summary>
+    /// genuine (another sender except for forwarded proposals and reads, another recipient, snapshots, local-only kinds).</summary>
     internal async ValueTask DeliverAsync(ulong from, RaftEnvelope envelope, CancellationToken cancellationToken)
     {
         foreach (var wire in envelope.Messages)
         {
             var type = (MessageType)(int)wire.Type;
             string? problem = null;
-            if (wire.From != from)
+            // A proposal or read request forwarded by a follower that still followed an older leader keeps its
+            // originator as sender (the reply to a ReadIndex must reach the member that asked), so only these two
+            // kinds may name another sender than the connection's member.
+            if (wire.From != from && type is not (MessageType.Prop or MessageType.ReadIndex))
             {
                 problem = $"it claims to come from {PeerHeaders.Format(wire.From)}";
             }

@@ -322,6 +322,34 @@ public sealed class PeerTransportTests : IDisposable
         (await Wait.For(b.Handler.Messages.Reader.ReadAsync())).Index.Should().Be(2UL);
     }
 
+    [Fact]
+    public async Task Forwarded_proposals_and_reads_keep_their_originator_while_other_kinds_from_another_sender_are_dropped()
+    {
+        await using var a = await PeerHost.StartAsync(1, _dir.Sub("a"));
+        await using var b = await PeerHost.StartAsync(2, _dir.Sub("b"));
+        Connect(a, b);
+
+        // Member 1 relays what member 3 sent it (it followed an older leader); an append "from 3" on 1's stream is forged.
+        a.Transport.Send(
+        [
+            new Message { Type = MessageType.Prop, From = 3, To = 2, Entries = [new Entry { Data = new byte[] { 7 } }] },
+            new Message { Type = MessageType.App, From = 3, To = 2, Term = 1 },
+            new Message { Type = MessageType.ReadIndex, From = 3, To = 2, Entries = [new Entry { Data = new byte[] { 9 } }] },
+            Heartbeat(1, 2, 1),
+        ]);
+
+        var received = new List<Message>();
+        for (var i = 0; i < 3; i++)
+        {
+            received.Add(await Wait.For(b.Handler.Messages.Reader.ReadAsync()));
+        }
+
+        received.Select(m => (m.Type, m.From)).Should().Equal(
+            (MessageType.Prop, 3UL), (MessageType.ReadIndex, 3UL), (MessageType.Heartbeat, 1UL));
+        received[0].Entries.Single().Data.ToArray().Should().Equal(7);
+        await b.Logs.WaitForAsync("it claims to come from");
+    }
+
     private static void Connect(PeerHost from, params PeerHost[] to)
     {
         foreach (var peer in to)
