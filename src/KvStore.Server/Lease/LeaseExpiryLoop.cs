@@ -46,18 +46,25 @@ public sealed class LeaseExpiryLoop(
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         using var timer = new PeriodicTimer(options.ExpiryCheckInterval, time);
-        do
+        try
         {
-            try
+            do
             {
-                CheckOnce(stoppingToken);
+                try
+                {
+                    CheckOnce(stoppingToken);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    Log.ExpiryCheckFailed(logger, ex);
+                }
             }
-            catch (Exception ex) when (ex is not OperationCanceledException)
-            {
-                Log.ExpiryCheckFailed(logger, ex);
-            }
+            while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false));
         }
-        while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false));
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+            // Host shutdown: a normal end, not a failed background service.
+        }
     }
 
     private async Task ProposeRevokeAsync(long id, CancellationToken cancellationToken)

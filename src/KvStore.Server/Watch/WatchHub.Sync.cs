@@ -15,7 +15,9 @@ public sealed partial class WatchHub
     /// starts below the compacted revision gets a compacted response and is removed (etcd 3.4/3.5: start &lt; compact
     /// revision); the others get their history up to the hub's revision in one response and become synced when
     /// nothing newer arrived meanwhile. Store reads happen outside the lock, so the apply thread never waits for them.
-    /// Returns the number of watchers still unsynced.
+    /// A watcher that advanced but is still behind (commits arrived during the read, or its history was cut) makes the
+    /// loop run again at once rather than after <see cref="WatchOptions.SyncInterval"/> (etcd: unsynced watchers never
+    /// wait a whole interval for events that are already committed). Returns the number of watchers still unsynced.
     /// </summary>
     public int SyncOnce()
     {
@@ -32,7 +34,7 @@ public sealed partial class WatchHub
             toRevision = Revision;
         }
 
-        var compactRevision = Store.CompactRevision;
+        var compactRevision = WatchCompactRevision(Store.CompactRevision);
         var results = new List<(Watcher Watcher, long Start, IReadOnlyList<MvccEvent>? Events, long Next, bool Compacted)>(work.Count);
         foreach (var watcher in work)
         {
@@ -53,10 +55,19 @@ public sealed partial class WatchHub
                 continue;
             }
 
+            if (start < 0)
+            {
+                // etcd reads the key bucket from revision start (as unsigned bytes: after every real revision), which
+                // finds nothing; the watcher then continues from the current revision.
+                results.Add((watcher, start, [], toRevision + 1, false));
+                continue;
+            }
+
             var (events, next) = ReadHistory(watcher, Math.Max(1, start), toRevision);
             results.Add((watcher, start, events, next, events is null));
         }
 
+        var advanced = false;
         lock (_lock)
         {
             foreach (var (watcher, start, events, next, compacted) in results)
@@ -72,7 +83,12 @@ public sealed partial class WatchHub
                     Remove(watcher);
                     // etcd sends this response with no revision in its header (revision 0).
                     stream.QueueControl(
-                        new WatchResponse { WatchId = watcher.Id, CompactRevision = Math.Max(compactRevision, Store.CompactRevision), Canceled = true },
+                        new WatchResponse
+                        {
+                            WatchId = watcher.Id,
+                            CompactRevision = Math.Max(compactRevision, WatchCompactRevision(Store.CompactRevision)),
+                            Canceled = true,
+                        },
                         0);
                     if (stream.DeferredProgress)
                     {
@@ -103,11 +119,29 @@ public sealed partial class WatchHub
                         RequestProgress(watcher.Stream);
                     }
                 }
+                else
+                {
+                    advanced = true;
+                }
+            }
+
+            if (advanced && _syncSignal.CurrentCount == 0)
+            {
+                _syncSignal.Release();
             }
 
             return _unsynced.Count;
         }
     }
+
+    /// <summary>
+    /// The compact revision as etcd's watchable store compares it with a watcher's start: etcd's compactMainRev is -1
+    /// until the first compaction, so a negative start revision below -1 is "compacted" even on a fresh store (the
+    /// cancel response carries compact_revision -1, which clients report as "required revision has been compacted"),
+    /// while -1 itself is not.
+    /// </summary>
+    internal static long WatchCompactRevision(long storeCompactRevision) =>
+        storeCompactRevision > 0 ? storeCompactRevision : -1;
 
     /// <summary>
     /// Events for [start, toRevision], cut at a revision boundary when there are too many; returns them and the next

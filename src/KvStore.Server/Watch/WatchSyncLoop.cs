@@ -9,17 +9,24 @@ public sealed class WatchSyncLoop(WatchHub hub, ILogger<WatchSyncLoop> logger) :
     /// <inheritdoc/>
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        while (!stoppingToken.IsCancellationRequested)
+        try
         {
-            await hub.WaitForSyncWorkAsync(stoppingToken).ConfigureAwait(false);
-            try
+            while (!stoppingToken.IsCancellationRequested)
             {
-                hub.SyncOnce();
+                await hub.WaitForSyncWorkAsync(stoppingToken).ConfigureAwait(false);
+                try
+                {
+                    hub.SyncOnce();
+                }
+                catch (Exception ex)
+                {
+                    Log.SyncFailed(logger, ex);
+                }
             }
-            catch (Exception ex)
-            {
-                Log.SyncFailed(logger, ex);
-            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+            // Host shutdown: a normal end, not a failed background service.
         }
     }
 }

@@ -87,8 +87,14 @@ public sealed class FakeWatchableStore : IWatchableStore
         }
     }
 
+    /// <summary>Runs once at the start of the next <see cref="ReadEvents"/> (e.g. a commit racing a catch-up read).</summary>
+    public Action? BeforeNextRead { get; set; }
+
     public IReadOnlyList<MvccEvent> ReadEvents(ReadOnlySpan<byte> key, ReadOnlySpan<byte> rangeEnd, long fromRevision, long toRevision, int maxEvents)
     {
+        var before = BeforeNextRead;
+        BeforeNextRead = null;
+        before?.Invoke();
         if (fromRevision < CompactRevision)
         {
             throw new InvalidOperationException("compacted");

@@ -215,6 +215,67 @@ public sealed class WatchHubTests
     }
 
     [Fact]
+    public async Task A_negative_start_revision_is_compacted_with_compact_revision_minus_one_on_a_never_compacted_store()
+    {
+        // etcd 3.4: compactMainRev starts at -1 and an unsynced watcher with start < compactMainRev is cancelled with
+        // it; clients treat any non-zero compact_revision as "required revision has been compacted". -1 itself is not
+        // below it: its (empty) history read leaves it watching from the current revision.
+        using var h = new WatchHarness();
+        h.Commit(Put("a", "1"));
+        h.Commit(Put("a", "2"));
+        using var c = h.Open();
+        c.Session.Create(Create("a", startRevision: -5));
+        c.Session.Create(Create("a", startRevision: -1));
+        h.Hub.SyncOnce().Should().Be(0);
+        h.Commit(Put("a", "3"));
+
+        var responses = await c.DrainAsync();
+        responses.Select(r => (r.WatchId, r.Created, r.Canceled, r.CompactRevision, r.Header.Revision)).Should().Equal(
+            (0L, true, false, 0L, 2L), (1L, true, false, 0L, 2L), (0L, false, true, -1L, 0L), (1L, false, false, 0L, 3L));
+        responses.Describe().Should().Equal("PUT a=3@3");
+        h.Hub.Counts.Should().Be((1, 0));
+    }
+
+    [Fact]
+    public async Task A_negative_start_revision_after_a_compaction_is_cancelled_with_the_compact_revision()
+    {
+        using var h = new WatchHarness();
+        for (var i = 1; i <= 3; i++)
+        {
+            h.Commit(Put("n", $"{i}"));
+        }
+
+        h.Store.Compact(3);
+        using var c = h.Open();
+        c.Session.Create(Create("n", startRevision: -1));
+        h.Hub.SyncOnce().Should().Be(0);
+
+        var responses = await c.DrainAsync();
+        responses.Select(r => (r.WatchId, r.Created, r.Canceled, r.CompactRevision)).Should().Equal(
+            (0L, true, false, 0L), (0L, false, true, 3L));
+        h.Hub.Counts.Should().Be((0, 0));
+    }
+
+    [Fact]
+    public async Task A_commit_during_the_catch_up_read_makes_the_sync_loop_run_again_at_once()
+    {
+        using var h = new WatchHarness();
+        h.Commit(Put("r", "1"));
+        using var c = h.Open();
+        c.Session.Create(Create("r", startRevision: 1));
+        (await h.Hub.WaitForSyncWorkAsync(CancellationToken.None)).Should().BeTrue("creating an unsynced watcher signals");
+
+        h.Store.BeforeNextRead = () => h.Commit(Put("r", "2"));
+        h.Hub.SyncOnce().Should().Be(1, "revision 2 arrived after the read's upper bound was taken");
+        var again = h.Hub.WaitForSyncWorkAsync(CancellationToken.None);
+        again.IsCompletedSuccessfully.Should().BeTrue("the watcher must not wait a whole sync interval for committed events");
+        (await again).Should().BeTrue();
+
+        h.Hub.SyncOnce().Should().Be(0);
+        (await c.DrainAsync()).Describe().Should().Equal("PUT r=1@1", "PUT r=2@2");
+    }
+
+    [Fact]
     public async Task Duplicate_client_ids_are_refused_and_automatic_ids_skip_ids_in_use()
     {
         using var h = new WatchHarness();
