@@ -148,7 +148,7 @@ public static class ServerHost
         services.AddSingleton<ILeaderStatus, NodeLeaderStatus>();
 
         // Raft (one path for every cluster size) starts before the watch and lease loops.
-        services.AddReplication(options, identity, wal, memberDir, storeOptions);
+        services.AddReplication(options, identity, wal, memberDir);
         services.AddWatch(sp => new WatchOptions
         {
             MaxResponseBytes = options.MaxRequestBytes,

@@ -100,6 +100,19 @@ public sealed partial class Lessor : ILeaseApplier, IDisposable
         }
     }
 
+    /// <summary>
+    /// After a snapshot from the leader replaced the store's state: rebuilds the leases from it as at start. A primary
+    /// (only followers install snapshots, but leadership may have moved meanwhile) gives them fresh deadlines.
+    /// </summary>
+    public void Reload(ILeaseRecoverySource source)
+    {
+        Recover(source);
+        if (IsPrimary)
+        {
+            Promote(TimeSpan.Zero);
+        }
+    }
+
     /// <inheritdoc/>
     public void Dispose()
     {

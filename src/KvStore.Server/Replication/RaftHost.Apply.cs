@@ -28,7 +28,7 @@ public sealed partial class RaftHost
                             await ApplyEntriesAsync(entries);
                             break;
                         case SnapshotInstall install:
-                            Install(install);
+                            await InstallAsync(install);
                             break;
                     }
                 }
@@ -308,36 +308,45 @@ public sealed partial class RaftHost
         await install.Done.Task;
     }
 
-    /// <summary>Apply loop: replaces the store with the snapshot's state.</summary>
-    private void Install(SnapshotInstall install)
+    /// <summary>
+    /// Apply loop: installs the snapshot's state into the store in place (the same <see cref="MvccStore"/> instance every
+    /// service holds), then records the snapshot in the raft log (durable before the raft loop goes on) and rebuilds
+    /// what is derived from the store: the member table and peer transport here, leases and watchers through
+    /// <see cref="SnapshotInstalled"/>.
+    /// </summary>
+    private async Task InstallAsync(SnapshotInstall install)
     {
         try
         {
             var meta = install.Snapshot.Metadata;
             Log.InstallingSnapshot(_logger, meta.Index, meta.Term, install.FilePath);
-            var current = Store;
-            MvccStore restored;
-            if (_storeOptions is null)
-            {
-                throw new InvalidOperationException("cannot install a snapshot: the store options are unknown");
-            }
+            var store = Store;
+            store.RestoreFrom(install.FilePath);
+            _raftLog.ApplySnapshot(install.Snapshot);
+            await _raftLog.SyncAsync();
 
-            current.Dispose();
-            restored = MvccStore.RestoreFromSnapshotFile(install.FilePath, _storeOptions, _loggerFactory?.CreateLogger("kvstore.mvcc") ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
-            Volatile.Write(ref _store, restored);
-            _applier = _applierFactory(restored);
-            StoreReplaced?.Invoke(restored);
-            _membership.Load(restored);
+            var before = _membership.Members.Select(m => m.Id).ToHashSet();
+            _membership.Load(store);
             foreach (var member in _membership.Members)
             {
                 ConnectPeer(member);
+                before.Remove(member.Id);
+            }
+
+            foreach (var gone in before)
+            {
+                if (gone != _identity.MemberId)
+                {
+                    _transport?.RemovePeer(gone);
+                }
             }
 
             _isLearner = _membership.Get(_identity.MemberId)?.IsLearner ?? false;
-            _state.AppliedIndex = Math.Max(restored.ConsistentIndex, meta.Index);
+            _state.AppliedIndex = Math.Max(store.ConsistentIndex, meta.Index);
             _appliedSinceSnapshot = 0;
+            SnapshotInstalled?.Invoke(store);
             TryDelete(install.FilePath);
-            Log.InstalledSnapshot(_logger, restored.ConsistentIndex, restored.CurrentRevision);
+            Log.InstalledSnapshot(_logger, store.ConsistentIndex, store.CurrentRevision);
             Interlocked.Exchange(ref _appliedSignal, NewSignal()).TrySetResult();
             install.Done.TrySetResult();
         }
@@ -348,8 +357,11 @@ public sealed partial class RaftHost
         }
     }
 
-    /// <summary>Raised on the apply loop after a snapshot replaced the store.</summary>
-    public event Action<MvccStore>? StoreReplaced;
+    /// <summary>
+    /// Raised on the apply loop after a snapshot from the leader replaced the store's state (same instance): rebuild
+    /// in-memory state derived from the store (leases, watchers). Nothing else is applied while handlers run.
+    /// </summary>
+    public event Action<MvccStore>? SnapshotInstalled;
 
     /// <summary>A snapshot to install, queued behind the entries committed before it.</summary>
     private sealed class SnapshotInstall(Snapshot snapshot, string filePath)

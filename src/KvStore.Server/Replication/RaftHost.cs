@@ -43,24 +43,21 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     private readonly ServerOptions _options;
     private readonly MemberIdentity _identity;
     private readonly RaftLogStore _raftLog;
-    private readonly Func<MvccStore, Applier> _applierFactory;
     private readonly string _snapshotDirectory;
     private readonly NodeState _state;
     private readonly Metrics _metrics;
     private readonly Membership _membership;
     private readonly ILogger _logger;
-    private readonly ILoggerFactory? _loggerFactory;
     private readonly IHostApplicationLifetime? _lifetime;
     private readonly Func<PeerTransport> _transportFactory;
-    private readonly MvccStoreOptions? _storeOptions;
     private readonly Channel<object> _inbox = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true });
     private readonly Channel<object> _applyQueue = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource<IMessage>> _waiters = new();
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource> _confWaiters = new();
     private readonly TimeSpan _requestTimeout;
     private readonly CancellationTokenSource _stop = new();
-    private MvccStore _store;
-    private Applier _applier;
+    private readonly MvccStore _store;
+    private readonly Applier _applier;
     private PeerTransport? _transport;
     private RaftNode? _node;
     private TaskCompletionSource _appliedSignal = NewSignal();
@@ -79,15 +76,13 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     /// <param name="identity">This member.</param>
     /// <param name="store">The state machine.</param>
     /// <param name="raftLog">The durable raft log on the WAL.</param>
-    /// <param name="applierFactory">Builds the applier for a store (again after a snapshot replaced the store).</param>
+    /// <param name="applierFactory">Builds the applier for the store.</param>
     /// <param name="snapshotDirectory">Where outgoing state-machine snapshot files are written.</param>
     /// <param name="state">The shared read model (term, indexes, leader).</param>
     /// <param name="metrics">Metrics.</param>
     /// <param name="transportFactory">The peer transport (resolved at start: it needs this host as its handler).</param>
     /// <param name="logger">Logger.</param>
     /// <param name="lifetime">Stopped when the loop fails or this member is removed (optional in tests).</param>
-    /// <param name="storeOptions">How to reopen the store after installing a snapshot.</param>
-    /// <param name="loggerFactory">Loggers for a reopened store.</param>
     public RaftHost(
         ServerOptions options,
         MemberIdentity identity,
@@ -99,9 +94,7 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         Metrics metrics,
         Func<PeerTransport> transportFactory,
         ILogger<RaftHost> logger,
-        IHostApplicationLifetime? lifetime = null,
-        MvccStoreOptions? storeOptions = null,
-        ILoggerFactory? loggerFactory = null)
+        IHostApplicationLifetime? lifetime = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(identity);
@@ -110,7 +103,6 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         _store = store;
         _raftLog = raftLog;
         ArgumentNullException.ThrowIfNull(applierFactory);
-        _applierFactory = applierFactory;
         _applier = applierFactory(store);
         _snapshotDirectory = snapshotDirectory;
         _state = state;
@@ -118,8 +110,6 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         _transportFactory = transportFactory;
         _logger = logger;
         _lifetime = lifetime;
-        _storeOptions = storeOptions;
-        _loggerFactory = loggerFactory;
         _membership = new Membership();
 
         // etcd: 5 s plus twice the election timeout.
@@ -135,8 +125,8 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     /// <summary>The member table as of the applied index.</summary>
     public Membership Membership => _membership;
 
-    /// <summary>The store the applier writes (replaced when a snapshot from the leader is installed).</summary>
-    public MvccStore Store => Volatile.Read(ref _store);
+    /// <summary>The store the applier writes (a snapshot from the leader is installed into it in place).</summary>
+    public MvccStore Store => _store;
 
     /// <summary>This member's id.</summary>
     public ulong MemberId => _identity.MemberId;

@@ -4,9 +4,11 @@ using KvStore.Server.Apply;
 using KvStore.Server.Hosting;
 using KvStore.Server.Http;
 using KvStore.Server.Identity;
+using KvStore.Server.Lease;
 using KvStore.Server.Node;
 using KvStore.Server.Options;
 using KvStore.Server.Peer;
+using KvStore.Server.Watch;
 using KvStore.Storage.Mvcc;
 using KvStore.Storage.Raft;
 using KvStore.Storage.Wal;
@@ -26,25 +28,28 @@ public static class ReplicationServiceCollectionExtensions
     /// <see cref="IProposer"/> and hosted service, and the peer transport with the host as its handler. Register before
     /// the watch and lease services (the host recovers first).
     /// </summary>
-    public static IServiceCollection AddReplication(this IServiceCollection services, ServerOptions options, MemberIdentity identity, WriteAheadLog wal, string memberDir, MvccStoreOptions storeOptions)
+    public static IServiceCollection AddReplication(this IServiceCollection services, ServerOptions options, MemberIdentity identity, WriteAheadLog wal, string memberDir)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(identity);
         services.AddSingleton(sp => RaftLogStore.Open(wal, sp.GetRequiredService<ILoggerFactory>().CreateLogger("kvstore.raftlog")));
-        services.AddSingleton(sp => new RaftHost(
+        services.AddSingleton(sp =>
+        {
+            var host = new RaftHost(
             options,
             identity,
             sp.GetRequiredService<MvccStore>(),
             sp.GetRequiredService<RaftLogStore>(),
-            s => ReferenceEquals(s, sp.GetRequiredService<MvccStore>()) ? sp.GetRequiredService<Applier>() : ActivatorUtilities.CreateInstance<Applier>(sp, s),
+            _ => sp.GetRequiredService<Applier>(),
             Path.Combine(memberDir, "snap", "outgoing"),
             sp.GetRequiredService<NodeState>(),
             sp.GetRequiredService<Metrics>(),
             () => sp.GetRequiredService<PeerTransport>(),
             sp.GetRequiredService<ILogger<RaftHost>>(),
-            sp.GetRequiredService<IHostApplicationLifetime>(),
-            storeOptions,
-            sp.GetRequiredService<ILoggerFactory>()));
+            sp.GetRequiredService<IHostApplicationLifetime>());
+            host.SnapshotInstalled += store => ReloadDerivedState(sp, store);
+            return host;
+        });
         services.AddSingleton<IProposer>(sp => sp.GetRequiredService<RaftHost>());
         services.AddSingleton<RequireLeaderInterceptor>();
         services.AddPeerTransport(
@@ -59,6 +64,17 @@ public static class ReplicationServiceCollectionExtensions
             sp => sp.GetRequiredService<RaftHost>());
         services.AddHostedService(sp => sp.GetRequiredService<RaftHost>());
         return services;
+    }
+
+    /// <summary>
+    /// After a snapshot from the leader replaced the store's state: the lessor rebuilds its leases from the store (as at
+    /// start) and the watch hub resyncs every watcher from the store (those whose history was compacted away are
+    /// cancelled with the compact revision, as etcd does).
+    /// </summary>
+    private static void ReloadDerivedState(IServiceProvider services, MvccStore store)
+    {
+        services.GetService<Lessor>()?.Reload(new MvccLeaseRecoverySource(store));
+        services.GetService<WatchHub>()?.OnRestored(store.CurrentRevision);
     }
 
     /// <summary>Maps the peer services (raft transport, cluster info for joining members) on the peer listeners only.</summary>

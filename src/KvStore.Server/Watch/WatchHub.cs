@@ -125,6 +125,31 @@ public sealed partial class WatchHub : IWatchEventSink, IDisposable
         }
     }
 
+    /// <summary>
+    /// The store's state was replaced by a snapshot (now at <paramref name="revision"/>): every synced watcher becomes
+    /// unsynced at its next revision, so the sync loop catches it up from the new store, or cancels it with the compact
+    /// revision when the snapshot's history no longer holds its start (etcd's watchableStore.Restore).
+    /// </summary>
+    public void OnRestored(long revision)
+    {
+        lock (_lock)
+        {
+            _revision = revision;
+            var synced = _syncedKeys.Values.SelectMany(l => l).Concat(_syncedRanges).ToList();
+            foreach (var watcher in synced)
+            {
+                MoveToUnsynced(watcher);
+            }
+
+            if (_unsynced.Count > 0 && _syncSignal.CurrentCount == 0)
+            {
+                _syncSignal.Release();
+            }
+
+            Log.WatchersRestored(_logger, synced.Count, _unsynced.Count, revision);
+        }
+    }
+
     internal void Create(WatchSession stream, WatchCreateRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);

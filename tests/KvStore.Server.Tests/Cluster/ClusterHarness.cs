@@ -145,8 +145,7 @@ internal sealed class ClusterMemberHost : IAsyncDisposable
             new Metrics(),
             () => sp.GetRequiredService<PeerTransport>(),
             NullLogger<RaftHost>.Instance,
-            lifetime: null,
-            storeOptions: storeOptions)
+            lifetime: null)
         {
             CatchUpEntries = catchUpEntries,
         });
