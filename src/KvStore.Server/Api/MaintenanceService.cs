@@ -44,7 +44,7 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
         {
             Header = _headers.Create(_store.CurrentRevision),
             Version = Versions.EtcdServer,
-            DbSize = Math.Max(_store.DbSizeBytes, _store.DbSizeInUseBytes),
+            DbSize = _store.DbSizeBytes, // >= DbSizeInUse (MvccStore)
             DbSizeInUse = _store.DbSizeInUseBytes,
             DbSizeQuota = _quota.QuotaBytes,
             Leader = _state.LeaderId,
@@ -119,7 +119,8 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
 
     public override async Task<DefragmentResponse> Defragment(DefragmentRequest request, ServerCallContext context)
     {
-        await Task.Run(_store.Checkpoint);
+        // Rewrites the live records and drops the obsolete FasterKV segments (etcd's defrag rewrites the bbolt file).
+        await _store.DefragmentAsync();
         return new DefragmentResponse { Header = _headers.Create(_store.CurrentRevision) };
     }
 

@@ -79,12 +79,7 @@ public sealed partial class Applier
 
     private ApplyOutcome ApplyCompaction(ulong index, CompactionRequest request)
     {
-        // etcd starts with "compacted up to -1": compacting to 0 on a never-compacted store succeeds (and does nothing).
-        if (request.Revision == 0 && _store.CompactRevision == 0)
-        {
-            return RecordOnly(index, ApplyOutcome.Ok(new CompactionResponse { Header = _headers.Create(_store.CurrentRevision) }));
-        }
-
+        // MvccStore.Compact follows etcd's rules, including Compact(0) on a never-compacted store (a successful no-op).
         var result = _store.Compact(request.Revision);
         var error = EtcdErrors.FromMvcc(result.Error);
         var outcome = error is not null

@@ -89,7 +89,8 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
     /// <summary>Index of the last applied WAL/raft entry, durable together with the data (state record in the checkpoint).</summary>
     public ulong ConsistentIndex => (ulong)Volatile.Read(ref _consistentIndex);
 
-    /// <summary>Bytes of the store's files on disk (FasterKV log segments and checkpoints).</summary>
+    /// <summary>Bytes the store occupies: its files on disk plus the FasterKV log tail still only in memory, at least
+    /// <see cref="DbSizeInUseBytes"/> (etcd's dbSize &gt;= dbSizeInUse; see <c>AllocatedBytes</c>).</summary>
     public long DbSizeBytes
     {
         get
@@ -98,13 +99,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
             _shiftLock.EnterReadLock();
             try
             {
-                long total = 0;
-                foreach (var file in new DirectoryInfo(_dataDirectory).EnumerateFiles("*", SearchOption.AllDirectories))
-                {
-                    total += file.Length;
-                }
-
-                return total;
+                return AllocatedBytes();
             }
             finally
             {
