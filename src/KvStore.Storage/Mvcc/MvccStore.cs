@@ -108,8 +108,12 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
         }
     }
 
-    /// <summary>Bytes of live records (revisions not yet compacted away, meta and state).</summary>
-    public long DbSizeInUseBytes => Interlocked.Read(ref _liveBytes);
+    /// <summary>Bytes of live records (revisions not yet compacted away, meta and state); never less than the state
+    /// record every store holds (as etcd's dbSizeInUse, never 0: bbolt's meta pages and buckets are in use from the start).</summary>
+    public long DbSizeInUseBytes => Math.Max(Interlocked.Read(ref _liveBytes), StateRecordBytes);
+
+    /// <summary>The state record (consistent index, revisions, CRC) with its key.</summary>
+    private const long StateRecordBytes = 28 + 1;
 
     public RangeResult Range(ReadOnlySpan<byte> key, ReadOnlySpan<byte> rangeEnd, RangeOptions options)
     {
