@@ -20,8 +20,12 @@ public sealed record MemberIdentity(ulong MemberId, ulong ClusterId, string Name
     /// <summary>File name inside &lt;data-dir&gt;/member.</summary>
     public const string FileName = "identity.json";
 
-    /// <summary>etcd's member ID for a member with these peer URLs in a cluster bootstrapped with this token.</summary>
-    public static ulong ComputeMemberId(IEnumerable<string> peerUrls, string clusterToken)
+    /// <summary>
+    /// etcd's member ID for a member with these peer URLs in a cluster bootstrapped with this token. A member added at
+    /// run time also mixes in the Unix time of the addition (<paramref name="addedAtUnixSeconds"/>), as etcd does, so a
+    /// member removed and added again with the same peer URLs gets a new ID.
+    /// </summary>
+    public static ulong ComputeMemberId(IEnumerable<string> peerUrls, string clusterToken, long? addedAtUnixSeconds = null)
     {
         ArgumentNullException.ThrowIfNull(peerUrls);
         ArgumentNullException.ThrowIfNull(clusterToken);
@@ -32,7 +36,12 @@ public sealed record MemberIdentity(ulong MemberId, ulong ClusterId, string Name
         }
 
         text.Append(clusterToken);
-        #pragma warning disable CA5350 // SHA-1 is etcd's ID derivation (compatibility), not a security measure.
+        if (addedAtUnixSeconds is { } seconds)
+        {
+            text.Append(seconds.ToString(CultureInfo.InvariantCulture));
+        }
+
+#pragma warning disable CA5350 // SHA-1 is etcd's ID derivation (compatibility), not a security measure.
         return First8(SHA1.HashData(Encoding.UTF8.GetBytes(text.ToString())));
 #pragma warning restore CA5350
     }

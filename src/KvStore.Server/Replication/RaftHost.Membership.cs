@@ -16,14 +16,15 @@ public sealed partial class RaftHost
 
     /// <summary>
     /// Adds a member with <paramref name="peerUrls"/> (a voter, or a learner) through a raft conf change and returns it
-    /// once the change is applied here. Its id is derived like a bootstrap member's (peer URLs + cluster token), so a
-    /// member started with --initial-cluster-state existing computes the same id.
+    /// once the change is applied here. Its id mixes the time of the addition into etcd's derivation (peer URLs + cluster
+    /// token), so a re-added member never reuses a removed id; the new member learns it from the peers when it joins with
+    /// --initial-cluster-state existing (ClusterBootstrap).
     /// </summary>
     public async Task<ClusterMember> AddMemberAsync(IReadOnlyList<string> peerUrls, bool isLearner, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(peerUrls);
         var urls = peerUrls.Order(StringComparer.Ordinal).ToArray();
-        var id = MemberIdentity.ComputeMemberId(urls, _options.InitialClusterToken);
+        var id = MemberIdentity.ComputeMemberId(urls, _options.InitialClusterToken, DateTimeOffset.UtcNow.ToUnixTimeSeconds());
         var members = _membership.Members;
         if (members.Any(m => m.Id == id))
         {
