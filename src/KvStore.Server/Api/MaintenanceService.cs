@@ -53,6 +53,12 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
             RaftAppliedIndex = _state.AppliedIndex,
             IsLearner = _node.IsLearner,
         };
+        // etcd lists a missing leader first, then the alarms.
+        if (!_state.HasLeader)
+        {
+            response.Errors.Add(EtcdErrors.NoLeader.Message);
+        }
+
         foreach (var alarm in _alarms.List(AlarmType.None))
         {
             response.Errors.Add($"memberID:{alarm.MemberID} alarm:{alarm.Alarm.ToString().ToUpperInvariant()} ");
