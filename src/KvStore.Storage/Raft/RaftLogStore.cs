@@ -8,19 +8,16 @@ namespace KvStore.Storage.Raft;
 
 /// <summary>
 /// The raft log on the WAL: every change is appended to the <see cref="WriteAheadLog"/> (made durable by
-/// <see cref="SyncAsync"/>, once per Ready) and mirrored in memory, which serves <see cref="Entries"/> and
-/// <see cref="Term"/> without disk reads. Memory holds the entries after the last snapshot/compaction point:
-/// <c>_entries[0]</c> stands for that point (its index and term, no data), <c>_entries[k]</c> is index <c>Offset + k</c>.
-/// Thread-safe (one lock): the node loop saves and reads, the apply loop may compact.
+/// <see cref="SyncAsync"/>, once per Ready) and mirrored in an <see cref="InMemoryRaftStorage"/>, which serves
+/// <see cref="Entries"/> and <see cref="Term"/> without disk reads and holds the entries after the last
+/// snapshot/compaction point. Thread-safe (one lock): the node loop saves and reads, the apply loop may compact.
 /// </summary>
 public sealed class RaftLogStore : IRaftStorage
 {
     private readonly WriteAheadLog _wal;
     private readonly ILogger _logger;
     private readonly object _gate = new();
-    private readonly List<Entry> _entries = [new Entry()];
-    private HardState _hardState;
-    private RaftSnapshot _snapshot = RaftSnapshot.Empty;
+    private readonly InMemoryRaftStorage _memory = new();
 
     private RaftLogStore(WriteAheadLog wal, ILogger logger)
     {
@@ -28,7 +25,8 @@ public sealed class RaftLogStore : IRaftStorage
         _logger = logger;
     }
 
-    private ulong Offset => _entries[0].Index;
+    // The snapshot/compaction point: the index just before the first retained entry.
+    private ulong Offset => _memory.FirstIndex() - 1;
 
     /// <summary>
     /// Rebuilds the raft log from what <paramref name="wal"/> replayed at open: the last hard state, the last snapshot
@@ -41,10 +39,11 @@ public sealed class RaftLogStore : IRaftStorage
         ArgumentNullException.ThrowIfNull(wal);
         ArgumentNullException.ThrowIfNull(logger);
         var store = new RaftLogStore(wal, logger);
+        var memory = store._memory;
         var replay = wal.Replay();
         if (replay.Snapshot is { } marker)
         {
-            store._snapshot = new RaftSnapshot
+            memory.ApplySnapshot(new RaftSnapshot
             {
                 Metadata = new SnapshotMetadata
                 {
@@ -52,37 +51,38 @@ public sealed class RaftLogStore : IRaftStorage
                     Term = marker.Term,
                     ConfState = new ConfState { Voters = [.. marker.Voters], Learners = [.. marker.Learners] },
                 },
-            };
-            store._entries[0] = new Entry { Index = marker.Index, Term = marker.Term };
+            });
         }
 
         if (replay.HardState is { } hs)
         {
-            store._hardState = new HardState(hs.Term, hs.Vote, hs.Commit);
+            memory.SetHardState(new HardState(hs.Term, hs.Vote, hs.Commit));
         }
 
         foreach (var e in replay.Entries)
         {
-            if (e.Index != store.LastIndexLocked() + 1)
+            if (e.Index != memory.LastIndex() + 1)
             {
                 throw new InvalidDataException(
-                    $"WAL in '{wal.Directory}' holds entry {e.Index} after index {store.LastIndexLocked()} (snapshot marker {store.Offset}): "
+                    $"WAL in '{wal.Directory}' holds entry {e.Index} after index {memory.LastIndex()} (snapshot marker {store.Offset}): "
                     + "entries before it were released without a snapshot marker covering them");
             }
 
-            store._entries.Add(ToEntry(e, wal.Directory));
+            memory.Append([ToEntry(e, wal.Directory)]);
         }
 
+        memory.Term(store.Offset, out var snapTerm);
+        memory.Snapshot(out var snapshot);
         logger.LogInformation(
             "Raft log opened from WAL: snapshot {SnapIndex}/{SnapTerm} {Conf}, entries [{First}, {Last}], hard state term {Term} vote {Vote} commit {Commit}",
             store.Offset,
-            store._entries[0].Term,
-            store._snapshot.Metadata.ConfState,
-            store.Offset + 1,
-            store.LastIndexLocked(),
-            store._hardState.Term,
-            store._hardState.Vote,
-            store._hardState.Commit);
+            snapTerm,
+            snapshot.Metadata.ConfState,
+            memory.FirstIndex(),
+            memory.LastIndex(),
+            memory.HardState.Term,
+            memory.HardState.Vote,
+            memory.HardState.Commit);
         return store;
     }
 
@@ -93,7 +93,7 @@ public sealed class RaftLogStore : IRaftStorage
         {
             lock (_gate)
             {
-                return _hardState;
+                return _memory.HardState;
             }
         }
     }
@@ -103,63 +103,25 @@ public sealed class RaftLogStore : IRaftStorage
     {
         lock (_gate)
         {
-            return new RaftInitialState(_hardState, _snapshot.Metadata.ConfState);
+            return _memory.InitialState();
         }
     }
 
     /// <inheritdoc/>
     public StorageStatus Entries(ulong lo, ulong hi, ulong maxSize, out IReadOnlyList<Entry> entries)
     {
-        entries = [];
         lock (_gate)
         {
-            if (lo <= Offset)
-            {
-                return StorageStatus.Compacted;
-            }
-
-            if (hi > LastIndexLocked() + 1)
-            {
-                return StorageStatus.Unavailable;
-            }
-
-            var result = new List<Entry>();
-            ulong size = 0;
-            for (var i = lo; i < hi; i++)
-            {
-                var e = _entries[(int)(i - Offset)];
-                size += SizeOf(e);
-                if (result.Count > 0 && size > maxSize)
-                {
-                    break;
-                }
-
-                result.Add(e);
-            }
-
-            entries = result;
-            return StorageStatus.Ok;
+            return _memory.Entries(lo, hi, maxSize, out entries);
         }
     }
 
     /// <inheritdoc/>
     public StorageStatus Term(ulong index, out ulong term)
     {
-        term = 0;
         lock (_gate)
         {
-            if (index < Offset)
-            {
-                return StorageStatus.Compacted;
-            }
-
-            if (index - Offset >= (ulong)_entries.Count)
-            {
-                return StorageStatus.Unavailable;
-            }
-
-            term = _entries[(int)(index - Offset)].Term;
-            return StorageStatus.Ok;
+            return _memory.Term(index, out term);
         }
     }
 
@@ -168,7 +130,7 @@ public sealed class RaftLogStore : IRaftStorage
     {
         lock (_gate)
         {
-            return Offset + 1;
+            return _memory.FirstIndex();
         }
     }
 
@@ -177,7 +139,7 @@ public sealed class RaftLogStore : IRaftStorage
     {
         lock (_gate)
         {
-            return LastIndexLocked();
+            return _memory.LastIndex();
         }
     }
 
@@ -186,8 +148,7 @@ public sealed class RaftLogStore : IRaftStorage
     {
         lock (_gate)
         {
-            snapshot = _snapshot;
-            return StorageStatus.Ok;
+            return _memory.Snapshot(out snapshot);
         }
     }
 
@@ -211,7 +172,7 @@ public sealed class RaftLogStore : IRaftStorage
             if (hardState is { } hs)
             {
                 _wal.Append(new WalHardState(hs.Term, hs.Vote, hs.Commit));
-                _hardState = hs;
+                _memory.SetHardState(hs);
             }
         }
     }
@@ -246,20 +207,19 @@ public sealed class RaftLogStore : IRaftStorage
         ArgumentNullException.ThrowIfNull(confState);
         lock (_gate)
         {
-            if (index <= _snapshot.Metadata.Index)
+            _memory.Snapshot(out var current);
+            if (index <= current.Metadata.Index)
             {
-                return _snapshot;
+                return current;
             }
 
-            if (index < Offset || index > LastIndexLocked())
+            if (_memory.Term(index, out var term) != StorageStatus.Ok)
             {
-                throw new InvalidOperationException($"raft log: snapshot {index} is out of bounds [{Offset}, {LastIndexLocked()}]");
+                throw new InvalidOperationException($"raft log: snapshot {index} is out of bounds [{Offset}, {_memory.LastIndex()}]");
             }
 
-            var term = _entries[(int)(index - Offset)].Term;
             _wal.Append(new WalSnapshotMarker(index, term) { Voters = [.. confState.Voters], Learners = [.. confState.Learners] });
-            _snapshot = new RaftSnapshot { Metadata = new SnapshotMetadata { Index = index, Term = term, ConfState = confState } };
-            return _snapshot;
+            return _memory.CreateSnapshot(index, confState, default);
         }
     }
 
@@ -278,16 +238,14 @@ public sealed class RaftLogStore : IRaftStorage
                 return;
             }
 
-            if (compactIndex > _snapshot.Metadata.Index)
+            _memory.Snapshot(out var current);
+            if (compactIndex > current.Metadata.Index)
             {
                 throw new InvalidOperationException(
-                    $"raft log: compact {compactIndex} is past the last snapshot {_snapshot.Metadata.Index}; create a snapshot first");
+                    $"raft log: compact {compactIndex} is past the last snapshot {current.Metadata.Index}; create a snapshot first");
             }
 
-            var k = (int)(compactIndex - Offset);
-            var term = _entries[k].Term;
-            _entries.RemoveRange(0, k);
-            _entries[0] = new Entry { Index = compactIndex, Term = term };
+            _memory.Compact(compactIndex);
             _wal.ReleaseBefore(compactIndex + 1);
         }
 
@@ -297,7 +255,8 @@ public sealed class RaftLogStore : IRaftStorage
     private bool ApplySnapshotLocked(RaftSnapshot snapshot)
     {
         var meta = snapshot.Metadata;
-        if (meta.Index <= _snapshot.Metadata.Index)
+        _memory.Snapshot(out var current);
+        if (meta.Index <= current.Metadata.Index)
         {
             return false;
         }
@@ -308,12 +267,10 @@ public sealed class RaftLogStore : IRaftStorage
             Learners = [.. meta.ConfState.Learners],
             ReplacesLog = true,
         });
-        _snapshot = new RaftSnapshot { Metadata = meta };
-        _entries.Clear();
-        _entries.Add(new Entry { Index = meta.Index, Term = meta.Term });
-        return true;
+        return _memory.ApplySnapshot(new RaftSnapshot { Metadata = meta });
     }
 
+    // Writes each entry to the WAL just before mirroring it, so the WAL and memory agree even if a gap stops the batch.
     private void AppendLocked(IReadOnlyList<Entry> entries)
     {
         foreach (var e in entries)
@@ -323,26 +280,15 @@ public sealed class RaftLogStore : IRaftStorage
                 continue;
             }
 
-            if (e.Index > LastIndexLocked() + 1)
+            if (e.Index > _memory.LastIndex() + 1)
             {
-                throw new InvalidOperationException($"raft log: missing log entry [last: {LastIndexLocked()}, append at: {e.Index}]");
-            }
-
-            var k = (int)(e.Index - Offset);
-            if (k < _entries.Count)
-            {
-                _entries.RemoveRange(k, _entries.Count - k);
+                throw new InvalidOperationException($"raft log: missing log entry [last: {_memory.LastIndex()}, append at: {e.Index}]");
             }
 
             _wal.Append(new WalEntry(e.Index, e.Term, (byte)e.Type, e.Data));
-            _entries.Add(e);
+            _memory.Append([e]);
         }
     }
-
-    private ulong LastIndexLocked() => Offset + (ulong)_entries.Count - 1;
-
-    // The raft core's own size measure for batch limits (Entry.Size): payload + 24.
-    private static ulong SizeOf(Entry e) => (ulong)e.Data.Length + 24;
 
     private static Entry ToEntry(WalEntry e, string directory) => e.Type switch
     {
