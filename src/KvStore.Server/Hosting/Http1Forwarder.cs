@@ -49,7 +49,7 @@ public sealed class Http1Forwarder : IDisposable
         }
     }
 
-    private static async Task<bool> StartsWithPrefaceAsync(PipeReader input)
+    internal static async Task<bool> StartsWithPrefaceAsync(PipeReader input)
     {
         while (true)
         {

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Security.Cryptography.X509Certificates;
+using KvStore.Server.Hosting.Http2Authority;
 using KvStore.Server.Options;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
@@ -24,6 +25,7 @@ public sealed class Listeners
 {
     private readonly Dictionary<int, PortKind> _kinds = [];
     private readonly Http1Forwarder _forwarder;
+    private Http2AuthorityFilter? _authority;
 
     public Listeners(Http1Forwarder forwarder)
     {
@@ -46,6 +48,9 @@ public sealed class Listeners
         kestrel.Limits.Http2.MaxFrameSize = 1024 * 1024;
         kestrel.Limits.MinRequestBodyDataRate = null;
         kestrel.Limits.MinResponseDataRate = null;
+
+        // Client ports accept URL-shaped :authority values as etcd does (see Http2AuthorityFilter).
+        _authority = new Http2AuthorityFilter(kestrel.Limits.Http2.HeaderTableSize);
 
         var clientCert = options.ClientTls.Enabled ? LoadTls(options.ClientTls) : null;
         var peerCert = options.PeerTls.Enabled ? LoadTls(options.PeerTls) : null;
@@ -89,6 +94,10 @@ public sealed class Listeners
             {
                 listen.Protocols = HttpProtocols.Http1AndHttp2;
                 listen.UseHttps(tls.ToAdapterOptions());
+                if (kind == PortKind.Client)
+                {
+                    listen.Use(_authority!.Middleware);
+                }
             }
             else if (kind == PortKind.Metrics)
             {
@@ -103,6 +112,7 @@ public sealed class Listeners
                 // Cleartext: HTTP/2 (h2c) served here, HTTP/1.1 relayed to the internal endpoint.
                 listen.Protocols = HttpProtocols.Http2;
                 listen.Use(_forwarder.Middleware);
+                listen.Use(_authority!.Middleware);
             }
         }
 
