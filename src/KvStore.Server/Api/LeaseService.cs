@@ -11,7 +11,9 @@ namespace KvStore.Server.Api;
 /// etcd's Lease service. Grant and Revoke are proposed (they change replicated state); keep-alive, time-to-live and
 /// list are answered by the leader's lessor. Unknown leases: TimeToLive answers TTL -1, KeepAlive answers TTL 0 (etcd).
 /// </summary>
-public sealed class LeaseService(Lessor lessor, IProposer proposer, HeaderFactory headers, MvccStore store) : Etcdserverpb.Lease.LeaseBase
+public sealed class LeaseService(
+    Lessor lessor, IProposer proposer, HeaderFactory headers, MvccStore store, ILeaderStatus leader, LessorOptions lessorOptions)
+    : Etcdserverpb.Lease.LeaseBase
 {
     /// <inheritdoc/>
     public override async Task<LeaseGrantResponse> LeaseGrant(LeaseGrantRequest request, ServerCallContext context)
@@ -75,6 +77,7 @@ public sealed class LeaseService(Lessor lessor, IProposer proposer, HeaderFactor
                 // The header is taken before renewing (as etcd does): a revoke at revision r is never hidden behind
                 // a keep-alive reporting a later revision.
                 var header = headers.Create(store.CurrentRevision);
+                lessor.FollowLeadership(leader.IsLeader, lessorOptions.PromoteExtension);
                 var ttl = await lessor.RenewAsync(request.ID, cancellationToken).ConfigureAwait(false);
                 await responseStream.WriteAsync(new LeaseKeepAliveResponse { Header = header, ID = request.ID, TTL = ttl ?? 0 }, cancellationToken)
                     .ConfigureAwait(false);

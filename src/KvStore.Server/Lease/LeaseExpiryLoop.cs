@@ -23,15 +23,7 @@ public sealed class LeaseExpiryLoop(
     /// <summary>One check: sync leadership, then propose revokes for expired leases. Returns the leases proposed.</summary>
     public IReadOnlyList<long> CheckOnce(CancellationToken cancellationToken)
     {
-        var isLeader = leader.IsLeader;
-        if (isLeader && !lessor.IsPrimary)
-        {
-            lessor.Promote(options.PromoteExtension);
-        }
-        else if (!isLeader && lessor.IsPrimary)
-        {
-            lessor.Demote();
-        }
+        lessor.FollowLeadership(leader.IsLeader, options.PromoteExtension);
 
         var expired = lessor.TakeExpired(options.MaxRevokesPerCheck);
         foreach (var id in expired)

@@ -8,6 +8,29 @@ namespace KvStore.Server.Lease;
 public sealed partial class Lessor
 {
     /// <summary>
+    /// Brings the lessor in line with raft leadership: promoted when this member leads, demoted when it does not.
+    /// The expiry loop calls it on every check; requests that need the leader's lessor call it too, so a keep-alive
+    /// right after an election does not fail with "not leader" until the next check.
+    /// </summary>
+    public void FollowLeadership(bool isLeader, TimeSpan promoteExtension)
+    {
+        if (isLeader)
+        {
+            lock (_lock)
+            {
+                if (!_primary)
+                {
+                    Promote(promoteExtension);
+                }
+            }
+        }
+        else
+        {
+            Demote();
+        }
+    }
+
+    /// <summary>
     /// This member became leader: every lease gets a deadline of now + its (checkpointed or full) TTL + extension,
     /// so leases never expire because of the election itself (etcd's Promote).
     /// </summary>

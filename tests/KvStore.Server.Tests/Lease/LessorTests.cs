@@ -111,6 +111,21 @@ public sealed class LessorTests : IDisposable
     }
 
     [Fact]
+    public async Task Following_leadership_promotes_at_once_so_a_keep_alive_after_an_election_is_answered()
+    {
+        Grant(1, 100);
+        var beforeElection = () => _lessor.RenewAsync(1, CancellationToken.None);
+        await beforeElection.Should().ThrowAsync<RpcException>().Where(e => e.Status.Detail == "etcdserver: not leader");
+
+        _lessor.FollowLeadership(isLeader: true, TimeSpan.FromSeconds(1));
+        _lessor.IsPrimary.Should().BeTrue();
+        (await _lessor.RenewAsync(1, CancellationToken.None)).Should().Be(100);
+
+        _lessor.FollowLeadership(isLeader: false, TimeSpan.FromSeconds(1));
+        _lessor.IsPrimary.Should().BeFalse();
+    }
+
+    [Fact]
     public void Leases_are_listed_soonest_expiry_first()
     {
         _lessor.Promote(TimeSpan.Zero);
