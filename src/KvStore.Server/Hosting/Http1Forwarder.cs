@@ -2,6 +2,7 @@ using System.Buffers;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
 
 namespace KvStore.Server.Hosting;
 
@@ -28,7 +29,20 @@ public sealed class Http1Forwarder : IDisposable
     /// <summary>The connection middleware for a cleartext HTTP/2 endpoint.</summary>
     public ConnectionDelegate Middleware(ConnectionDelegate next) => async context =>
     {
-        if (await StartsWithPrefaceAsync(context.Transport.Input))
+        // A connection that never sends a byte must not hold up a graceful shutdown: Kestrel asks connection
+        // middleware to close through ConnectionClosedRequested, and waits for it until the shutdown timeout.
+        var closing = context.Features.Get<IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested ?? CancellationToken.None;
+        bool isHttp2;
+        try
+        {
+            isHttp2 = await StartsWithPrefaceAsync(context.Transport.Input, closing);
+        }
+        catch (OperationCanceledException) when (closing.IsCancellationRequested)
+        {
+            return;
+        }
+
+        if (isHttp2)
         {
             await next(context);
             return;
@@ -49,11 +63,11 @@ public sealed class Http1Forwarder : IDisposable
         }
     }
 
-    internal static async Task<bool> StartsWithPrefaceAsync(PipeReader input)
+    internal static async Task<bool> StartsWithPrefaceAsync(PipeReader input, CancellationToken cancellationToken = default)
     {
         while (true)
         {
-            var result = await input.ReadAsync();
+            var result = await input.ReadAsync(cancellationToken);
             var buffer = result.Buffer;
             var length = (int)Math.Min(buffer.Length, Preface.Length);
             var matches = Matches(buffer.Slice(0, length));

@@ -46,4 +46,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 1413, Level = LogLevel.Information, Message = "published this member's attributes (name {Name}, client URLs {ClientUrls})")]
     public static partial void Published(ILogger logger, string name, string clientUrls);
+
+    [LoggerMessage(EventId = 1414, Level = LogLevel.Warning, Message = "the shutdown timeout ran out before the raft loops ended; skipping the final checkpoint (the WAL holds every acknowledged write)")]
+    public static partial void StopTimedOut(ILogger logger);
 }

@@ -282,18 +282,26 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         _stopping = true;
         await _stop.CancelAsync();
         _inbox.Writer.TryComplete();
+        var loopsEnded = false;
         try
         {
             await _tickTask.WaitAsync(cancellationToken);
             await _loopTask.WaitAsync(cancellationToken);
             await _applyTask.WaitAsync(cancellationToken);
+            loopsEnded = true;
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // The host's shutdown timeout ran out (other services took it). Everything acknowledged is already in
+            // the WAL, so skipping the final checkpoint only means a longer replay at the next start.
+            Log.StopTimedOut(_logger);
         }
         finally
         {
             FailAllWaiters(EtcdErrors.Stopped);
         }
 
-        if (!_failed)
+        if (loopsEnded && !_failed)
         {
             var store = Store;
             store.Checkpoint();
