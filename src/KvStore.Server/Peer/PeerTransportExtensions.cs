@@ -40,11 +40,20 @@ public static class PeerTransportExtensions
     /// is true (decide by the local port — <c>HttpContext.Connection.LocalPort</c> — never by the Host header, which the
     /// caller chooses). Elsewhere it looks like an unknown service (gRPC status UNIMPLEMENTED).
     /// </summary>
-    public static GrpcServiceEndpointConventionBuilder MapPeerTransport(this IEndpointRouteBuilder endpoints, Func<HttpContext, bool> isPeerConnection)
+    public static GrpcServiceEndpointConventionBuilder MapPeerTransport(this IEndpointRouteBuilder endpoints, Func<HttpContext, bool> isPeerConnection) =>
+        endpoints.MapGrpcServiceOnPeerPort<RaftPeerService>(isPeerConnection);
+
+    /// <summary>
+    /// Maps gRPC service <typeparamref name="TService"/> so that it answers only connections for which
+    /// <paramref name="isPeerConnection"/> is true; on any other listener it looks like an unknown service
+    /// (UNIMPLEMENTED). Every peer-only service (raft messages, cluster info for joining members) is mapped this way.
+    /// </summary>
+    public static GrpcServiceEndpointConventionBuilder MapGrpcServiceOnPeerPort<TService>(this IEndpointRouteBuilder endpoints, Func<HttpContext, bool> isPeerConnection)
+        where TService : class
     {
         ArgumentNullException.ThrowIfNull(endpoints);
         ArgumentNullException.ThrowIfNull(isPeerConnection);
-        var builder = endpoints.MapGrpcService<RaftPeerService>();
+        var builder = endpoints.MapGrpcService<TService>();
         builder.Add(endpoint =>
         {
             var inner = endpoint.RequestDelegate;

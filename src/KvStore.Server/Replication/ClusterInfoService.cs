@@ -2,6 +2,7 @@ using Grpc.AspNetCore.Server;
 using Grpc.Core;
 using KvStore.Raft.Wire;
 using KvStore.Server.Identity;
+using KvStore.Server.Peer;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -27,21 +28,8 @@ public sealed class ClusterInfoService : PeerCluster.PeerClusterBase
 
     /// <summary>Maps the service so that it answers only connections for which <paramref name="isPeerConnection"/> is
     /// true (decided by the local port, never the Host header); elsewhere it looks like an unknown service.</summary>
-    public static GrpcServiceEndpointConventionBuilder MapClusterInfo(IEndpointRouteBuilder endpoints, Func<HttpContext, bool> isPeerConnection)
-    {
-        ArgumentNullException.ThrowIfNull(endpoints);
-        ArgumentNullException.ThrowIfNull(isPeerConnection);
-        var builder = endpoints.MapGrpcService<ClusterInfoService>();
-        builder.Add(endpoint =>
-        {
-            var inner = endpoint.RequestDelegate;
-            if (inner is not null)
-            {
-                endpoint.RequestDelegate = context => isPeerConnection(context) ? inner(context) : Unimplemented(context);
-            }
-        });
-        return builder;
-    }
+    public static GrpcServiceEndpointConventionBuilder MapClusterInfo(IEndpointRouteBuilder endpoints, Func<HttpContext, bool> isPeerConnection) =>
+        endpoints.MapGrpcServiceOnPeerPort<ClusterInfoService>(isPeerConnection);
 
     /// <inheritdoc/>
     public override Task<ClusterInfoResponse> GetClusterInfo(ClusterInfoRequest request, ServerCallContext context)
@@ -63,14 +51,5 @@ public sealed class ClusterInfoService : PeerCluster.PeerClusterBase
         }
 
         return Task.FromResult(response);
-    }
-
-    private static Task Unimplemented(HttpContext context)
-    {
-        context.Response.StatusCode = StatusCodes.Status200OK;
-        context.Response.ContentType = "application/grpc";
-        context.Response.Headers["grpc-status"] = "12";
-        context.Response.Headers["grpc-message"] = "Service is unimplemented.";
-        return Task.CompletedTask;
     }
 }
