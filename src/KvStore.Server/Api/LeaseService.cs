@@ -12,7 +12,7 @@ namespace KvStore.Server.Api;
 /// list are answered by the leader's lessor. Unknown leases: TimeToLive answers TTL -1, KeepAlive answers TTL 0 (etcd).
 /// </summary>
 public sealed class LeaseService(
-    Lessor lessor, IProposer proposer, HeaderFactory headers, MvccStore store, ILeaderStatus leader, LessorOptions lessorOptions)
+    Lessor lessor, IProposer proposer, HeaderFactory headers, MvccStore store, ILeaderStatus leader, LessorOptions lessorOptions, Quota quota)
     : Etcdserverpb.Lease.LeaseBase
 {
     /// <inheritdoc/>
@@ -25,6 +25,10 @@ public sealed class LeaseService(
         {
             grant.ID = lessor.NewLeaseId(); // chosen before proposing, so every member applies the same ID
         }
+
+        // The minimum TTL follows this member's --election-timeout, so it is applied here, never at apply time.
+        grant.TTL = Math.Max(grant.TTL, lessorOptions.MinTtlSeconds);
+        await quota.EnsureRoomAsync(Quota.Cost(grant), context.CancellationToken).ConfigureAwait(false);
 
         var result = (LeaseGrantResponse)await proposer.ProposeAsync(new InternalRequest { LeaseGrant = grant }, context.CancellationToken)
             .ConfigureAwait(false);

@@ -155,6 +155,7 @@ public static class ServerHost
             NoLeaderCancelAfter = TimeSpan.FromMilliseconds(3 * options.ElectionTimeoutMs),
         });
         services.AddLeases(sp => LessorOptions.FromTiming(options.HeartbeatIntervalMs, options.ElectionTimeoutMs, identity.MemberId));
+        services.AddHostedService<QuotaMonitor>();
 
         services.AddGrpc(o =>
         {

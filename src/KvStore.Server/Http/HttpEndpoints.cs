@@ -23,8 +23,9 @@ public static class HttpEndpoints
 
     private static IResult Health(NodeState state, AlarmState alarms)
     {
+        var alarm = alarms.List(Etcdserverpb.AlarmType.None).FirstOrDefault();
         var reason = !state.HasLeader ? "RAFT NO LEADER"
-            : alarms.List(Etcdserverpb.AlarmType.None).Count > 0 ? "ALARM NOSPACE"
+            : alarm is not null ? "ALARM " + alarm.Alarm.ToString().ToUpperInvariant()
             : string.Empty;
         var healthy = reason.Length == 0;
         return Results.Text(

@@ -204,7 +204,8 @@ public sealed partial class Lessor : ILeaseApplier, IDisposable
                 throw EtcdErrors.LeaseExist.Exception();
             }
 
-            entry = new LeaseEntry(request.ID, Math.Max(request.TTL, _options.MinTtlSeconds));
+            // The proposer raised the TTL to its minimum (a local setting); apply takes it as proposed.
+            entry = new LeaseEntry(request.ID, request.TTL);
             if (_primary)
             {
                 entry.Expiry = Now + TimeSpan.FromSeconds(entry.Ttl);

@@ -139,7 +139,7 @@ internal sealed class ClusterMemberHost : IAsyncDisposable
             identity,
             store,
             raftLog,
-            s => new Applier(s, new NoLeases(), new NoWatch(), new HeaderFactory(identity, nodeState), new AlarmState()),
+            s => new Applier(s, new NoLeases(), new NoWatch(), new HeaderFactory(identity, nodeState), new AlarmState(s)),
             Path.Combine(dataDir, "snap", "outgoing"),
             nodeState,
             new Metrics(),
