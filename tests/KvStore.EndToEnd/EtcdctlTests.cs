@@ -207,6 +207,17 @@ public sealed class EtcdctlTests(ServerFixture fixture, ITestOutputHelper output
     }
 
     [Fact]
+    public async Task Lease_grant_below_the_minimum_ttl_is_raised_to_it()
+    {
+        // The minimum is ceil(1.5 × election timeout) = 2 s with etcd's default timing (100 ms heartbeat, 1000 ms election).
+        foreach (var requested in new[] { 0, 1 })
+        {
+            var granted = await Ctl.OkAsync($"lease grant {requested}");
+            granted.Should().MatchRegex("^lease [0-9a-f]+ granted with TTL\\(2s\\)\n$", "a grant of {0} s", requested);
+        }
+    }
+
+    [Fact]
     public async Task Http_health_and_version_answer_like_etcd()
     {
         using var http = Tools.HttpClient(null);
