@@ -23,9 +23,9 @@ public static class HttpEndpoints
 
     private static IResult Health(NodeState state, AlarmState alarms)
     {
-        var alarm = alarms.List(Etcdserverpb.AlarmType.None).FirstOrDefault();
+        var active = alarms.List(Etcdserverpb.AlarmType.None);
         var reason = !state.HasLeader ? "RAFT NO LEADER"
-            : alarm is not null ? "ALARM " + alarm.Alarm.ToString().ToUpperInvariant()
+            : active.Count > 0 ? "ALARM " + active[0].Alarm.ToString().ToUpperInvariant()
             : string.Empty;
         var healthy = reason.Length == 0;
         return Results.Text(
