@@ -26,6 +26,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 1006, Level = LogLevel.Critical, Message = "fatal error, exiting")]
     public static partial void Fatal(ILogger logger, Exception exception);
 
+    [LoggerMessage(EventId = 1007, Level = LogLevel.Information, Message = "notified systemd: READY=1")]
+    public static partial void SystemdReady(ILogger logger);
+
     [LoggerMessage(EventId = 1100, Level = LogLevel.Information, Message = "recovered store at consistent index {ConsistentIndex}, revision {Revision}; replaying {Count} WAL entries up to index {LastIndex}; term {Term}")]
     public static partial void Recovered(ILogger logger, ulong consistentIndex, long revision, int count, ulong lastIndex, ulong term);
 

@@ -15,6 +15,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Hosting.Systemd;
 using Microsoft.Extensions.Logging;
 using Serilog;
 
@@ -156,6 +157,8 @@ public static class ServerHost
         });
         services.AddLeases(sp => LessorOptions.FromTiming(options.HeartbeatIntervalMs, options.ElectionTimeoutMs, identity.MemberId));
         services.AddHostedService<QuotaMonitor>();
+        services.AddSingleton<ISystemdNotifier, SystemdNotifier>();
+        services.AddHostedService<SystemdReadiness>();
 
         services.AddGrpc(o =>
         {
