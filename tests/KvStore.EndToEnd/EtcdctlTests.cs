@@ -227,6 +227,14 @@ public sealed class EtcdctlTests(ServerFixture fixture, ITestOutputHelper output
             doc.RootElement.GetProperty("health").GetString().Should().Be("true");
         }
 
+        foreach (var query in new[] { "?serializable=true", "?exclude=NOSPACE", "?exclude=NOSPACE&exclude=CORRUPT&serializable=true" })
+        {
+            using var response = await http.GetAsync(new Uri(Server.ClientUrl + "/health" + query));
+            response.StatusCode.Should().Be(System.Net.HttpStatusCode.OK, "/health{0}", query);
+            using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+            doc.RootElement.GetProperty("health").GetString().Should().Be("true", "/health{0}", query);
+        }
+
         var version = await http.GetStringAsync(new Uri(Server.ClientUrl + "/version"));
         using (var doc = JsonDocument.Parse(version))
         {

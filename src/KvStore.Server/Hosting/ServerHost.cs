@@ -186,7 +186,7 @@ public static class ServerHost
     }
 
     /// <summary>Peer ports answer only the raft peer service (client services look unimplemented there, as etcd's
-    /// 2380 answers only raft); metrics ports only /metrics and /health.</summary>
+    /// 2380 answers only raft); metrics ports only /metrics and the probes (/health, /livez, /readyz).</summary>
     private static Func<HttpContext, RequestDelegate, Task> RoutePorts(Listeners listeners) => (context, next) =>
     {
         var kind = listeners.Kinds.GetValueOrDefault(context.Connection.LocalPort, PortKind.Client);
@@ -201,7 +201,7 @@ public static class ServerHost
             return next(context);
         }
 
-        if (kind == PortKind.Metrics && path is "/metrics" or "/health")
+        if (kind == PortKind.Metrics && path is "/metrics" or "/health" or "/livez" or "/readyz")
         {
             return next(context);
         }
