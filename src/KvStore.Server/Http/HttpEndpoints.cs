@@ -23,7 +23,8 @@ public static class HttpEndpoints
 
     private static IResult Health(NodeState state, AlarmState alarms)
     {
-        var alarm = alarms.List(Etcdserverpb.AlarmType.None).FirstOrDefault();
+        var raised = alarms.List(Etcdserverpb.AlarmType.None);
+        var alarm = raised.Count > 0 ? raised[0] : null;
         var reason = !state.HasLeader ? "RAFT NO LEADER"
             : alarm is not null ? "ALARM " + alarm.Alarm.ToString().ToUpperInvariant()
             : string.Empty;
