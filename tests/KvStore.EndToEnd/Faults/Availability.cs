@@ -6,7 +6,7 @@ namespace KvStore.EndToEnd.Faults;
 /// <summary>How available writes stayed during a run, measured on the completion times of acknowledged writes.</summary>
 /// <param name="WindowsWithWrite">One-second windows of the run in which at least one write was acknowledged.</param>
 /// <param name="Windows">All one-second windows of the run.</param>
-/// <param name="LongestOutageMs">The longest time without an acknowledged write.</param>
+/// <param name="LongestOutageMs">The longest time without an acknowledged write, from the first one to the end of the run.</param>
 /// <param name="ResumeAfterLeaderKillMs">Per leader kill: time from the SIGKILL to the first acknowledged write sent after it.</param>
 public sealed record Availability(int WindowsWithWrite, int Windows, long LongestOutageMs, IReadOnlyList<long> ResumeAfterLeaderKillMs)
 {
@@ -16,7 +16,8 @@ public sealed record Availability(int WindowsWithWrite, int Windows, long Longes
         var done = writes.Select(o => o.Completed).Order().ToList();
         var windows = (int)Math.Max(1, runEndUs / 1_000_000);
         var withWrite = done.Select(t => t / 1_000_000).Where(w => w < windows).Distinct().Count();
-        long longest = 0, last = 0;
+        // Outages count from the first acknowledged write on: before it the clients were still connecting.
+        long longest = 0, last = done.Count > 0 ? done[0] : 0;
         foreach (var t in done.Append(runEndUs))
         {
             longest = Math.Max(longest, t - last);

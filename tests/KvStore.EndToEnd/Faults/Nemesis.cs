@@ -54,13 +54,21 @@ public sealed class Nemesis
 
     public IReadOnlyList<FaultEvent> Events => _events;
 
-    /// <summary>The schedule for a seed: <paramref name="count"/> faults over <paramref name="members"/> members.</summary>
+    /// <summary>
+    /// The schedule for a seed: <paramref name="count"/> faults over <paramref name="members"/> members. Every run of
+    /// four consecutive faults holds each kind once (in a seeded order), so even a short run tries them all.
+    /// </summary>
     public static IReadOnlyList<FaultStep> Plan(int seed, int count, int members)
     {
         var rng = new Random(seed);
-        var kinds = Enum.GetValues<FaultKind>();
-        return [.. Enumerable.Range(0, count).Select(_ => new FaultStep(
-            kinds[rng.Next(kinds.Length)],
+        var kinds = new List<FaultKind>();
+        while (kinds.Count < count)
+        {
+            kinds.AddRange(Enum.GetValues<FaultKind>().OrderBy(_ => rng.Next()).ToList());
+        }
+
+        return [.. kinds.Take(count).Select(kind => new FaultStep(
+            kind,
             rng.Next(members),
             TimeSpan.FromMilliseconds(rng.Next(800, 2500)),
             TimeSpan.FromMilliseconds(rng.Next(500, 3000))))];
@@ -71,8 +79,7 @@ public sealed class Nemesis
         foreach (var step in plan)
         {
             await Task.Delay(step.CalmBefore);
-            var started = _clock.Now;
-            var (member, note) = step.Kind switch
+            var (started, member, note) = step.Kind switch
             {
                 FaultKind.KillMember => await KillAndRestartAsync(_cluster.Members[step.Target], step.Duration),
                 FaultKind.KillLeader => await KillAndRestartAsync(await LeaderAsync(), step.Duration),
@@ -85,16 +92,19 @@ public sealed class Nemesis
 
     private async Task<ClusterMember> LeaderAsync() => await _cluster.WaitLeaderAsync(_cluster.Members, TimeSpan.FromSeconds(30));
 
-    private async Task<(string, string)> KillAndRestartAsync(ClusterMember m, TimeSpan down)
+    // Each fault returns when it struck (µs since the run started; after the leader was looked up), on whom, and a note.
+    private async Task<(long, string, string)> KillAndRestartAsync(ClusterMember m, TimeSpan down)
     {
+        var started = _clock.Now;
         m.Kill();
         await Task.Delay(down);
         await _cluster.RestartAsync(m);
-        return (m.Name, string.Empty);
+        return (started, m.Name, string.Empty);
     }
 
-    private static async Task<(string, string)> PauseAsync(ClusterMember m, TimeSpan paused)
+    private async Task<(long, string, string)> PauseAsync(ClusterMember m, TimeSpan paused)
     {
+        var started = _clock.Now;
         await m.SignalAsync("STOP");
         try
         {
@@ -105,22 +115,23 @@ public sealed class Nemesis
             await m.SignalAsync("CONT");
         }
 
-        return (m.Name, string.Empty);
+        return (started, m.Name, string.Empty);
     }
 
     /// <summary>Moves leadership to member <paramref name="target"/>, or to the next one when it already leads; a refusal is noted, not fatal.</summary>
-    private async Task<(string, string)> MoveLeaderAsync(int target)
+    private async Task<(long, string, string)> MoveLeaderAsync(int target)
     {
         var leader = await LeaderAsync();
         var to = _cluster.Members[target] == leader ? _cluster.Members[(target + 1) % _cluster.Members.Count] : _cluster.Members[target];
+        var started = _clock.Now;
         try
         {
             await new Maintenance.MaintenanceClient(leader.Channel).MoveLeaderAsync(new MoveLeaderRequest { TargetID = to.Id }, deadline: DateTime.UtcNow + TimeSpan.FromSeconds(10));
-            return ($"{leader.Name}->{to.Name}", "moved");
+            return (started, $"{leader.Name}->{to.Name}", "moved");
         }
         catch (Grpc.Core.RpcException e)
         {
-            return ($"{leader.Name}->{to.Name}", $"refused: {e.Status.StatusCode} {e.Status.Detail}");
+            return (started, $"{leader.Name}->{to.Name}", $"refused: {e.Status.StatusCode} {e.Status.Detail}");
         }
     }
 }

@@ -15,7 +15,7 @@ namespace KvStore.EndToEnd.Faults;
 /// </summary>
 /// <remarks>
 /// CI runs a few fixed seeds. KVSTORE_FAULT_SEED=n runs seed n only (a failure prints its seed);
-/// KVSTORE_FAULT_SOAK=n runs seeds 1..n; KVSTORE_FAULT_STEPS sets the number of faults per seed (default 5).
+/// KVSTORE_FAULT_SOAK=n runs seeds 1..n; KVSTORE_FAULT_STEPS sets the number of faults per seed (default 4).
 /// See docs/testing.md.
 /// </remarks>
 [Collection(ClusterTestGroup.Name)]
@@ -43,7 +43,7 @@ public sealed class RandomizedFaultTests(ITestOutputHelper output)
         return [1, 2];
     }
 
-    private static int Steps => int.TryParse(Environment.GetEnvironmentVariable("KVSTORE_FAULT_STEPS"), CultureInfo.InvariantCulture, out var n) && n > 0 ? n : 5;
+    private static int Steps => int.TryParse(Environment.GetEnvironmentVariable("KVSTORE_FAULT_STEPS"), CultureInfo.InvariantCulture, out var n) && n > 0 ? n : 4;
 
     [Theory]
     [MemberData(nameof(Seeds))]

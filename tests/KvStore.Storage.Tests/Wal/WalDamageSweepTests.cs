@@ -7,14 +7,14 @@ namespace KvStore.Storage.Tests.Wal;
 
 /// <summary>
 /// Damage swept across the whole segment of a stopped log, not only at the places the other WAL tests pick: at
-/// evenly spaced offsets, a flipped byte, a zeroed run of 16 bytes, or the file cut short. Whatever the damage, a
+/// evenly spaced offsets, a flipped byte, a zeroed run of 16 bytes, or the file cut short (24 offsets each). Whatever the damage, a
 /// reopen either refuses with <see cref="WalCorruptException"/> naming the file, or replays an exact prefix of what
 /// was synced that lacks only what the damage itself destroyed (a torn tail): never silently fewer entries.
 /// </summary>
 public sealed class WalDamageSweepTests(ITestOutputHelper output) : IDisposable
 {
     private const int Syncs = 8;
-    private const int Offsets = 40;
+    private const int Offsets = 24;
     private readonly TempDir _tmp = new();
 
     public enum Damage
