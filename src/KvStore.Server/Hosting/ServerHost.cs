@@ -9,6 +9,7 @@ using KvStore.Server.Node;
 using KvStore.Server.Options;
 using KvStore.Server.Replication;
 using KvStore.Server.Watch;
+using KvStore.Storage;
 using KvStore.Storage.Mvcc;
 using KvStore.Storage.Wal;
 using Microsoft.AspNetCore.Builder;
@@ -44,7 +45,8 @@ public static class ServerHost
         MemberIdentity identity;
         try
         {
-            Directory.CreateDirectory(memberDir);
+            // A first start creates data-dir/member: its entry in the data dir must be synced, or a power cut loses the member.
+            DurableDirectory.Create(memberDir);
             dataDirLock = LockDataDir(memberDir);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or OptionsException)
