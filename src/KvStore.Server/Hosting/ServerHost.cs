@@ -168,6 +168,7 @@ public static class ServerHost
         var app = builder.Build();
         app.Use(RoutePorts(listeners));
         app.MapReplication(listeners);
+        app.MapLeaseForwarding(context => listeners.Kinds.TryGetValue(context.Connection.LocalPort, out var kind) && kind == PortKind.Peer);
         app.MapGrpcService<KvService>();
         app.MapGrpcService<WatchService>();
         app.MapGrpcService<LeaseService>();
@@ -181,8 +182,8 @@ public static class ServerHost
         return app;
     }
 
-    /// <summary>Peer ports answer only the raft peer service (client services look unimplemented there, as etcd's
-    /// 2380 answers only raft); metrics ports only /metrics and /health.</summary>
+    /// <summary>Peer ports answer only the peer services of package kvstore.raft (client services look unimplemented
+    /// there, as etcd's 2380 answers only raft); metrics ports only /metrics and /health.</summary>
     private static Func<HttpContext, RequestDelegate, Task> RoutePorts(Listeners listeners) => (context, next) =>
     {
         var kind = listeners.Kinds.GetValueOrDefault(context.Connection.LocalPort, PortKind.Client);
@@ -192,7 +193,7 @@ public static class ServerHost
         }
 
         var path = context.Request.Path.Value ?? string.Empty;
-        if (kind == PortKind.Peer && (path.StartsWith("/kvstore.raft.RaftPeer/", StringComparison.Ordinal) || path.StartsWith("/kvstore.raft.PeerCluster/", StringComparison.Ordinal)))
+        if (kind == PortKind.Peer && path.StartsWith("/kvstore.raft.", StringComparison.Ordinal))
         {
             return next(context);
         }
