@@ -21,11 +21,7 @@ public sealed class LeaseService(Lessor lessor, IProposer proposer, HeaderFactor
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(context);
-        var grant = request.Clone();
-        if (grant.ID == 0)
-        {
-            grant.ID = lessor.NewLeaseId(); // chosen before proposing, so every member applies the same ID
-        }
+        var grant = lessor.PrepareGrant(request); // ID and minimum TTL decided before proposing: every member applies the same
 
         var result = (LeaseGrantResponse)await proposer.ProposeAsync(new InternalRequest { LeaseGrant = grant }, context.CancellationToken)
             .ConfigureAwait(false);

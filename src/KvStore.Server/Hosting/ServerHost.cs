@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net.Sockets;
 using KvStore.Server.Api;
 using KvStore.Server.Apply;
+using KvStore.Server.Concurrency;
 using KvStore.Server.Http;
 using KvStore.Server.Identity;
 using KvStore.Server.Lease;
@@ -155,6 +156,7 @@ public static class ServerHost
             NoLeaderCancelAfter = TimeSpan.FromMilliseconds(3 * options.ElectionTimeoutMs),
         });
         services.AddLeases(sp => LessorOptions.FromTiming(options.HeartbeatIntervalMs, options.ElectionTimeoutMs, identity.MemberId));
+        services.AddSingleton<LocalClient>();
 
         services.AddGrpc(o =>
         {

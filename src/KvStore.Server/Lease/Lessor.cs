@@ -71,6 +71,29 @@ public sealed partial class Lessor : ILeaseApplier, IDisposable
     public long NewLeaseId() => _ids.Next();
 
     /// <summary>
+    /// The grant to propose for a client's request: an ID chosen here when the client left it 0, and a TTL below
+    /// <see cref="LessorOptions.MinTtlSeconds"/> raised to it. The minimum depends on this member's
+    /// --election-timeout, which members may set differently, so it is decided here, before proposing, and every
+    /// member applies the TTL written in the entry.
+    /// </summary>
+    public LeaseGrantRequest PrepareGrant(LeaseGrantRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var grant = request.Clone();
+        if (grant.ID == 0)
+        {
+            grant.ID = NewLeaseId();
+        }
+
+        if (grant.TTL < _options.MinTtlSeconds)
+        {
+            grant.TTL = _options.MinTtlSeconds;
+        }
+
+        return grant;
+    }
+
+    /// <summary>
     /// Rebuilds the leases from the store at start, before any later entry is applied: the persisted records, then the
     /// key attachments found by scanning the live keys.
     /// </summary>
@@ -204,7 +227,7 @@ public sealed partial class Lessor : ILeaseApplier, IDisposable
                 throw EtcdErrors.LeaseExist.Exception();
             }
 
-            entry = new LeaseEntry(request.ID, Math.Max(request.TTL, _options.MinTtlSeconds));
+            entry = new LeaseEntry(request.ID, request.TTL);
             if (_primary)
             {
                 entry.Expiry = Now + TimeSpan.FromSeconds(entry.Ttl);
