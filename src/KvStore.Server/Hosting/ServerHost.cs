@@ -154,8 +154,15 @@ public static class ServerHost
         {
             MaxResponseBytes = options.MaxRequestBytes,
             NoLeaderCancelAfter = TimeSpan.FromMilliseconds(3 * options.ElectionTimeoutMs),
+            ProgressNotifyInterval = options.WatchProgressNotifyInterval > TimeSpan.Zero ? options.WatchProgressNotifyInterval : TimeSpan.FromMinutes(10),
         });
-        services.AddLeases(sp => LessorOptions.FromTiming(options.HeartbeatIntervalMs, options.ElectionTimeoutMs, identity.MemberId));
+        services.AddLeases(sp =>
+        {
+            var lessor = LessorOptions.FromTiming(options.HeartbeatIntervalMs, options.ElectionTimeoutMs, identity.MemberId);
+            lessor.CheckpointEnabled = options.LeaseCheckpointEnabled;
+            lessor.CheckpointInterval = options.LeaseCheckpointInterval > TimeSpan.Zero ? options.LeaseCheckpointInterval : LessorOptions.DefaultCheckpointInterval;
+            return lessor;
+        });
         services.AddSingleton<LocalClient>();
 
         services.AddGrpc(o =>

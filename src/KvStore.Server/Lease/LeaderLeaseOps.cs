@@ -2,6 +2,7 @@ using Etcdserverpb;
 using KvStore.Server.Api;
 using KvStore.Server.Node;
 using KvStore.Server.Replication;
+using Microsoft.Extensions.Logging;
 
 namespace KvStore.Server.Lease;
 
@@ -12,14 +13,28 @@ namespace KvStore.Server.Lease;
 /// before the request is reflected (etcd's waitAppliedIndex). Throws <c>etcdserver: not leader</c> when this member
 /// does not lead; a forwarding follower then retries with the new leader.
 /// </summary>
-public sealed class LeaderLeaseOps(Lessor lessor, ILeaderStatus leader, LessorOptions options, NodeState state, RaftHost host)
+public sealed class LeaderLeaseOps(
+    Lessor lessor, ILeaderStatus leader, LessorOptions options, NodeState state, RaftHost host, ILogger<LeaderLeaseOps> logger)
 {
-    /// <summary>Renews <paramref name="id"/> for its full TTL; null when there is no such lease (etcd answers TTL 0).</summary>
+    /// <summary>
+    /// Renews <paramref name="id"/> for its full TTL; null when there is no such lease (etcd answers TTL 0). A
+    /// checkpointed remaining TTL no longer holds after a renewal: it is cleared by proposing 0 (etcd), at most once
+    /// per checkpoint since only a lease that has one triggers it.
+    /// </summary>
     public async Task<long?> KeepAliveAsync(long id, CancellationToken cancellationToken)
     {
         await WaitAppliedAsync(cancellationToken).ConfigureAwait(false);
         lessor.FollowLeadership(leader.IsLeader, options.PromoteExtension);
-        return await lessor.RenewAsync(id, cancellationToken).ConfigureAwait(false);
+        var clearCheckpoint = lessor.HasCheckpoint(id);
+        var ttl = await lessor.RenewAsync(id, cancellationToken).ConfigureAwait(false);
+        if (ttl is not null && clearCheckpoint)
+        {
+            var clear = new LeaseCheckpointRequest();
+            clear.Checkpoints.Add(new LeaseCheckpoint { ID = id, RemainingTTL = 0 });
+            _ = LeaseExpiryLoop.ProposeCheckpointAsync(clear, host, logger, CancellationToken.None);
+        }
+
+        return ttl;
     }
 
     /// <summary>Remaining and granted TTL (and keys if asked); TTL -1 when there is no such lease. No header.</summary>

@@ -201,6 +201,39 @@ public sealed partial class Lessor : ILeaseApplier, IDisposable
     /// <inheritdoc/>
     IMessage ILeaseApplier.ApplyRevoke(LeaseRevokeRequest request, MvccWriteTxn txn) => ApplyRevoke(request, new MvccLeaseTxn(txn));
 
+    /// <inheritdoc/>
+    void ILeaseApplier.ApplyCheckpoint(LeaseCheckpointRequest request, MvccWriteTxn txn) => ApplyCheckpoint(request, new MvccLeaseTxn(txn));
+
+    /// <summary>
+    /// Applies a committed checkpoint: each known lease's remaining TTL (0 = none, after a renewal) is recorded and
+    /// persisted; it is what a future leader restarts the lease from. The current deadline is not changed (etcd).
+    /// </summary>
+    public void ApplyCheckpoint(LeaseCheckpointRequest request, ILeaseTxn txn)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentNullException.ThrowIfNull(txn);
+        foreach (var checkpoint in request.Checkpoints)
+        {
+            long ttl;
+            lock (_lock)
+            {
+                if (!_leases.TryGetValue(checkpoint.ID, out var lease))
+                {
+                    continue;
+                }
+
+                lease.RemainingTtl = checkpoint.RemainingTTL;
+                ttl = lease.Ttl;
+                if (_primary)
+                {
+                    ScheduleCheckpoint(lease);
+                }
+            }
+
+            txn.PutMeta(MetaBucket, EncodeKey(checkpoint.ID), EncodeValue(ttl, checkpoint.RemainingTTL));
+        }
+    }
+
     /// <summary>
     /// Applies a committed grant. Fails (without changing anything) with etcd's errors: ID 0 → lease not found,
     /// TTL above <see cref="LessorOptions.MaxLeaseTtl"/> → too large lease TTL, an existing ID → lease already exists.
@@ -231,6 +264,7 @@ public sealed partial class Lessor : ILeaseApplier, IDisposable
             if (_primary)
             {
                 entry.Expiry = Now + TimeSpan.FromSeconds(entry.Ttl);
+                ScheduleCheckpoint(entry);
             }
 
             _leases.Add(entry.Id, entry);

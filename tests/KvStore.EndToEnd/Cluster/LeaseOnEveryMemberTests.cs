@@ -73,7 +73,7 @@ public sealed class LeaseOnEveryMemberTests(ITestOutputHelper output)
 
             // etcdctl 3.4 through this member.
             var once = await c.CtlOkAsync(via, "lease", "keep-alive", "--once", grant.ID.ToString("x", System.Globalization.CultureInfo.InvariantCulture));
-            once.Trim().Should().Be($"lease {grant.ID:x} keepalived with TTL(30)");
+            once.Trim().Should().Be($"lease {grant.ID:x16} keepalived with TTL(30)");
         }
     }
 
@@ -116,6 +116,31 @@ public sealed class LeaseOnEveryMemberTests(ITestOutputHelper output)
         newLeader.Should().NotBe(leader);
         var ttl = await TimeToLiveAsync(follower, grant.ID);
         ttl.TTL.Should().BeInRange(1, 5, "the lease was kept alive through the leader change");
+    }
+
+    [Fact]
+    public async Task With_lease_checkpoints_a_new_leader_resumes_the_remaining_ttl_instead_of_restarting_it()
+    {
+        var interval = TimeSpan.FromSeconds(2);
+        await using var c = await TestCluster.StartAsync(output, 3, ["--experimental-enable-lease-checkpoint", "--experimental-lease-checkpoint-interval=2s"]);
+        var leader = await c.WaitLeaderAsync(c.Members, TimeSpan.FromSeconds(30));
+        var follower = c.Members.First(m => m != leader);
+        var granted = Stopwatch.StartNew();
+        var grant = await new Etcdserverpb.Lease.LeaseClient(follower.Channel).LeaseGrantAsync(new LeaseGrantRequest { TTL = 30 }, deadline: Deadline());
+
+        // Let the lease run for a few checkpoint intervals (the time passing is what is tested), then kill the leader.
+        await Task.Delay(3 * interval);
+        leader.Kill();
+        var newLeader = await c.WaitLeaderAsync([.. c.Members.Where(m => m.IsRunning)], TimeSpan.FromSeconds(30));
+        var ttl = await TimeToLiveAsync(newLeader == follower ? c.Members.First(m => m.IsRunning && m != newLeader) : follower, grant.ID);
+        var truth = 30 - granted.Elapsed.TotalSeconds;
+        output.WriteLine($"remaining TTL after the leader change: {ttl.TTL} s; true remaining {truth:F1} s");
+
+        // Within one checkpoint interval (+ the new leader's election-timeout extension, + 1 s of rounding) of the
+        // truth; without checkpoints the new leader would restart it at the full 30 s + 1 s.
+        ttl.TTL.Should().BeLessThanOrEqualTo((long)Math.Ceiling(truth + interval.TotalSeconds + TestCluster.ElectionTimeout.TotalSeconds + 1));
+        ttl.TTL.Should().BeGreaterThanOrEqualTo((long)Math.Floor(truth) - 1);
+        ttl.TTL.Should().BeLessThan(29);
     }
 
     private static async Task<double> KeepAlivesPerSecondAsync(ClusterMember m, long id, TimeSpan duration)
