@@ -105,6 +105,50 @@ public sealed class LockAndElectionServiceTests(ITestOutputHelper output)
         (await e1.LeaderAsync(new LeaderRequest { Name = Utf8("el") }, deadline: Deadline())).Kv.Key.ToStringUtf8().Should().Be($"el/{l2:x}");
     }
 
+    [Fact]
+    public async Task Etcdctl_lease_keep_alive_lock_and_elect_work_through_a_follower()
+    {
+        await using var c = await TestCluster.StartAsync(output, 3);
+        var leader = await c.WaitLeaderAsync(c.Members, TimeSpan.FromSeconds(30));
+        var follower = c.Members.First(m => m != leader);
+
+        // `lease keep-alive` (a stream, renewing every TTL/3) through the follower, stopped after 5 s.
+        var lease = await GrantAsync(follower, 6);
+        var keepAlive = await RunForAsync(follower, TimeSpan.FromSeconds(5), "lease", "keep-alive", lease.ToString("x", System.Globalization.CultureInfo.InvariantCulture));
+        var renewals = keepAlive.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        renewals.Should().HaveCountGreaterThanOrEqualTo(2).And.OnlyContain(l => l == $"lease {lease:x16} keepalived with TTL(6)", keepAlive.Stderr);
+
+        // `lock` through the follower waits for a lock held through the Lock service on the leader.
+        var held = await new V3Lockpb.Lock.LockClient(leader.Channel).LockAsync(new LockRequest { Name = Utf8("ctl-lock"), Lease = lease }, deadline: Deadline());
+        var locker = c.CtlAsync(follower, ["lock", "ctl-lock", "--", "sh", "-c", "echo got $ETCD_LOCK_KEY"], TimeSpan.FromSeconds(30));
+        await UntilAsync(async () => (await TestCluster.GetAsync(leader, "ctl-lock/", CallTimeout, rangeEnd: "ctl-lock0")).Kvs.Count == 2, "etcdctl's lock key exists");
+        locker.IsCompleted.Should().BeFalse("the lock is held through the Lock service");
+        await new V3Lockpb.Lock.LockClient(follower.Channel).UnlockAsync(new UnlockRequest { Key = held.Key }, deadline: Deadline());
+        var locked = await locker;
+        locked.ExitCode.Should().Be(0, locked.Stderr);
+        locked.Stdout.Should().MatchRegex("^got ctl-lock/[0-9a-f]+\n$");
+
+        // `elect` through the follower: elected at once, visible through the Election service on the leader, and
+        // resigned when etcdctl is stopped.
+        var elect = await RunForAsync(follower, TimeSpan.FromSeconds(4), "elect", "ctl-el", "v1");
+        var lines = elect.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        lines.Should().HaveCount(2, elect.Stderr);
+        lines[0].Should().MatchRegex("^ctl-el/[0-9a-f]+$");
+        lines[1].Should().Be("v1");
+        await AssertErrorAsync(
+            new Election.ElectionClient(leader.Channel).LeaderAsync(new LeaderRequest { Name = Utf8("ctl-el") }, deadline: Deadline()).ResponseAsync,
+            StatusCode.Unknown,
+            "election: no leader");
+    }
+
+    /// <summary>Runs etcdctl against <paramref name="m"/> for <paramref name="duration"/>, then stops it with SIGTERM.</summary>
+    private static Task<ProcessResult> RunForAsync(ClusterMember m, TimeSpan duration, params string[] args) =>
+        Tools.RunAsync(
+            Tools.Require("timeout", "coreutils"),
+            [$"{duration.TotalSeconds:F0}", Tools.Require("etcdctl", "etcd-client"), "--endpoints", m.Endpoint, .. args],
+            env: new Dictionary<string, string> { ["ETCDCTL_API"] = "3" },
+            timeout: duration + CallTimeout);
+
     private static async Task<string> NextObservedAsync(AsyncServerStreamingCall<LeaderResponse> observe)
     {
         using var timeout = new CancellationTokenSource(CallTimeout);
