@@ -87,8 +87,6 @@ public sealed class LeaseForwarder : IAsyncDisposable
         {
             while (true)
             {
-                // Subscribe before reading the leader, so a change in between still wakes the wait below.
-                var changed = _host.NextChangeAsync(deadline.Token);
                 var leaderId = _state.LeaderId;
                 if (leaderId == 0)
                 {
@@ -110,8 +108,12 @@ public sealed class LeaseForwarder : IAsyncDisposable
                 }
                 catch (RpcException e) when (IsLeaderGone(e) && !deadline.IsCancellationRequested)
                 {
-                    // The member we asked no longer leads (or is unreachable): wait for news, briefly, and ask again.
-                    await Task.WhenAny(changed, Task.Delay(RetryPause, deadline.Token)).ConfigureAwait(false);
+                    // The member we asked no longer leads (or is unreachable): wait for news (an apply or a leader
+                    // change), at most briefly, and ask again. Subscribed only on this path: a successful call leaves
+                    // nothing waiting on the host's signals.
+                    using var pause = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token);
+                    await Task.WhenAny(_host.NextChangeAsync(pause.Token), Task.Delay(RetryPause, pause.Token)).ConfigureAwait(false);
+                    await pause.CancelAsync().ConfigureAwait(false);
                 }
                 catch (RpcException e) when (e is not EtcdException && !deadline.IsCancellationRequested)
                 {
