@@ -156,7 +156,8 @@ public sealed class LeaseForwarder : IAsyncDisposable
             }
 
             known.Channel?.Dispose();
-            var channel = PeerChannelFactory.Create(new Uri(urls[0]), _transport.Options);
+            // No receive limit: a lease list or a lease's keys may exceed any fixed size, as on the client port.
+            var channel = PeerChannelFactory.Create(new Uri(urls[0]), _transport.Options, maxReceiveBytes: null);
             _channels[leaderId] = (key, channel);
             return channel;
         }

@@ -136,9 +136,11 @@ public sealed class LeaseOnEveryMemberTests(ITestOutputHelper output)
         var truth = 30 - granted.Elapsed.TotalSeconds;
         output.WriteLine($"remaining TTL after the leader change: {ttl.TTL} s; true remaining {truth:F1} s");
 
-        // Within one checkpoint interval (+ the new leader's election-timeout extension, + 1 s of rounding) of the
-        // truth; without checkpoints the new leader would restart it at the full 30 s + 1 s.
-        ttl.TTL.Should().BeLessThanOrEqualTo((long)Math.Ceiling(truth + interval.TotalSeconds + TestCluster.ElectionTimeout.TotalSeconds + 1));
+        // Close to the truth: the last applied checkpoint is at most one interval plus the 500 ms check and the
+        // proposal's own latency old (two intervals allowed on a loaded machine), plus the new leader's
+        // election-timeout extension and 1 s of rounding. Without checkpoints the new leader would restart the lease
+        // at the full 30 s + 1 s.
+        ttl.TTL.Should().BeLessThanOrEqualTo((long)Math.Ceiling(truth + (2 * interval.TotalSeconds) + TestCluster.ElectionTimeout.TotalSeconds + 1));
         ttl.TTL.Should().BeGreaterThanOrEqualTo((long)Math.Floor(truth) - 1);
         ttl.TTL.Should().BeLessThan(29);
     }
