@@ -52,6 +52,7 @@ public sealed partial class Applier
             InternalRequest.RequestOneofCase.Compaction => ApplyCompaction(index, request.Compaction),
             InternalRequest.RequestOneofCase.LeaseGrant => ApplyLease(index, request, isGrant: true),
             InternalRequest.RequestOneofCase.LeaseRevoke => ApplyLease(index, request, isGrant: false),
+            InternalRequest.RequestOneofCase.LeaseCheckpoint => ApplyLeaseCheckpoint(index, request.LeaseCheckpoint),
             _ => RecordOnly(index, ApplyOutcome.Ok(new LeaseCheckpointResponse { Header = _headers.Create(_store.CurrentRevision) })),
         };
     }
@@ -145,6 +146,14 @@ public sealed partial class Applier
         }
 
         return Finish(txn, ApplyOutcome.Ok(response));
+    }
+
+    private ApplyOutcome ApplyLeaseCheckpoint(ulong index, LeaseCheckpointRequest request)
+    {
+        // Remaining TTLs go into the lease records in the same transaction as the consistent index.
+        using var txn = _store.BeginWrite(index);
+        _leases.ApplyCheckpoint(request, txn);
+        return Finish(txn, ApplyOutcome.Ok(new LeaseCheckpointResponse { Header = _headers.Create(_store.CurrentRevision) }));
     }
 
     /// <summary>Records the index for an entry that changed nothing in the KV space.</summary>

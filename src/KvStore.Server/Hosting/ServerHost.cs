@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net.Sockets;
 using KvStore.Server.Api;
 using KvStore.Server.Apply;
+using KvStore.Server.Concurrency;
 using KvStore.Server.Http;
 using KvStore.Server.Identity;
 using KvStore.Server.Lease;
@@ -156,8 +157,16 @@ public static class ServerHost
         {
             MaxResponseBytes = options.MaxRequestBytes,
             NoLeaderCancelAfter = TimeSpan.FromMilliseconds(3 * options.ElectionTimeoutMs),
+            ProgressNotifyInterval = options.WatchProgressNotifyInterval > TimeSpan.Zero ? options.WatchProgressNotifyInterval : TimeSpan.FromMinutes(10),
         });
-        services.AddLeases(sp => LessorOptions.FromTiming(options.HeartbeatIntervalMs, options.ElectionTimeoutMs, identity.MemberId));
+        services.AddLeases(sp =>
+        {
+            var lessor = LessorOptions.FromTiming(options.HeartbeatIntervalMs, options.ElectionTimeoutMs, identity.MemberId);
+            lessor.CheckpointEnabled = options.LeaseCheckpointEnabled;
+            lessor.CheckpointInterval = options.LeaseCheckpointInterval > TimeSpan.Zero ? options.LeaseCheckpointInterval : LessorOptions.DefaultCheckpointInterval;
+            return lessor;
+        });
+        services.AddSingleton<LocalClient>();
         services.AddHostedService<QuotaMonitor>();
         services.AddSingleton<ISystemdNotifier, SystemdNotifier>();
         services.AddHostedService<SystemdReadiness>();
@@ -174,6 +183,7 @@ public static class ServerHost
         var app = builder.Build();
         app.Use(RoutePorts(listeners));
         app.MapReplication(listeners);
+        app.MapLeaseForwarding(context => listeners.Kinds.TryGetValue(context.Connection.LocalPort, out var kind) && kind == PortKind.Peer);
         app.MapGrpcService<KvService>();
         app.MapGrpcService<WatchService>();
         app.MapGrpcService<LeaseService>();
@@ -187,8 +197,8 @@ public static class ServerHost
         return app;
     }
 
-    /// <summary>Peer ports answer only the raft peer service (client services look unimplemented there, as etcd's
-    /// 2380 answers only raft); metrics ports only /metrics and the probes (/health, /livez, /readyz).</summary>
+    /// <summary>Peer ports answer only the peer services of package kvstore.raft (client services look unimplemented
+    /// there, as etcd's 2380 answers only raft); metrics ports only /metrics and the probes (/health, /livez, /readyz).</summary>
     private static Func<HttpContext, RequestDelegate, Task> RoutePorts(Listeners listeners) => (context, next) =>
     {
         var kind = listeners.Kinds.GetValueOrDefault(context.Connection.LocalPort, PortKind.Client);
@@ -198,7 +208,7 @@ public static class ServerHost
         }
 
         var path = context.Request.Path.Value ?? string.Empty;
-        if (kind == PortKind.Peer && (path.StartsWith("/kvstore.raft.RaftPeer/", StringComparison.Ordinal) || path.StartsWith("/kvstore.raft.PeerCluster/", StringComparison.Ordinal)))
+        if (kind == PortKind.Peer && path.StartsWith("/kvstore.raft.", StringComparison.Ordinal))
         {
             return next(context);
         }

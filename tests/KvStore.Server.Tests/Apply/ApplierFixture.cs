@@ -112,6 +112,10 @@ public sealed class FakeLeases : ILeaseApplier
 
         return new LeaseRevokeResponse();
     }
+
+    public List<LeaseCheckpointRequest> Checkpoints { get; } = [];
+
+    public void ApplyCheckpoint(LeaseCheckpointRequest request, MvccWriteTxn txn) => Checkpoints.Add(request);
 }
 
 /// <summary>Records what the applier reports to watchers.</summary>

@@ -235,6 +235,10 @@ internal sealed class ClusterMemberHost : IAsyncDisposable
         public IMessage ApplyGrant(Etcdserverpb.LeaseGrantRequest request, MvccWriteTxn txn) => throw EtcdErrors.LeaseNotFound.Exception();
 
         public IMessage ApplyRevoke(Etcdserverpb.LeaseRevokeRequest request, MvccWriteTxn txn) => throw EtcdErrors.LeaseNotFound.Exception();
+
+        public void ApplyCheckpoint(Etcdserverpb.LeaseCheckpointRequest request, MvccWriteTxn txn)
+        {
+        }
     }
 
     private sealed class NoWatch : IWatchEventSink
