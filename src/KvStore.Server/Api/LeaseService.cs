@@ -1,6 +1,7 @@
 using Etcdserverpb;
 using Grpc.Core;
 using KvStore.Internal;
+using KvStore.Server.Auth;
 using KvStore.Server.Lease;
 using KvStore.Server.Node;
 using KvStore.Storage.Mvcc;
@@ -12,7 +13,7 @@ namespace KvStore.Server.Api;
 /// list are answered by the leader's lessor. Unknown leases: TimeToLive answers TTL -1, KeepAlive answers TTL 0 (etcd).
 /// </summary>
 public sealed class LeaseService(
-    Lessor lessor, IProposer proposer, HeaderFactory headers, MvccStore store, ILeaderStatus leader, LessorOptions lessorOptions)
+    Lessor lessor, IProposer proposer, HeaderFactory headers, MvccStore store, ILeaderStatus leader, LessorOptions lessorOptions, RequestAuthenticator auth)
     : Etcdserverpb.Lease.LeaseBase
 {
     /// <inheritdoc/>
@@ -37,7 +38,7 @@ public sealed class LeaseService(
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(context);
-        var result = (LeaseRevokeResponse)await proposer.ProposeAsync(new InternalRequest { LeaseRevoke = request }, context.CancellationToken)
+        var result = (LeaseRevokeResponse)await proposer.ProposeAsync(new InternalRequest { LeaseRevoke = request, Header = auth.Header(context) }, context.CancellationToken)
             .ConfigureAwait(false);
         result.Header = headers.Create(result.Header?.Revision ?? store.CurrentRevision);
         return result;

@@ -3,9 +3,6 @@ using Grpc.Core.Interceptors;
 
 namespace KvStore.Server.Api;
 
-/// <summary>Auth: mapped so that clients get Unimplemented (with a message) instead of a missing route.</summary>
-public sealed class AuthService : Etcdserverpb.Auth.AuthBase;
-
 /// <summary>Election (v3election): mapped, all methods Unimplemented for now.</summary>
 public sealed class ElectionService : V3electionpb.Election.ElectionBase;
 
@@ -53,7 +50,6 @@ public sealed class UnimplementedInterceptor : Interceptor
         var service = method.TrimStart('/').Split('/')[0];
         var why = service switch
         {
-            "etcdserverpb.Auth" => "authentication arrives with the auth issue",
             "v3electionpb.Election" or "v3lockpb.Lock" => "concurrency services arrive with a later issue",
             "etcdserverpb.Maintenance" => "not supported by a single kvstore member",
             _ => "not supported by kvstore yet",

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net.Sockets;
 using KvStore.Server.Api;
 using KvStore.Server.Apply;
+using KvStore.Server.Auth;
 using KvStore.Server.Http;
 using KvStore.Server.Identity;
 using KvStore.Server.Lease;
@@ -144,6 +145,7 @@ public static class ServerHost
         services.AddSingleton<HeaderFactory>();
         services.AddSingleton<AlarmState>();
         services.AddSingleton<Quota>();
+        services.AddAuth(options);
         services.AddSingleton<Applier>();
         services.AddSingleton<ILeaderStatus, NodeLeaderStatus>();
 
@@ -163,6 +165,7 @@ public static class ServerHost
             o.EnableDetailedErrors = false;
             o.Interceptors.Add<UnimplementedInterceptor>();
             o.Interceptors.Add<RequireLeaderInterceptor>();
+            o.Interceptors.Add<AdminOnlyInterceptor>();
         });
 
         var app = builder.Build();

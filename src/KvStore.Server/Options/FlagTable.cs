@@ -83,10 +83,10 @@ internal static class FlagTable
         U("cors", FlagKind.String, "*"),
         U("host-whitelist", FlagKind.String, "*"),
 
-        // Auth (not yet: issue for auth).
-        U("auth-token", FlagKind.String, "simple"),
-        N("bcrypt-cost", FlagKind.Uint, "10"),
-        N("auth-token-ttl", FlagKind.Uint, "300"),
+        // Auth.
+        S("auth-token", FlagKind.String, "simple", (o, v) => o.AuthToken = v),
+        S("bcrypt-cost", FlagKind.Uint, "10", (o, v) => o.BcryptCost = (int)Math.Min(int.MaxValue, Uint(v))),
+        S("auth-token-ttl", FlagKind.Uint, "300", (o, v) => o.AuthTokenTtlSeconds = Uint(v)),
 
         // Profiling and monitoring.
         U("enable-pprof", FlagKind.Bool, "false"),

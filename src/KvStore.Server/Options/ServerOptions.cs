@@ -73,6 +73,15 @@ public sealed class ServerOptions
     /// <summary>Ours: text (readable console) or json.</summary>
     public string LogFormat { get; set; } = "text";
 
+    /// <summary>--auth-token: "simple" or "jwt,pub-key=...,priv-key=...,sign-method=...,ttl=...".</summary>
+    public string AuthToken { get; set; } = "simple";
+
+    /// <summary>--bcrypt-cost: work factor of password hashes (etcd's default 10).</summary>
+    public int BcryptCost { get; set; } = 10;
+
+    /// <summary>--auth-token-ttl: seconds a simple token lives after its last use.</summary>
+    public ulong AuthTokenTtlSeconds { get; set; } = 300;
+
     public TlsOptions ClientTls { get; set; } = new();
 
     public TlsOptions PeerTls { get; set; } = new();

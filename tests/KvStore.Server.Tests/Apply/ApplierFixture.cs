@@ -22,7 +22,7 @@ public sealed class ApplierFixture : IDisposable
         var identity = new MemberIdentity(0x1111, 0x2222, "m0", ["http://127.0.0.1:2380"], ["http://127.0.0.1:2379"]);
         var state = new NodeState { Term = 2 };
         Alarms = new AlarmState();
-        Applier = new Applier(Store, Leases, Watch, new HeaderFactory(identity, state), Alarms);
+        Applier = new Applier(Store, Leases, Watch, new HeaderFactory(identity, state), Alarms, new KvStore.Server.Auth.AuthStore(Store), new KvStore.Server.Auth.SimpleTokenProvider(TimeSpan.FromMinutes(5), TimeProvider.System));
     }
 
     public MvccStore Store { get; }
@@ -88,6 +88,8 @@ public sealed class FakeLeases : ILeaseApplier
     public List<(string Key, long Lease)> Deletes { get; } = [];
 
     public bool Exists(long leaseId) => Granted.Contains(leaseId);
+
+    public IReadOnlyCollection<byte[]> KeysOf(long leaseId) => [];
 
     public void OnPut(byte[] key, long oldLease, long newLease) => Puts.Add((System.Text.Encoding.UTF8.GetString(key), oldLease, newLease));
 
