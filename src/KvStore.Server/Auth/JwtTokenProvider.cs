@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Security.Cryptography;
-using System.Text.Json;
 using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
 
@@ -51,7 +50,7 @@ public sealed class JwtTokenProvider : ITokenProvider
 
         return _handler.CreateToken(new SecurityTokenDescriptor
         {
-            Claims = new Dictionary<string, object> { ["username"] = username, ["revision"] = revision },
+            Claims = new Dictionary<string, object> { ["username"] = username, ["revision"] = checked((long)revision) },
             Expires = (_time.GetUtcNow() + _ttl).UtcDateTime,
             SigningCredentials = _signing,
         });
@@ -62,13 +61,12 @@ public sealed class JwtTokenProvider : ITokenProvider
         // JsonWebTokenHandler validates synchronously when keys are given directly (no metadata to fetch).
         var result = _handler.ValidateTokenAsync(token, _validation).GetAwaiter().GetResult();
         if (!result.IsValid || result.SecurityToken is not JsonWebToken jwt ||
-            !jwt.TryGetPayloadValue<string>("username", out var username) || !jwt.TryGetPayloadValue<JsonElement>("revision", out var revision) ||
-            !revision.TryGetUInt64(out var rev))
+            !jwt.TryGetPayloadValue<string>("username", out var username) || !jwt.TryGetPayloadValue<long>("revision", out var revision) || revision <= 0)
         {
             return null;
         }
 
-        return new AuthInfo(username, rev);
+        return new AuthInfo(username, (ulong)revision);
     }
 
     public void InvalidateUser(string username)
