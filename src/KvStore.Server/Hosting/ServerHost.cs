@@ -130,7 +130,7 @@ public static class ServerHost
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(15));
 
         var forwarder = new Http1Forwarder();
-        var listeners = new Listeners(forwarder);
+        var listeners = new Listeners(forwarder, new Serilog.Extensions.Logging.SerilogLoggerFactory(serilog).CreateLogger("kvstore.tls"));
         builder.WebHost.ConfigureKestrel(k => listeners.Configure(k, options));
 
         var services = builder.Services;

@@ -285,6 +285,7 @@ public static class FlagParser
         }
 
         ValidateAuth(options);
+        Hosting.Tls.TlsPolicy.From(options);
 
         foreach (var url in options.ListenClientUrls.Concat(options.ListenPeerUrls).Concat(options.ListenMetricsUrls))
         {

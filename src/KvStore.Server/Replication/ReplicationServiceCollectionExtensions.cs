@@ -102,6 +102,7 @@ public static class ReplicationServiceCollectionExtensions
             roots.ImportFromPemFile(options.PeerTls.TrustedCaFile);
         }
 
-        return new PeerTlsOptions(certificate, roots);
+        var policy = Hosting.Tls.TlsPolicy.From(options);
+        return new PeerTlsOptions(certificate, roots) { Protocols = policy.Protocols, CipherSuites = policy.CipherSuitesPolicy };
     }
 }

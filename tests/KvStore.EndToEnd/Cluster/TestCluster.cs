@@ -66,7 +66,8 @@ public sealed class TestCluster : IAsyncDisposable
     public IEnumerable<ClusterMember> Running => _members.Where(m => m.IsRunning);
 
     /// <summary>Starts <paramref name="size"/> members (state new) and waits until every one answers `endpoint health`.</summary>
-    public static async Task<TestCluster> StartAsync(ITestOutputHelper output, int size, IReadOnlyList<string>? extraArgs = null, PeerNetwork? network = null)
+    public static async Task<TestCluster> StartAsync(
+        ITestOutputHelper output, int size, IReadOnlyList<string>? extraArgs = null, PeerNetwork? network = null, string peerScheme = "http")
     {
         var cluster = new TestCluster(output, extraArgs ?? [], network);
         try
@@ -75,7 +76,7 @@ public sealed class TestCluster : IAsyncDisposable
             for (var i = 0; i < size; i++)
             {
                 cluster._members.Add(network is null
-                    ? new ClusterMember($"m{i}", "127.0.0.1", ports[2 * i], ports[(2 * i) + 1], cluster.DataDirFor($"m{i}"), null)
+                    ? new ClusterMember($"m{i}", "127.0.0.1", ports[2 * i], ports[(2 * i) + 1], cluster.DataDirFor($"m{i}"), null) { PeerScheme = peerScheme }
                     : new ClusterMember($"m{i}", PeerNetwork.Address(i), 2379, 2380, cluster.DataDirFor($"m{i}"), network.Namespace(i)));
             }
 
