@@ -7,7 +7,8 @@ namespace KvStore.EndToEnd;
 
 /// <summary>
 /// Certificate rotation without a restart: the client port's certificate files are replaced while etcdctl keeps
-/// working; the next TLS connection gets the new certificate and the member logs the reload.
+/// working; the next TLS connection gets the new certificate and the member logs the reload. Connections speaking the
+/// wrong protocol for a port are closed and logged.
 /// </summary>
 public sealed class CertRotationTests(ITestOutputHelper output) : IDisposable
 {
@@ -63,6 +64,53 @@ public sealed class CertRotationTests(ITestOutputHelper output) : IDisposable
         after.Thumbprint.Should().Be(X509CertificateLoader.LoadCertificateFromFile(Path.Combine(b, "e2e", "server.crt")).Thumbprint);
         _server.LogSince(logLine).Should().Contain("client TLS files changed: reloaded certificate");
         (await ctl.OkAsync("get /rotate/k --print-value-only")).Should().Be("1\n", "clients keep working across the rotation");
+    }
+
+    [Fact]
+    public async Task Plain_text_on_a_tls_port_and_tls_on_a_plain_port_are_closed_and_logged()
+    {
+        await MakeCertsAsync(Path.Combine(_dir, "a"), "e2e=127.0.0.1");
+        var m = Path.Combine(_dir, "a", "e2e");
+        _server = new ServerProcess(
+            extraArgs: ["--cert-file", Path.Combine(m, "server.crt"), "--key-file", Path.Combine(m, "server.key")],
+            scheme: "https")
+        {
+            ClientCertDir = Path.Combine(_dir, "a"),
+        };
+        await _server.StartAsync();
+        var logLine = _server.LogLineCount;
+
+        // HTTP/1.1 in clear text to the TLS client port: closed without an answer.
+        using (var plain = new TcpClient())
+        {
+            await plain.ConnectAsync("127.0.0.1", _server.ClientPort);
+            var stream = plain.GetStream();
+            await stream.WriteAsync("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"u8.ToArray());
+            var buffer = new byte[64];
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+            (await stream.ReadAsync(buffer, timeout.Token)).Should().Be(0, "the member closes the connection");
+        }
+
+        // A TLS ClientHello to the plain-text peer port: the handshake fails at once instead of hanging.
+        using (var tls = new TcpClient())
+        {
+            await tls.ConnectAsync("127.0.0.1", _server.PeerPort);
+            await using var ssl = new SslStream(tls.GetStream());
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+            var handshake = () => ssl.AuthenticateAsClientAsync(new SslClientAuthenticationOptions { TargetHost = "127.0.0.1" }, timeout.Token);
+            await handshake.Should().ThrowAsync<Exception>().Where(e => e is IOException || e is System.Security.Authentication.AuthenticationException);
+        }
+
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (DateTime.UtcNow < deadline && !_server.LogSince(logLine).Contains("TLS handshake from 127.0.0.1:", StringComparison.Ordinal))
+        {
+            await Task.Delay(100);
+        }
+
+        var log = _server.LogSince(logLine);
+        log.Should().Contain("plain-text (non-TLS) connection from 127.0.0.1:").And.Contain("on the client TLS port: closed");
+        log.Should().Contain("TLS handshake from 127.0.0.1:").And.Contain("on the plain-text peer port: closed");
+        (await new Etcdctl(_server).OkAsync("put /probe/k ok")).Should().Be("OK\n", "the member keeps serving everyone else");
     }
 
     /// <summary>The certificate the client port presents to a new TLS connection (with our client certificate).</summary>

@@ -28,12 +28,14 @@ public sealed class Listeners
     private readonly Dictionary<int, PortKind> _kinds = [];
     private readonly Http1Forwarder _forwarder;
     private readonly ILogger _tlsLogger;
+    private readonly ProtocolProbe _probe;
     private Http2AuthorityFilter? _authority;
 
     public Listeners(Http1Forwarder forwarder, ILogger? tlsLogger = null)
     {
         _forwarder = forwarder;
         _tlsLogger = tlsLogger ?? NullLogger.Instance;
+        _probe = new ProtocolProbe(_tlsLogger);
     }
 
     /// <summary>The kind of port each listening port number serves.</summary>
@@ -95,9 +97,11 @@ public sealed class Listeners
         var https = url.Scheme == "https";
         void ConfigureEndpoint(ListenOptions listen)
         {
+            var portName = kind.ToString().ToLowerInvariant();
             if (https && tls is not null)
             {
                 listen.Protocols = HttpProtocols.Http1AndHttp2;
+                listen.Use(_probe.ExpectTls(portName));
                 listen.UseHttps(tls.ToCallbackOptions());
                 if (kind == PortKind.Client)
                 {
@@ -111,11 +115,13 @@ public sealed class Listeners
             else if (kind == PortKind.Peer)
             {
                 listen.Protocols = HttpProtocols.Http2;
+                listen.Use(_probe.ExpectPlainText(portName));
             }
             else
             {
                 // Cleartext: HTTP/2 (h2c) served here, HTTP/1.1 relayed to the internal endpoint.
                 listen.Protocols = HttpProtocols.Http2;
+                listen.Use(_probe.ExpectPlainText(portName));
                 listen.Use(_forwarder.Middleware);
                 listen.Use(_authority!.Middleware);
             }

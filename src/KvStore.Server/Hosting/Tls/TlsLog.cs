@@ -13,4 +13,10 @@ internal static partial class TlsLog
 
     [LoggerMessage(EventId = 3102, Level = LogLevel.Warning, Message = "TLS handshake from {Remote} on the {Port} port refused: {Reason}")]
     public static partial void Refused(ILogger logger, string remote, string port, string reason);
+
+    [LoggerMessage(EventId = 3103, Level = LogLevel.Warning, Message = "plain-text (non-TLS) connection from {Remote} on the {Port} TLS port: closed")]
+    public static partial void PlainTextOnTlsPort(ILogger logger, string remote, string port);
+
+    [LoggerMessage(EventId = 3104, Level = LogLevel.Warning, Message = "TLS handshake from {Remote} on the plain-text {Port} port: closed (use http:// or configure TLS for this port)")]
+    public static partial void TlsOnPlainTextPort(ILogger logger, string remote, string port);
 }
