@@ -9,13 +9,14 @@ using Grpc.Core;
 using Grpc.Net.Client;
 
 // authbench: starts one kvstore member (the binary given), fills 1,000 keys, then measures put and range throughput
-// with N concurrent clients (one HTTP/2 connection each) first with auth off, then with auth on: every client
-// authenticated with its own token, as a user whose role holds P permissions (P-1 decoys and the one that covers the
-// keys). Prints ops/s per phase and the on/off ratio. Only 127.0.0.1 is used; the member is killed at the end.
+// with N concurrent clients (one HTTP/2 connection each), alternating rounds with auth off and with auth on (every
+// client authenticated with its own token, as a user whose role holds P permissions: P-1 decoys and the one that
+// covers the keys). Prints the median ops/s per mode and the on/off ratio. Only 127.0.0.1 is used; the member is
+// killed at the end.
 var options = BenchOptions.Parse(args);
 if (options is null)
 {
-    await Console.Error.WriteLineAsync("usage: authbench --server PATH [--clients 8] [--seconds 5] [--permissions 100]");
+    await Console.Error.WriteLineAsync("usage: authbench --server PATH [--clients 8] [--seconds 5] [--rounds 3] [--permissions 100]");
     return 2;
 }
 
@@ -72,21 +73,32 @@ try
 
     var channels = Enumerable.Range(0, options.Clients).Select(_ => GrpcChannel.ForAddress(clientUrl)).ToList();
     var noTokens = channels.Select(_ => new Metadata()).ToList();
-    var offPut = await MeasureAsync(channels, noTokens, options.Seconds, put: true);
-    var offRange = await MeasureAsync(channels, noTokens, options.Seconds, put: false);
+    await MeasureAsync(channels, noTokens, 2, put: true); // warm-up (JIT, connections, pages), not counted
 
-    await auth.AuthEnableAsync(new AuthEnableRequest());
-    var tokens = new List<Metadata>();
-    foreach (var channel in channels)
+    // Off and on alternate, so load changes on the machine hit both alike; the median of the rounds is reported.
+    var (offPuts, offRanges, onPuts, onRanges) = (new List<double>(), new List<double>(), new List<double>(), new List<double>());
+    Metadata? rootToken = null;
+    for (var round = 0; round < options.Rounds; round++)
     {
-        var token = (await new Etcdserverpb.Auth.AuthClient(channel).AuthenticateAsync(new AuthenticateRequest { Name = "bench", Password = "benchpw" })).Token;
-        tokens.Add(new Metadata { { "token", token } });
+        offPuts.Add(await MeasureAsync(channels, noTokens, options.Seconds, put: true));
+        offRanges.Add(await MeasureAsync(channels, noTokens, options.Seconds, put: false));
+
+        await auth.AuthEnableAsync(new AuthEnableRequest());
+        rootToken = new Metadata { { "token", (await auth.AuthenticateAsync(new AuthenticateRequest { Name = "root", Password = "rootpw" })).Token } };
+        var tokens = new List<Metadata>();
+        foreach (var channel in channels)
+        {
+            var token = (await new Etcdserverpb.Auth.AuthClient(channel).AuthenticateAsync(new AuthenticateRequest { Name = "bench", Password = "benchpw" })).Token;
+            tokens.Add(new Metadata { { "token", token } });
+        }
+
+        onPuts.Add(await MeasureAsync(channels, tokens, options.Seconds, put: true));
+        onRanges.Add(await MeasureAsync(channels, tokens, options.Seconds, put: false));
+        await auth.AuthDisableAsync(new AuthDisableRequest(), rootToken);
     }
 
-    var onPut = await MeasureAsync(channels, tokens, options.Seconds, put: true);
-    var onRange = await MeasureAsync(channels, tokens, options.Seconds, put: false);
-
-    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"clients={options.Clients} seconds={options.Seconds} permissions={options.Permissions}"));
+    var (offPut, offRange, onPut, onRange) = (Median(offPuts), Median(offRanges), Median(onPuts), Median(onRanges));
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"clients={options.Clients} seconds={options.Seconds} rounds={options.Rounds} permissions={options.Permissions} (median of rounds)"));
     Console.WriteLine("op      auth off ops/s   auth on ops/s   on/off");
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"put     {offPut,14:F0}   {onPut,13:F0}   {onPut / offPut,6:F3}"));
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"range   {offRange,14:F0}   {onRange,13:F0}   {onRange / offRange,6:F3}"));
@@ -134,6 +146,8 @@ static async Task<double> MeasureAsync(List<GrpcChannel> channels, List<Metadata
     return counts.Sum() / Stopwatch.GetElapsedTime(started).TotalSeconds;
 }
 
+static double Median(List<double> values) => values.Order().ElementAt(values.Count / 2);
+
 static ByteString Key(int i) => ByteString.CopyFromUtf8(string.Create(CultureInfo.InvariantCulture, $"/bench/k{i:D4}"));
 
 static int FreePort()
@@ -161,12 +175,12 @@ static async Task WaitReadyAsync(GrpcChannel channel)
 }
 
 /// <summary>Command line of the benchmark.</summary>
-internal sealed record BenchOptions(string Server, int Clients, int Seconds, int Permissions)
+internal sealed record BenchOptions(string Server, int Clients, int Seconds, int Permissions, int Rounds)
 {
     public static BenchOptions? Parse(string[] args)
     {
         string? server = null;
-        int clients = 8, seconds = 5, permissions = 100;
+        int clients = 8, seconds = 5, permissions = 100, rounds = 3;
         for (var i = 0; i + 1 < args.Length; i += 2)
         {
             var ok = true;
@@ -180,6 +194,9 @@ internal sealed record BenchOptions(string Server, int Clients, int Seconds, int
                     break;
                 case "--seconds":
                     ok = int.TryParse(args[i + 1], CultureInfo.InvariantCulture, out seconds) && seconds > 0;
+                    break;
+                case "--rounds":
+                    ok = int.TryParse(args[i + 1], CultureInfo.InvariantCulture, out rounds) && rounds > 0;
                     break;
                 case "--permissions":
                     ok = int.TryParse(args[i + 1], CultureInfo.InvariantCulture, out permissions) && permissions > 0;
@@ -195,6 +212,6 @@ internal sealed record BenchOptions(string Server, int Clients, int Seconds, int
             }
         }
 
-        return server is null || args.Length % 2 != 0 ? null : new BenchOptions(server, clients, seconds, permissions);
+        return server is null || args.Length % 2 != 0 ? null : new BenchOptions(server, clients, seconds, permissions, rounds);
     }
 }

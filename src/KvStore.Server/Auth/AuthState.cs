@@ -42,8 +42,8 @@ internal sealed class AuthState
 
     public static bool HasRootRole(User user) => user.Roles.Contains(RootRole);
 
-    /// <summary>The read and write key sets of <paramref name="user"/>, from the roles it holds in this version.</summary>
-    public UserPermissions PermissionsOf(User user) => _permissions.GetOrAdd(user.Name.ToStringUtf8(), _ =>
+    /// <summary>The read and write key sets of <paramref name="user"/> (named <paramref name="name"/>), from the roles it holds in this version.</summary>
+    public UserPermissions PermissionsOf(string name, User user) => _permissions.GetOrAdd(name, _ =>
     {
         var read = new List<(byte[], byte[])>();
         var write = new List<(byte[], byte[])>();

@@ -268,7 +268,7 @@ public sealed partial class AuthStore
             return null;
         }
 
-        var permissions = state.PermissionsOf(user);
+        var permissions = state.PermissionsOf(info.Username, user);
         return (write ? permissions.Write : permissions.Read).Covers(key, rangeEnd) ? null : EtcdErrors.PermissionDenied;
     }
 }

@@ -28,7 +28,7 @@ public sealed class SimpleTokenProvider : ITokenProvider
 
     public string Assign(string username, ulong revision, string prefix, ulong index)
     {
-        var now = _time.GetUtcNow();
+        var now = _time.GetUtcNow().UtcTicks;
         foreach (var (token, entry) in _tokens)
         {
             if (entry.ExpiresAt <= now)
@@ -38,21 +38,29 @@ public sealed class SimpleTokenProvider : ITokenProvider
         }
 
         var issued = $"{prefix}.{index}";
-        _tokens[issued] = new Entry(username, now + _ttl);
+        _tokens[issued] = new Entry(username, now + _ttl.Ticks);
         return issued;
     }
 
     public AuthInfo? Info(string token, ulong currentRevision)
     {
-        var now = _time.GetUtcNow();
+        var now = _time.GetUtcNow().UtcTicks;
         if (!_tokens.TryGetValue(token, out var entry) || entry.ExpiresAt <= now)
         {
             return null;
         }
 
-        // Each use extends the token's life by the TTL, as etcd does.
-        _tokens.TryUpdate(token, entry with { ExpiresAt = now + _ttl }, entry);
-        return new AuthInfo(entry.Username, currentRevision);
+        // Each use extends the token's life by the TTL, as etcd does. Checked on every request, so no allocation here:
+        // the entry is updated in place and keeps the AuthInfo of the last auth revision it was asked for.
+        entry.ExpiresAt = now + _ttl.Ticks;
+        var info = entry.Info;
+        if (info is null || info.Revision != currentRevision)
+        {
+            info = new AuthInfo(entry.Username, currentRevision);
+            entry.Info = info;
+        }
+
+        return info;
     }
 
     public void InvalidateUser(string username)
@@ -68,5 +76,19 @@ public sealed class SimpleTokenProvider : ITokenProvider
 
     public void InvalidateAll() => _tokens.Clear();
 
-    private sealed record Entry(string Username, DateTimeOffset ExpiresAt);
+    private sealed class Entry(string username, long expiresAt)
+    {
+        private long _expiresAt = expiresAt;
+
+        public string Username { get; } = username;
+
+        /// <summary>UTC ticks after which the token is invalid.</summary>
+        public long ExpiresAt
+        {
+            get => Volatile.Read(ref _expiresAt);
+            set => Volatile.Write(ref _expiresAt, value);
+        }
+
+        public AuthInfo? Info { get; set; }
+    }
 }
