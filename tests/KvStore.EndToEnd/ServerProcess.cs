@@ -24,6 +24,7 @@ public sealed class ServerProcess : IDisposable
     private readonly IReadOnlyList<string> _extraArgs;
     private Process? _process;
     private bool _ownsDataDir;
+    private readonly string? _executable;
 
     static ServerProcess() => AppDomain.CurrentDomain.ProcessExit += (_, _) =>
     {
@@ -39,8 +40,10 @@ public sealed class ServerProcess : IDisposable
         }
     };
 
-    public ServerProcess(string? dataDir = null, IReadOnlyList<string>? extraArgs = null, string scheme = "http")
+    /// <param name="executable">The server binary; default <see cref="ServerPath"/> (a test comparing with real etcd passes etcd's path).</param>
+    public ServerProcess(string? dataDir = null, IReadOnlyList<string>? extraArgs = null, string scheme = "http", string? executable = null)
     {
+        _executable = executable;
         _ownsDataDir = dataDir is null;
         DataDir = dataDir ?? CreateTempDir("kvstore-e2e-data-");
         _extraArgs = extraArgs ?? [];
@@ -134,7 +137,8 @@ public sealed class ServerProcess : IDisposable
             throw new InvalidOperationException("already running");
         }
 
-        var psi = new ProcessStartInfo(ServerPath)
+        var executable = _executable ?? ServerPath;
+        var psi = new ProcessStartInfo(executable)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -169,7 +173,7 @@ public sealed class ServerProcess : IDisposable
             psi.Environment[key] = value;
         }
 
-        AddLog($"### start: {ServerPath} {string.Join(' ', psi.ArgumentList)}");
+        AddLog($"### start: {executable} {string.Join(' ', psi.ArgumentList)}");
         var p = new Process { StartInfo = psi, EnableRaisingEvents = true };
         p.OutputDataReceived += (_, e) => { if (e.Data is not null) { AddLog(e.Data); } };
         p.ErrorDataReceived += (_, e) => { if (e.Data is not null) { AddLog("2> " + e.Data); } };

@@ -2,6 +2,7 @@ using Etcdserverpb;
 using Grpc.Core;
 using KvStore.Internal;
 using KvStore.Server.Apply;
+using KvStore.Server.Auth;
 using KvStore.Server.Node;
 using KvStore.Server.Options;
 using KvStore.Server.Replication;
@@ -20,10 +21,14 @@ public sealed class KvService : KV.KVBase
     private readonly HeaderFactory _headers;
     private readonly Quota _quota;
     private readonly long _maxTxnOps;
+    private readonly RequestAuthenticator _auth;
+    private readonly AuthStore _authStore;
 
-    public KvService(RaftHost node, MvccStore store, HeaderFactory headers, Quota quota, ServerOptions options)
+    public KvService(RaftHost node, MvccStore store, HeaderFactory headers, Quota quota, ServerOptions options, RequestAuthenticator auth, AuthStore authStore)
     {
         ArgumentNullException.ThrowIfNull(options);
+        _auth = auth;
+        _authStore = authStore;
         _node = node;
         _store = store;
         _headers = headers;
@@ -40,6 +45,8 @@ public sealed class KvService : KV.KVBase
             await _node.WaitForReadIndexAsync(context.CancellationToken);
         }
 
+        // Reads are checked here, by the member that serves them (writes are checked when applied).
+        _auth.RequireRange(context, request.Key.Span, request.RangeEnd.Span);
         var (response, error) = RangeExecutor.Execute(_store, request);
         Throw(error);
         response!.Header = _headers.Create(response.Header.Revision);
@@ -51,14 +58,14 @@ public sealed class KvService : KV.KVBase
         ArgumentNullException.ThrowIfNull(context);
         Throw(RequestValidator.Check(request));
         await _quota.EnsureRoomAsync(Quota.Cost(request), context.CancellationToken);
-        return (PutResponse)await _node.ProposeAsync(new InternalRequest { Put = request }, context.CancellationToken);
+        return (PutResponse)await _node.ProposeAsync(new InternalRequest { Put = request, Header = _auth.Header(context) }, context.CancellationToken);
     }
 
     public override async Task<DeleteRangeResponse> DeleteRange(DeleteRangeRequest request, ServerCallContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
         Throw(RequestValidator.Check(request));
-        return (DeleteRangeResponse)await _node.ProposeAsync(new InternalRequest { DeleteRange = request }, context.CancellationToken);
+        return (DeleteRangeResponse)await _node.ProposeAsync(new InternalRequest { DeleteRange = request, Header = _auth.Header(context) }, context.CancellationToken);
     }
 
     public override async Task<TxnResponse> Txn(TxnRequest request, ServerCallContext context)
@@ -72,6 +79,7 @@ public sealed class KvService : KV.KVBase
                 await _node.WaitForReadIndexAsync(context.CancellationToken);
             }
 
+            Throw(_authStore.CheckTxn(_auth.Resolve(context), request));
             var (response, error) = Applier.ExecuteReadOnly(_store, request);
             Throw(error);
             response!.Header = _headers.Create(response.Header.Revision);
@@ -79,7 +87,7 @@ public sealed class KvService : KV.KVBase
         }
 
         await _quota.EnsureRoomAsync(Quota.Cost(request), context.CancellationToken);
-        return (TxnResponse)await _node.ProposeAsync(new InternalRequest { Txn = request }, context.CancellationToken);
+        return (TxnResponse)await _node.ProposeAsync(new InternalRequest { Txn = request, Header = _auth.Header(context) }, context.CancellationToken);
     }
 
     public override async Task<CompactionResponse> Compact(CompactionRequest request, ServerCallContext context)

@@ -1,6 +1,7 @@
 using Etcdserverpb;
 using Grpc.Core;
 using KvStore.Internal;
+using KvStore.Server.Auth;
 using KvStore.Server.Lease;
 using KvStore.Server.Node;
 using KvStore.Storage.Mvcc;
@@ -13,7 +14,7 @@ namespace KvStore.Server.Api;
 /// which a follower reaches through <see cref="LeaseForwarder"/>. Headers are this member's, as etcd fills them.
 /// Unknown leases: TimeToLive answers TTL -1, KeepAlive answers TTL 0 (etcd).
 /// </summary>
-public sealed class LeaseService(Lessor lessor, IProposer proposer, HeaderFactory headers, MvccStore store, LeaseForwarder forwarder, Quota quota)
+public sealed class LeaseService(Lessor lessor, IProposer proposer, HeaderFactory headers, MvccStore store, LeaseForwarder forwarder, Quota quota, RequestAuthenticator auth)
     : Etcdserverpb.Lease.LeaseBase
 {
     /// <inheritdoc/>
@@ -35,7 +36,7 @@ public sealed class LeaseService(Lessor lessor, IProposer proposer, HeaderFactor
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(context);
-        var result = (LeaseRevokeResponse)await proposer.ProposeAsync(new InternalRequest { LeaseRevoke = request }, context.CancellationToken)
+        var result = (LeaseRevokeResponse)await proposer.ProposeAsync(new InternalRequest { LeaseRevoke = request, Header = auth.Header(context) }, context.CancellationToken)
             .ConfigureAwait(false);
         result.Header = headers.Create(result.Header?.Revision ?? store.CurrentRevision);
         return result;

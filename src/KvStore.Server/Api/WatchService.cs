@@ -1,5 +1,6 @@
 using Etcdserverpb;
 using Grpc.Core;
+using KvStore.Server.Auth;
 using KvStore.Server.Lease;
 using KvStore.Server.Watch;
 
@@ -10,7 +11,8 @@ namespace KvStore.Server.Api;
 /// of the <see cref="WatchHub"/>; one send loop writes all responses. With <c>hasleader=true</c> metadata the stream
 /// is refused without a leader and cancelled after losing it for <see cref="WatchOptions.NoLeaderCancelAfter"/>.
 /// </summary>
-public sealed class WatchService(WatchHub hub, HeaderFactory headers, ILeaderStatus leader, WatchOptions options, TimeProvider time)
+public sealed class WatchService(
+    WatchHub hub, HeaderFactory headers, ILeaderStatus leader, WatchOptions options, TimeProvider time, RequestAuthenticator auth)
     : Etcdserverpb.Watch.WatchBase
 {
     /// <inheritdoc/>
@@ -29,7 +31,7 @@ public sealed class WatchService(WatchHub hub, HeaderFactory headers, ILeaderSta
         using var session = hub.OpenSession();
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
         var send = session.RunSendLoopAsync(r => responseStream.WriteAsync(r), headers.Create, stop.Token);
-        var receive = ReceiveAsync(requestStream, session, stop.Token);
+        var receive = ReceiveAsync(requestStream, session, create => IsWatchPermitted(context, create), stop.Token);
         var leaderLost = requireLeader ? WaitForLeaderLossAsync(stop.Token) : Task.Delay(Timeout.Infinite, stop.Token);
         try
         {
@@ -64,19 +66,40 @@ public sealed class WatchService(WatchHub hub, HeaderFactory headers, ILeaderSta
         }
     }
 
+    /// <summary>etcd's cancel reason for a refused watcher: the text of its gRPC PermissionDenied error.</summary>
+    private static readonly string PermissionDeniedReason = $"rpc error: code = PermissionDenied desc = {EtcdErrors.PermissionDenied.Message}";
+
     private static bool RequiresLeader(Metadata headers)
     {
         var value = headers.GetValue("hasleader");
         return value is not null && string.Equals(value, "true", StringComparison.OrdinalIgnoreCase);
     }
 
-    private static async Task ReceiveAsync(IAsyncStreamReader<WatchRequest> requests, WatchSession session, CancellationToken cancellationToken)
+    /// <summary>etcd refuses a watcher on keys the caller may not read (an unusable token counts as no permission).</summary>
+    private bool IsWatchPermitted(ServerCallContext context, WatchCreateRequest create)
+    {
+        try
+        {
+            auth.RequireRange(context, create.Key.Span, create.RangeEnd.Span);
+            return true;
+        }
+        catch (EtcdException)
+        {
+            return false;
+        }
+    }
+
+    private static async Task ReceiveAsync(
+        IAsyncStreamReader<WatchRequest> requests, WatchSession session, Func<WatchCreateRequest, bool> permitted, CancellationToken cancellationToken)
     {
         while (await requests.MoveNext(cancellationToken).ConfigureAwait(false))
         {
             var request = requests.Current;
             switch (request.RequestUnionCase)
             {
+                case WatchRequest.RequestUnionOneofCase.CreateRequest when !permitted(request.CreateRequest):
+                    session.Refuse(PermissionDeniedReason);
+                    break;
                 case WatchRequest.RequestUnionOneofCase.CreateRequest:
                     session.Create(request.CreateRequest);
                     break;

@@ -2,6 +2,7 @@ using Etcdserverpb;
 using Google.Protobuf;
 using KvStore.Internal;
 using KvStore.Server.Api;
+using KvStore.Server.Auth;
 using KvStore.Storage.Mvcc;
 
 namespace KvStore.Server.Apply;
@@ -19,14 +20,18 @@ public sealed partial class Applier
     private readonly IWatchEventSink _watch;
     private readonly HeaderFactory _headers;
     private readonly AlarmState _alarms;
+    private readonly AuthStore _auth;
+    private readonly ITokenProvider _tokens;
 
-    public Applier(MvccStore store, ILeaseApplier leases, IWatchEventSink watch, HeaderFactory headers, AlarmState alarms)
+    public Applier(MvccStore store, ILeaseApplier leases, IWatchEventSink watch, HeaderFactory headers, AlarmState alarms, AuthStore auth, ITokenProvider tokens)
     {
         _store = store;
         _leases = leases;
         _watch = watch;
         _headers = headers;
         _alarms = alarms;
+        _auth = auth;
+        _tokens = tokens;
     }
 
     /// <summary>Applies the entry at <paramref name="index"/>.</summary>
@@ -38,9 +43,21 @@ public sealed partial class Applier
             return ApplyOutcome.Skipped;
         }
 
+        // Auth management entries first (alarms do not refuse them), then the replicated alarms, then the permission
+        // check of key writes against the replicated auth store.
+        if (AuthStore.IsAuthRequest(request))
+        {
+            return ApplyAuth(index, request);
+        }
+
         if (RefusedByAlarm(request) is { } refusal)
         {
             return RecordOnly(index, ApplyOutcome.Fail(refusal));
+        }
+
+        if (_auth.CheckApply(request, _leases.KeysOf) is { } denied)
+        {
+            return RecordOnly(index, ApplyOutcome.Fail(denied));
         }
 
         return request.RequestCase switch
@@ -154,6 +171,14 @@ public sealed partial class Applier
         using var txn = _store.BeginWrite(index);
         _leases.ApplyCheckpoint(request, txn);
         return Finish(txn, ApplyOutcome.Ok(new LeaseCheckpointResponse { Header = _headers.Create(_store.CurrentRevision) }));
+    }
+
+    private ApplyOutcome ApplyAuth(ulong index, InternalRequest request)
+    {
+        using var txn = _store.BeginWrite(index);
+        var (response, error) = _auth.Apply(txn, request, _tokens);
+        txn.Commit();
+        return error is not null ? ApplyOutcome.Fail(error) : ApplyOutcome.Ok(response!);
     }
 
     /// <summary>Records the index for an entry that changed nothing in the KV space.</summary>

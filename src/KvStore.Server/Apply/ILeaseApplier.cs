@@ -11,6 +11,10 @@ public interface ILeaseApplier
     /// <summary>True if the lease is currently granted (not revoked or expired-and-revoked).</summary>
     bool Exists(long leaseId);
 
+    /// <summary>The keys attached to the lease (empty for an unknown lease): with auth on, revoking a lease or attaching
+    /// it to another key needs write permission on all of them.</summary>
+    IReadOnlyCollection<byte[]> KeysOf(long leaseId);
+
     /// <summary>A key was put inside a write txn; attach it to <paramref name="newLease"/> and detach it from <paramref name="oldLease"/> (0 = none).</summary>
     void OnPut(byte[] key, long oldLease, long newLease);
 

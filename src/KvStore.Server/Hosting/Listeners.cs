@@ -1,9 +1,10 @@
 using System.Net;
-using System.Security.Cryptography.X509Certificates;
 using KvStore.Server.Hosting.Http2Authority;
+using KvStore.Server.Hosting.Tls;
 using KvStore.Server.Options;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
-using Microsoft.AspNetCore.Server.Kestrel.Https;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace KvStore.Server.Hosting;
 
@@ -17,7 +18,8 @@ public enum PortKind
 
 /// <summary>
 /// Kestrel endpoints from the --listen-*-urls flags: one endpoint per URL (a host name binds every address it resolves to,
-/// "localhost" both loopbacks), https with the port's certificate and optional client-certificate authentication.
+/// "localhost" both loopbacks), https with the port's TLS (<see cref="ServerTls"/>: reloaded certificates, TLS versions and
+/// cipher suites, client-certificate checks).
 /// Plain http client endpoints speak HTTP/2 with prior knowledge (gRPC's h2c) and HTTP/1.1 on the same port, as etcd
 /// does (see <see cref="Http1Forwarder"/>); metrics endpoints speak HTTP/1.1.
 /// </summary>
@@ -25,11 +27,15 @@ public sealed class Listeners
 {
     private readonly Dictionary<int, PortKind> _kinds = [];
     private readonly Http1Forwarder _forwarder;
+    private readonly ILogger _tlsLogger;
+    private readonly ProtocolProbe _probe;
     private Http2AuthorityFilter? _authority;
 
-    public Listeners(Http1Forwarder forwarder)
+    public Listeners(Http1Forwarder forwarder, ILogger? tlsLogger = null)
     {
         _forwarder = forwarder;
+        _tlsLogger = tlsLogger ?? NullLogger.Instance;
+        _probe = new ProtocolProbe(_tlsLogger);
     }
 
     /// <summary>The kind of port each listening port number serves.</summary>
@@ -52,8 +58,9 @@ public sealed class Listeners
         // Client ports accept URL-shaped :authority values as etcd does (see Http2AuthorityFilter).
         _authority = new Http2AuthorityFilter(kestrel.Limits.Http2.HeaderTableSize);
 
-        var clientCert = options.ClientTls.Enabled ? LoadTls(options.ClientTls) : null;
-        var peerCert = options.PeerTls.Enabled ? LoadTls(options.PeerTls) : null;
+        var policy = TlsPolicy.From(options);
+        var clientCert = options.ClientTls.Enabled ? new ServerTls(options.ClientTls, policy, "client", _tlsLogger) : null;
+        var peerCert = options.PeerTls.Enabled ? new ServerTls(options.PeerTls, policy, "peer", _tlsLogger) : null;
         foreach (var url in options.ListenClientUrls)
         {
             Add(kestrel, url, PortKind.Client, clientCert);
@@ -78,7 +85,7 @@ public sealed class Listeners
         kestrel.ListenUnixSocket(_forwarder.SocketPath, listen => listen.Protocols = HttpProtocols.Http1);
     }
 
-    private void Add(KestrelServerOptions kestrel, Uri url, PortKind kind, TlsSettings? tls)
+    private void Add(KestrelServerOptions kestrel, Uri url, PortKind kind, ServerTls? tls)
     {
         var port = url.Port;
         if (_kinds.TryGetValue(port, out var existing) && existing != kind)
@@ -90,10 +97,12 @@ public sealed class Listeners
         var https = url.Scheme == "https";
         void ConfigureEndpoint(ListenOptions listen)
         {
+            var portName = kind.ToString().ToLowerInvariant();
             if (https && tls is not null)
             {
                 listen.Protocols = HttpProtocols.Http1AndHttp2;
-                listen.UseHttps(tls.ToAdapterOptions());
+                listen.Use(_probe.ExpectTls(portName));
+                listen.UseHttps(tls.ToCallbackOptions());
                 if (kind == PortKind.Client)
                 {
                     listen.Use(_authority!.Middleware);
@@ -106,11 +115,13 @@ public sealed class Listeners
             else if (kind == PortKind.Peer)
             {
                 listen.Protocols = HttpProtocols.Http2;
+                listen.Use(_probe.ExpectPlainText(portName));
             }
             else
             {
                 // Cleartext: HTTP/2 (h2c) served here, HTTP/1.1 relayed to the internal endpoint.
                 listen.Protocols = HttpProtocols.Http2;
+                listen.Use(_probe.ExpectPlainText(portName));
                 listen.Use(_forwarder.Middleware);
                 listen.Use(_authority!.Middleware);
             }
@@ -131,58 +142,6 @@ public sealed class Listeners
             {
                 kestrel.Listen(resolved, port, ConfigureEndpoint);
             }
-        }
-    }
-
-    private static TlsSettings LoadTls(TlsOptions tls)
-    {
-        X509Certificate2 certificate;
-        try
-        {
-            certificate = X509Certificate2.CreateFromPemFile(tls.CertFile, tls.KeyFile);
-        }
-        catch (Exception e) when (e is IOException or System.Security.Cryptography.CryptographicException or UnauthorizedAccessException)
-        {
-            throw new OptionsException($"cannot load TLS certificate {tls.CertFile} / key {tls.KeyFile}: {e.Message}", e);
-        }
-
-        var roots = new X509Certificate2Collection();
-        if (tls.TrustedCaFile.Length > 0)
-        {
-            try
-            {
-                roots.ImportFromPemFile(tls.TrustedCaFile);
-            }
-            catch (Exception e) when (e is IOException or System.Security.Cryptography.CryptographicException or UnauthorizedAccessException)
-            {
-                throw new OptionsException($"cannot load trusted CA file {tls.TrustedCaFile}: {e.Message}", e);
-            }
-        }
-
-        return new TlsSettings(certificate, roots, tls.ClientCertAuth);
-    }
-
-    private sealed record TlsSettings(X509Certificate2 Certificate, X509Certificate2Collection Roots, bool RequireClientCert)
-    {
-        public HttpsConnectionAdapterOptions ToAdapterOptions()
-        {
-            var adapter = new HttpsConnectionAdapterOptions { ServerCertificate = Certificate };
-            if (RequireClientCert)
-            {
-                adapter.ClientCertificateMode = ClientCertificateMode.RequireCertificate;
-                adapter.ClientCertificateValidation = (certificate, _, _) => Validate(certificate);
-            }
-
-            return adapter;
-        }
-
-        private bool Validate(X509Certificate2 certificate)
-        {
-            using var chain = new X509Chain();
-            chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-            chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-            chain.ChainPolicy.CustomTrustStore.AddRange(Roots);
-            return chain.Build(certificate);
         }
     }
 }

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net.Sockets;
 using KvStore.Server.Api;
 using KvStore.Server.Apply;
+using KvStore.Server.Auth;
 using KvStore.Server.Concurrency;
 using KvStore.Server.Http;
 using KvStore.Server.Identity;
@@ -133,7 +134,7 @@ public static class ServerHost
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(15));
 
         var forwarder = new Http1Forwarder();
-        var listeners = new Listeners(forwarder);
+        var listeners = new Listeners(forwarder, new Serilog.Extensions.Logging.SerilogLoggerFactory(serilog).CreateLogger("kvstore.tls"));
         builder.WebHost.ConfigureKestrel(k => listeners.Configure(k, options));
 
         var services = builder.Services;
@@ -148,6 +149,7 @@ public static class ServerHost
         services.AddSingleton<HeaderFactory>();
         services.AddSingleton<AlarmState>();
         services.AddSingleton<Quota>();
+        services.AddAuth(options);
         services.AddSingleton<Applier>();
         services.AddSingleton<ILeaderStatus, NodeLeaderStatus>();
 
@@ -178,6 +180,7 @@ public static class ServerHost
             o.EnableDetailedErrors = false;
             o.Interceptors.Add<UnimplementedInterceptor>();
             o.Interceptors.Add<RequireLeaderInterceptor>();
+            o.Interceptors.Add<AdminOnlyInterceptor>();
         });
 
         var app = builder.Build();

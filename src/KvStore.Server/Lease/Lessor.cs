@@ -155,6 +155,15 @@ public sealed partial class Lessor : ILeaseApplier, IDisposable
     }
 
     /// <inheritdoc/>
+    public IReadOnlyCollection<byte[]> KeysOf(long leaseId)
+    {
+        lock (_lock)
+        {
+            return _leases.TryGetValue(leaseId, out var lease) ? [.. lease.Keys] : [];
+        }
+    }
+
+    /// <inheritdoc/>
     public void OnPut(byte[] key, long oldLease, long newLease)
     {
         ArgumentNullException.ThrowIfNull(key);

@@ -284,6 +284,9 @@ public static class FlagParser
             throw new OptionsException("--listen-client-urls must list at least one URL");
         }
 
+        ValidateAuth(options);
+        Hosting.Tls.TlsPolicy.From(options);
+
         foreach (var url in options.ListenClientUrls.Concat(options.ListenPeerUrls).Concat(options.ListenMetricsUrls))
         {
             if (url.Scheme is "unix" or "unixs")
@@ -338,5 +341,31 @@ public static class FlagParser
     {
         ArgumentNullException.ThrowIfNull(url);
         return url.GetLeftPart(UriPartial.Authority);
+    }
+
+    /// <summary>--bcrypt-cost within bcrypt's bounds; --auth-token "simple" or a well-formed "jwt,..." (keys are read at start).</summary>
+    private static void ValidateAuth(ServerOptions options)
+    {
+        if (options.BcryptCost is < Auth.PasswordHasher.MinCost or > Auth.PasswordHasher.MaxCost)
+        {
+            throw new OptionsException($"error verifying flags, invalid value {options.BcryptCost} for flag -bcrypt-cost: must be between {Auth.PasswordHasher.MinCost} and {Auth.PasswordHasher.MaxCost}");
+        }
+
+        var type = options.AuthToken.Split(',')[0];
+        if (type == "jwt")
+        {
+            try
+            {
+                Auth.JwtOptions.Parse(options.AuthToken);
+            }
+            catch (FormatException e)
+            {
+                throw new OptionsException($"error verifying flags, {e.Message}");
+            }
+        }
+        else if (type != "simple")
+        {
+            throw new OptionsException($"error verifying flags, unknown token type \"{type}\" for flag -auth-token (valid: simple, jwt)");
+        }
     }
 }

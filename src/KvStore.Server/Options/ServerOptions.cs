@@ -82,6 +82,23 @@ public sealed class ServerOptions
     /// <summary>Ours: text (readable console) or json.</summary>
     public string LogFormat { get; set; } = "text";
 
+    /// <summary>--auth-token: "simple" or "jwt,pub-key=...,priv-key=...,sign-method=...,ttl=...".</summary>
+    public string AuthToken { get; set; } = "simple";
+
+    /// <summary>--bcrypt-cost: work factor of password hashes (etcd's default 10).</summary>
+    public int BcryptCost { get; set; } = 10;
+
+    /// <summary>--auth-token-ttl: seconds a simple token lives after its last use.</summary>
+    public ulong AuthTokenTtlSeconds { get; set; } = 300;
+
+    /// <summary>--tls-min-version (etcd: TLS1.2 when empty) and --tls-max-version (empty = highest).</summary>
+    public string TlsMinVersion { get; set; } = "TLS1.2";
+
+    public string TlsMaxVersion { get; set; } = string.Empty;
+
+    /// <summary>--cipher-suites: comma-separated TLS 1.2 cipher suite names; empty = secure defaults.</summary>
+    public string CipherSuites { get; set; } = string.Empty;
+
     public TlsOptions ClientTls { get; set; } = new();
 
     public TlsOptions PeerTls { get; set; } = new();
@@ -108,6 +125,15 @@ public sealed class TlsOptions
     public bool ClientCertAuth { get; set; }
 
     public bool AutoTls { get; set; }
+
+    /// <summary>--client-crl-file / --peer-crl-file: certificates listed there are refused.</summary>
+    public string CrlFile { get; set; } = string.Empty;
+
+    /// <summary>--peer-cert-allowed-cn: a peer client certificate must carry this CommonName.</summary>
+    public string AllowedCn { get; set; } = string.Empty;
+
+    /// <summary>--peer-cert-allowed-hostname: a peer client certificate must be valid for this host name.</summary>
+    public string AllowedHostname { get; set; } = string.Empty;
 
     /// <summary>True when a certificate and key are configured (the listener must be https).</summary>
     public bool Enabled => CertFile.Length > 0 && KeyFile.Length > 0;

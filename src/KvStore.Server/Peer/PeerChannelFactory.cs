@@ -38,7 +38,7 @@ internal static class PeerChannelFactory
 
     private static SslClientAuthenticationOptions CreateSslOptions(PeerTlsOptions tls)
     {
-        var ssl = new SslClientAuthenticationOptions();
+        var ssl = new SslClientAuthenticationOptions { EnabledSslProtocols = tls.Protocols, CipherSuitesPolicy = tls.CipherSuites };
         if (tls.ClientCertificate is { } certificate)
         {
             ssl.ClientCertificates = [certificate];

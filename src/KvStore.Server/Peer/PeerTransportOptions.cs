@@ -69,4 +69,11 @@ public sealed record PeerTransportOptions
 /// </summary>
 /// <param name="ClientCertificate">Presented to peers (with its private key); null = none.</param>
 /// <param name="TrustedCertificateAuthorities">Roots that a peer's certificate must chain to; empty = the system store.</param>
-public sealed record PeerTlsOptions(X509Certificate2? ClientCertificate, X509Certificate2Collection TrustedCertificateAuthorities);
+public sealed record PeerTlsOptions(X509Certificate2? ClientCertificate, X509Certificate2Collection TrustedCertificateAuthorities)
+{
+    /// <summary>TLS versions for connections to peers (--tls-min-version/--tls-max-version); None = platform default.</summary>
+    public System.Security.Authentication.SslProtocols Protocols { get; init; }
+
+    /// <summary>Cipher suites for connections to peers (--cipher-suites); null = platform default.</summary>
+    public System.Net.Security.CipherSuitesPolicy? CipherSuites { get; init; }
+}

@@ -159,7 +159,9 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
 
         var id = NextId();
         request.Id = id;
-        request.Header = new InternalRequestHeader { MemberId = _identity.MemberId };
+        // Keep the auth context a service put in the header; the proposer is always this member.
+        request.Header ??= new InternalRequestHeader();
+        request.Header.MemberId = _identity.MemberId;
         var data = request.ToByteArray();
         if (data.Length > _options.MaxRequestBytes)
         {

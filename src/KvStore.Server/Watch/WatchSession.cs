@@ -38,6 +38,10 @@ public sealed class WatchSession : IDisposable
     /// <summary>Handles a WatchCreateRequest: queues the created (or refused) response, then the watcher's events.</summary>
     public void Create(WatchCreateRequest request) => _hub.Create(this, request);
 
+    /// <summary>Answers a create request with a refusal (created and cancelled at once, with etcd's reason).</summary>
+    public void Refuse(string reason) =>
+        QueueControl(new WatchResponse { WatchId = -1, Created = true, Canceled = true, CancelReason = reason }, _hub.Store.CurrentRevision);
+
     /// <summary>Handles a WatchCancelRequest: queues the cancelled response if the watcher existed.</summary>
     public void Cancel(long watchId) => _hub.Cancel(this, watchId);
 

@@ -69,7 +69,10 @@ public sealed class ClusterMember : IDisposable
 
     public string Endpoint => $"127.0.0.1:{ClientPort}";
 
-    public string PeerUrl => $"http://{Host}:{PeerPort}";
+    public string PeerUrl => $"{PeerScheme}://{Host}:{PeerPort}";
+
+    /// <summary>"https" for a cluster whose peers talk TLS.</summary>
+    public string PeerScheme { get; init; } = "http";
 
     /// <summary>The member ID, learned from its Status once it has started (0 before).</summary>
     public ulong Id { get; set; }
@@ -128,7 +131,8 @@ public sealed class ClusterMember : IDisposable
             "--initial-cluster", initialCluster,
             "--initial-cluster-state", state,
             "--initial-cluster-token", token,
-            .. extraArgs,
+            // "{name}" in a flag stands for the member's name (per-member certificate paths).
+            .. extraArgs.Select(a => a.Replace("{name}", Name, StringComparison.Ordinal)),
             .. OwnArgs,
         ];
         LastArgs = args;
@@ -200,6 +204,25 @@ public sealed class ClusterMember : IDisposable
         }
 
         DisposeProcess();
+    }
+
+    /// <summary>Waits for the process to exit on its own (a start expected to fail); kills it and throws after the timeout.</summary>
+    public async Task<int> WaitExitAsync(TimeSpan timeout)
+    {
+        var p = _process ?? throw new InvalidOperationException($"{Name} is not running");
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await p.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            var tail = LogTail(60);
+            Kill();
+            throw new TimeoutException($"{Name} still running {timeout.TotalSeconds} s after start (killed now)\n{tail}");
+        }
+
+        return p.ExitCode;
     }
 
     /// <summary>SIGTERM, by PID; returns the exit code once the process has stopped (SIGKILL and throw after the timeout).</summary>

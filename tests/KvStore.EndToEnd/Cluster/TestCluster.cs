@@ -67,7 +67,9 @@ public sealed class TestCluster : IAsyncDisposable
 
     /// <summary>Starts <paramref name="size"/> members (state new) and waits until every one answers `endpoint health`.</summary>
     /// <paramref name="memberArgs"/> gives member i flags of its own (kept across restarts).
-    public static async Task<TestCluster> StartAsync(ITestOutputHelper output, int size, IReadOnlyList<string>? extraArgs = null, PeerNetwork? network = null, Func<int, IReadOnlyList<string>>? memberArgs = null)
+    public static async Task<TestCluster> StartAsync(
+        ITestOutputHelper output, int size, IReadOnlyList<string>? extraArgs = null, PeerNetwork? network = null, string peerScheme = "http",
+        Func<int, IReadOnlyList<string>>? memberArgs = null)
     {
         var cluster = new TestCluster(output, extraArgs ?? [], network);
         try
@@ -76,7 +78,7 @@ public sealed class TestCluster : IAsyncDisposable
             for (var i = 0; i < size; i++)
             {
                 cluster._members.Add(network is null
-                    ? new ClusterMember($"m{i}", "127.0.0.1", ports[2 * i], ports[(2 * i) + 1], cluster.DataDirFor($"m{i}"), null)
+                    ? new ClusterMember($"m{i}", "127.0.0.1", ports[2 * i], ports[(2 * i) + 1], cluster.DataDirFor($"m{i}"), null) { PeerScheme = peerScheme }
                     : new ClusterMember($"m{i}", PeerNetwork.Address(i), 2379, 2380, cluster.DataDirFor($"m{i}"), network.Namespace(i)));
                 cluster._members[i].OwnArgs = memberArgs?.Invoke(i) ?? [];
             }

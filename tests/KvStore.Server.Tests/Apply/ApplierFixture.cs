@@ -3,8 +3,10 @@ using Google.Protobuf;
 using KvStore.Internal;
 using KvStore.Server.Api;
 using KvStore.Server.Apply;
+using KvStore.Server.Auth;
 using KvStore.Server.Identity;
 using KvStore.Server.Node;
+using KvStore.Server.Tests.Lease;
 using KvStore.Storage.Mvcc;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -22,7 +24,9 @@ public sealed class ApplierFixture : IDisposable
         var identity = new MemberIdentity(0x1111, 0x2222, "m0", ["http://127.0.0.1:2380"], ["http://127.0.0.1:2379"]);
         var state = new NodeState { Term = 2 };
         Alarms = new AlarmState(Store);
-        Applier = new Applier(Store, Leases, Watch, new HeaderFactory(identity, state), Alarms);
+        Auth = new AuthStore(Store);
+        Tokens = new SimpleTokenProvider(TimeSpan.FromMinutes(5), Time);
+        Applier = new Applier(Store, Leases, Watch, new HeaderFactory(identity, state), Alarms, Auth, Tokens);
     }
 
     public MvccStore Store { get; }
@@ -30,6 +34,12 @@ public sealed class ApplierFixture : IDisposable
     public Applier Applier { get; }
 
     public AlarmState Alarms { get; }
+
+    public AuthStore Auth { get; }
+
+    public SimpleTokenProvider Tokens { get; }
+
+    public ManualTimeProvider Time { get; } = new();
 
     public FakeLeases Leases { get; } = new();
 
@@ -92,6 +102,10 @@ public sealed class FakeLeases : ILeaseApplier
     public List<(string Key, long Lease)> Deletes { get; } = [];
 
     public bool Exists(long leaseId) => Granted.Contains(leaseId);
+
+    public Dictionary<long, List<byte[]>> Attached { get; } = [];
+
+    public IReadOnlyCollection<byte[]> KeysOf(long leaseId) => Attached.TryGetValue(leaseId, out var keys) ? keys : [];
 
     public void OnPut(byte[] key, long oldLease, long newLease) => Puts.Add((System.Text.Encoding.UTF8.GetString(key), oldLease, newLease));
 

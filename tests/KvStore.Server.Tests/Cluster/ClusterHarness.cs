@@ -139,7 +139,7 @@ internal sealed class ClusterMemberHost : IAsyncDisposable
             identity,
             store,
             raftLog,
-            s => new Applier(s, new NoLeases(), new NoWatch(), new HeaderFactory(identity, nodeState), new AlarmState(s)),
+            s => new Applier(s, new NoLeases(), new NoWatch(), new HeaderFactory(identity, nodeState), new AlarmState(s), new KvStore.Server.Auth.AuthStore(s), new KvStore.Server.Auth.SimpleTokenProvider(TimeSpan.FromMinutes(5), TimeProvider.System)),
             Path.Combine(dataDir, "snap", "outgoing"),
             nodeState,
             new Metrics(),
@@ -223,6 +223,8 @@ internal sealed class ClusterMemberHost : IAsyncDisposable
     private sealed class NoLeases : ILeaseApplier
     {
         public bool Exists(long leaseId) => false;
+
+        public IReadOnlyCollection<byte[]> KeysOf(long leaseId) => [];
 
         public void OnPut(byte[] key, long oldLease, long newLease)
         {

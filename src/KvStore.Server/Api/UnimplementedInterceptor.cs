@@ -3,9 +3,6 @@ using Grpc.Core.Interceptors;
 
 namespace KvStore.Server.Api;
 
-/// <summary>Auth: mapped so that clients get Unimplemented (with a message) instead of a missing route.</summary>
-public sealed class AuthService : Etcdserverpb.Auth.AuthBase;
-
 /// <summary>
 /// Turns the bare Unimplemented status of a generated base method into one that says which service is missing and why,
 /// and logs unexpected failures.
@@ -47,7 +44,6 @@ public sealed class UnimplementedInterceptor : Interceptor
         var service = method.TrimStart('/').Split('/')[0];
         var why = service switch
         {
-            "etcdserverpb.Auth" => "authentication arrives with the auth issue",
             "etcdserverpb.Maintenance" => "not supported by a single kvstore member",
             _ => "not supported by kvstore yet",
         };
