@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net.Sockets;
 using KvStore.Server.Api;
 using KvStore.Server.Apply;
+using KvStore.Server.Backup;
 using KvStore.Server.Http;
 using KvStore.Server.Identity;
 using KvStore.Server.Lease;
@@ -146,6 +147,7 @@ public static class ServerHost
         services.AddSingleton<Quota>();
         services.AddSingleton<Applier>();
         services.AddSingleton<ILeaderStatus, NodeLeaderStatus>();
+        services.AddSingleton(sp => new SnapshotExporter(store, Path.Combine(memberDir, "snapshot-export"), sp.GetRequiredService<ILogger<SnapshotExporter>>()));
 
         // Raft (one path for every cluster size) starts before the watch and lease loops.
         services.AddReplication(options, identity, wal, memberDir);
