@@ -22,6 +22,7 @@ public sealed class ServerProcess : IDisposable
     private readonly object _logLock = new();
     private readonly List<string> _log = [];
     private readonly IReadOnlyList<string> _extraArgs;
+    private readonly string? _executable;
     private Process? _process;
     private bool _ownsDataDir;
 
@@ -39,8 +40,9 @@ public sealed class ServerProcess : IDisposable
         }
     };
 
-    public ServerProcess(string? dataDir = null, IReadOnlyList<string>? extraArgs = null, string scheme = "http")
+    public ServerProcess(string? dataDir = null, IReadOnlyList<string>? extraArgs = null, string scheme = "http", string? executable = null)
     {
+        _executable = executable;
         _ownsDataDir = dataDir is null;
         DataDir = dataDir ?? CreateTempDir("kvstore-e2e-data-");
         _extraArgs = extraArgs ?? [];
@@ -96,6 +98,12 @@ public sealed class ServerProcess : IDisposable
         }
     }
 
+    /// <summary>The kvstore binary built from this repository, whatever KVSTORE_E2E_SERVER says.</summary>
+    public static string KvStorePath => Path.Combine(RepoRoot, "artifacts", "bin", "KvStore.Server", "release", "kvstore");
+
+    /// <summary>What this instance runs: the executable given to the constructor, else <see cref="ServerPath"/>.</summary>
+    public string Executable => _executable ?? ServerPath;
+
     /// <summary>The directory holding KvStore.sln, found by walking up from the test assembly.</summary>
     public static string RepoRoot
     {
@@ -131,7 +139,7 @@ public sealed class ServerProcess : IDisposable
             throw new InvalidOperationException("already running");
         }
 
-        var psi = new ProcessStartInfo(ServerPath)
+        var psi = new ProcessStartInfo(Executable)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -161,7 +169,7 @@ public sealed class ServerProcess : IDisposable
             psi.Environment.Remove(key);
         }
 
-        AddLog($"### start: {ServerPath} {string.Join(' ', psi.ArgumentList)}");
+        AddLog($"### start: {Executable} {string.Join(' ', psi.ArgumentList)}");
         var p = new Process { StartInfo = psi, EnableRaisingEvents = true };
         p.OutputDataReceived += (_, e) => { if (e.Data is not null) { AddLog(e.Data); } };
         p.ErrorDataReceived += (_, e) => { if (e.Data is not null) { AddLog("2> " + e.Data); } };
