@@ -63,14 +63,15 @@ public sealed class EtcdSnapshotTests : IDisposable
         Write(src, t => t.DeleteRange(B("k/2"), B("k/3")));
 
         var path = _tmp.Sub("snap.db");
+        var rev = src.CurrentRevision;
         var summary = await src.ExportAsync((view, records) =>
         {
-            // Writes go on while the file is written; they are not in it.
+            // The writer is not held off while the file is written, and its writes are not in it.
+            Task.Run(() => Write(src, t => t.Put(B("late"), B("x"), 0))).Wait(TimeSpan.FromSeconds(30)).Should().BeTrue();
             using var fs = new FileStream(path, FileMode.CreateNew, FileAccess.ReadWrite);
             return EtcdSnapshotWriter.Write(view, records, fs, new PassThrough());
         });
-        Write(src, t => t.Put(B("late"), B("x"), 0));
-        var rev = src.CurrentRevision - 1;
+        src.CurrentRevision.Should().Be(rev + 1);
         summary.Revision.Should().Be(rev);
         summary.CompactRevision.Should().Be(compactAt);
 
@@ -80,6 +81,7 @@ public sealed class EtcdSnapshotTests : IDisposable
             EtcdSnapshotFile.Status(reader).Revision.Should().Be(rev);
             var content = EtcdSnapshotFile.ReadContent(reader);
             content.Should().Be(new EtcdSnapshotContent(rev, compactAt, src.ConsistentIndex - 1));
+            EtcdSnapshotFile.Revisions(reader).Should().NotContain(r => r.Revision.Main > rev);
             EtcdSnapshotFile.MetaRecords(reader, new PassThrough()).Should().ContainSingle(m => m.Bucket == "lease");
             MvccStore.WriteImage(Options("dst"), NullLogger.Instance, 0, content.Revision, content.CompactRevision,
                 EtcdSnapshotFile.Revisions(reader), EtcdSnapshotFile.MetaRecords(reader, new PassThrough()));
