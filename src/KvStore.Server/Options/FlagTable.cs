@@ -145,7 +145,7 @@ internal static class FlagTable
         U("experimental-distributed-tracing-sampling-rate", FlagKind.Int, "0"),
 
         // Unsafe.
-        U("force-new-cluster", FlagKind.Bool, "false"),
+        S("force-new-cluster", FlagKind.Bool, "false", (o, v) => o.ForceNewCluster = Bool(v)),
     ];
 
     private static readonly Dictionary<string, FlagSpec> ByName = Specs.ToDictionary(s => s.Name, StringComparer.Ordinal);
