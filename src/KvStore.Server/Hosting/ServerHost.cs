@@ -147,6 +147,12 @@ public static class ServerHost
         services.AddSingleton<Quota>();
         services.AddSingleton<Applier>();
         services.AddSingleton<ILeaderStatus, NodeLeaderStatus>();
+        if (Compaction.AutoCompactionPolicy.From(options.AutoCompactionMode, options.AutoCompactionRetention) is { } autoCompaction)
+        {
+            services.AddSingleton(autoCompaction);
+            services.AddHostedService<Compaction.AutoCompactor>();
+        }
+
         services.AddSingleton(sp => new SnapshotExporter(store, Path.Combine(memberDir, "snapshot-export"), sp.GetRequiredService<ILogger<SnapshotExporter>>()));
 
         // Raft (one path for every cluster size) starts before the watch and lease loops.
