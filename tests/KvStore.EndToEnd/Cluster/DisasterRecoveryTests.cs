@@ -76,6 +76,54 @@ public sealed partial class DisasterRecoveryTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task Whole_cluster_restored_from_one_snapshot_serves_the_same_history()
+    {
+        await using var c = await TestCluster.StartAsync(output, 3);
+        var leader = await c.WaitLeaderAsync(c.Members, TimeSpan.FromSeconds(15));
+        long last = 0;
+        for (var i = 0; i < 200; i++)
+        {
+            last = await TestCluster.PutAsync(c.Members[i % 3], $"/bk/{i % 50:D2}", $"v{i}", CallTimeout);
+        }
+
+        var lease = (await c.CtlOkAsync(leader, "lease", "grant", "900")).Split(' ')[1];
+        await c.CtlOkAsync(leader, "put", "/bk/leased", "x", "--lease=" + lease);
+        await c.CtlOkAsync(leader, "compaction", TestCluster.Fmt(last - 20));
+        var before = await c.WaitConvergedAsync(c.Members, last + 1, TimeSpan.FromSeconds(30));
+        var file = Path.Combine(Path.GetDirectoryName(c.Members[0].DataDir)!, "backup.db");
+        await c.CtlOkAsync(c.Members[1], "snapshot", "save", file);
+
+        // Everything is lost; every member is restored from the one file with its own name and peer URL.
+        foreach (var m in c.Members)
+        {
+            m.Kill();
+            Directory.Delete(m.DataDir, recursive: true);
+            var restore = await Tools.RunAsync(ServerProcess.KvStorePath, [
+                "snapshot", "restore", file, "--data-dir", m.DataDir, "--name", m.Name, "--initial-cluster", c.InitialCluster,
+                "--initial-cluster-token", c.Token + "-restored", "--initial-advertise-peer-urls", m.PeerUrl,
+            ]);
+            restore.ExitCode.Should().Be(0, restore.ToString());
+        }
+
+        foreach (var m in c.Members)
+        {
+            m.Start(c.InitialCluster, "new", c.Token + "-restored", c.ExtraArgs);
+        }
+
+        foreach (var m in c.Members)
+        {
+            await c.WaitHealthyAsync(m, TestCluster.StartTimeout);
+        }
+
+        var after = await c.WaitConvergedAsync(c.Members, before.Revision, TimeSpan.FromSeconds(30));
+        after.Should().Be(before);
+        (await c.MemberListAsync(c.Members[2])).Should().HaveCount(3);
+        (await c.CtlOkAsync(c.Members[2], "lease", "list")).Should().Contain(lease);
+        var next = await TestCluster.PutAsync(c.Members[2], "/bk/after", "y", CallTimeout);
+        next.Should().Be(before.Revision + 1);
+    }
+
     [GeneratedRegex("ETCD_INITIAL_CLUSTER=\"([^\"]+)\"")]
     private static partial Regex InitialClusterLine();
 }
