@@ -153,17 +153,32 @@ public sealed partial class MvccStore
 
     private IEnumerable<RevisionRecord> ReadRevisionRecords(List<Revision> revisions)
     {
+        const int batch = 1024;
         using var session = _backend.NewSession();
-        var rk = new byte[17];
-        foreach (var rev in revisions)
+        var keys = new List<byte[]>(batch);
+        var values = new byte[]?[batch];
+        for (var start = 0; start < revisions.Count; start += batch)
         {
-            WriteRevisionKey(rk, rev);
-            if (!FasterBackend.TryRead(session, rk, out var record) || record.Length < 1)
+            keys.Clear();
+            var count = Math.Min(batch, revisions.Count - start);
+            for (var i = 0; i < count; i++)
             {
-                throw new InvalidOperationException($"revision {rev} is in the key index but missing from FasterKV");
+                var rk = new byte[17];
+                WriteRevisionKey(rk, revisions[start + i]);
+                keys.Add(rk);
             }
 
-            yield return new RevisionRecord(rev, record[0] == FlagTombstone, record[1..]);
+            FasterBackend.ReadBatch(session, keys, values);
+            for (var i = 0; i < count; i++)
+            {
+                var rev = revisions[start + i];
+                if (values[i] is not { Length: > 0 } record)
+                {
+                    throw new InvalidOperationException($"revision {rev} is in the key index but missing from FasterKV");
+                }
+
+                yield return new RevisionRecord(rev, record[0] == FlagTombstone, record[1..]);
+            }
         }
     }
 }

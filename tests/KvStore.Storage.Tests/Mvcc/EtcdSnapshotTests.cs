@@ -103,6 +103,37 @@ public sealed class EtcdSnapshotTests : IDisposable
     }
 
     [Fact]
+    public async Task Export_reads_records_evicted_from_memory_to_disk()
+    {
+        // 1 MiB of in-memory log (MemorySizeBits 20) and 6 MiB of values: most reads are disk reads, batched.
+        using var src = MvccStore.Open(Options("src"), NullLogger.Instance);
+        for (var i = 0; i < 6000; i++)
+        {
+            var value = new byte[1024];
+            new Random(i).NextBytes(value);
+            Write(src, t => t.Put(B($"big/{i:D5}"), value, 0));
+        }
+
+        src.Checkpoint();
+        var path = _tmp.Sub("snap.db");
+        await src.ExportAsync((view, records) =>
+        {
+            using var fs = new FileStream(path, FileMode.CreateNew, FileAccess.ReadWrite);
+            return EtcdSnapshotWriter.Write(view, records, fs, new PassThrough());
+        });
+
+        using var reader = BoltReader.Open(path);
+        var exported = EtcdSnapshotFile.Revisions(reader).ToList();
+        exported.Should().HaveCount(6000);
+        var live = src.Range(B("big/"), B("big0"), default).Kvs;
+        for (var i = 0; i < live.Count; i += 97)
+        {
+            var kv = KeyValueCodec.Decode(exported[i].KeyValue, keysOnly: false);
+            (kv.Key, kv.Value, kv.ModRevision).Should().BeEquivalentTo((live[i].Key, live[i].Value, live[i].ModRevision));
+        }
+    }
+
+    [Fact]
     public void Import_of_an_etcd_snapshot_reads_and_hashes_as_etcd()
     {
         // etcd's snapshot (see BoltFileTests) was compacted at 3: revisions 2 and 3 stay as the keys' latest versions
