@@ -73,6 +73,49 @@ public sealed class BoltReader : IDisposable
         return ReadBucketValue(value, 0).Where(e => (e.Flags & BoltFormat.BucketLeafFlag) == 0).Select(e => (e.Key, e.Value));
     }
 
+    /// <summary>The last key of a top-level bucket (following the rightmost path, no scan), or null when it is empty or missing.</summary>
+    public byte[]? LastKey(string bucket)
+    {
+        ArgumentNullException.ThrowIfNull(bucket);
+        if (!_buckets.TryGetValue(bucket, out var value) || value.Length < BoltFormat.BucketHeaderSize)
+        {
+            return null;
+        }
+
+        var pgid = BinaryPrimitives.ReadUInt64LittleEndian(value);
+        if (pgid == 0)
+        {
+            return ReadBucketValue(value, 0).LastOrDefault().Key;
+        }
+
+        for (var depth = 0; depth <= MaxDepth; depth++)
+        {
+            var page = ReadPage(pgid);
+            var flags = BinaryPrimitives.ReadUInt16LittleEndian(page.AsSpan(8));
+            var count = BinaryPrimitives.ReadUInt16LittleEndian(page.AsSpan(10));
+            if (count == 0)
+            {
+                return null;
+            }
+
+            if (flags == BoltFormat.LeafPage)
+            {
+                return LeafElements(page).Last().Key;
+            }
+
+            if (flags != BoltFormat.BranchPage)
+            {
+                throw Bad($"page {pgid} has flags 0x{flags:X2} where a branch or leaf page was expected");
+            }
+
+            var at = BoltFormat.PageHeaderSize + ((count - 1) * BoltFormat.ElementSize);
+            CheckRange(page, at, BoltFormat.ElementSize, pgid);
+            pgid = BinaryPrimitives.ReadUInt64LittleEndian(page.AsSpan(at + 8));
+        }
+
+        throw Bad($"the tree of bucket '{bucket}' is deeper than {MaxDepth} levels (a cycle?)");
+    }
+
     /// <inheritdoc/>
     public void Dispose() => _file.Dispose();
 

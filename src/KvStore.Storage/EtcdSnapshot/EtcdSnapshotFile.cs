@@ -128,9 +128,11 @@ public static class EtcdSnapshotFile
         }
 
         long last = 0;
-        foreach (var record in Revisions(reader))
+        if (reader.LastKey(EtcdLayout.KeyBucket) is { } lastKey)
         {
-            last = record.Revision.Main;
+            last = EtcdLayout.TryReadRevisionKey(lastKey, out var revision, out _)
+                ? revision.Main
+                : throw new InvalidDataException($"the key bucket holds a key that is not a revision: {Convert.ToHexString(lastKey)}");
         }
 
         return new EtcdSnapshotContent(Math.Max(Math.Max(last, compact), 1), compact, index);

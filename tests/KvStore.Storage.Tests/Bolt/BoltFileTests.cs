@@ -69,6 +69,7 @@ public sealed class BoltFileTests : IDisposable
             var read = reader.Read(name).ToList();
             read.Select(r => Convert.ToHexString(r.Key)).Should().Equal(records.Select(r => Convert.ToHexString(r.Key)), name);
             read.Select(r => Convert.ToHexString(r.Value)).Should().Equal(records.Select(r => Convert.ToHexString(r.Value)), name);
+            reader.LastKey(name).Should().Equal(records.Count == 0 ? null : records[^1].Key, name);
         }
     }
 
