@@ -32,9 +32,8 @@ if (parsed.ShowHelp)
 
 if (parsed.ShowVersion)
 {
-    await Console.Out.WriteLineAsync($"kvstore Version: {Versions.KvStore}");
-    await Console.Out.WriteLineAsync($"etcd API Version: {Versions.EtcdServer}");
-    await Console.Out.WriteLineAsync($".NET Version: {Environment.Version}");
+    // etcd's four lines first, in its words, so scripts that parse `etcd --version` keep working.
+    await Console.Out.WriteAsync(Versions.VersionText());
     return 0;
 }
 

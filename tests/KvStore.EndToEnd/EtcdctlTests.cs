@@ -207,6 +207,17 @@ public sealed class EtcdctlTests(ServerFixture fixture, ITestOutputHelper output
     }
 
     [Fact]
+    public async Task Lease_grant_below_the_minimum_ttl_is_raised_to_it()
+    {
+        // The minimum is ceil(1.5 × election timeout) = 2 s with etcd's default timing (100 ms heartbeat, 1000 ms election).
+        foreach (var requested in new[] { 0, 1 })
+        {
+            var granted = await Ctl.OkAsync($"lease grant {requested}");
+            granted.Should().MatchRegex("^lease [0-9a-f]+ granted with TTL\\(2s\\)\n$", "a grant of {0} s", requested);
+        }
+    }
+
+    [Fact]
     public async Task Http_health_and_version_answer_like_etcd()
     {
         using var http = Tools.HttpClient(null);
@@ -214,6 +225,14 @@ public sealed class EtcdctlTests(ServerFixture fixture, ITestOutputHelper output
         using (var doc = JsonDocument.Parse(health))
         {
             doc.RootElement.GetProperty("health").GetString().Should().Be("true");
+        }
+
+        foreach (var query in new[] { "?serializable=true", "?exclude=NOSPACE", "?exclude=NOSPACE&exclude=CORRUPT&serializable=true" })
+        {
+            using var response = await http.GetAsync(new Uri(Server.ClientUrl + "/health" + query));
+            response.StatusCode.Should().Be(System.Net.HttpStatusCode.OK, "/health{0}", query);
+            using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+            doc.RootElement.GetProperty("health").GetString().Should().Be("true", "/health{0}", query);
         }
 
         var version = await http.GetStringAsync(new Uri(Server.ClientUrl + "/version"));

@@ -71,6 +71,9 @@ public sealed class ServerProcess : IDisposable
 
     public int? Pid => _process is { HasExited: false } p ? p.Id : null;
 
+    /// <summary>Environment variables the process gets on top of the test's (ETCD_* ones are always removed).</summary>
+    public IDictionary<string, string> ExtraEnvironment { get; } = new Dictionary<string, string>();
+
     /// <summary>True when the process under test is real etcd (KVSTORE_E2E_SERVER=etcd).</summary>
     public static bool IsRealEtcd => ServerSelection() == "etcd" || Path.GetFileName(ServerSelection() ?? string.Empty) == "etcd";
 
@@ -167,6 +170,11 @@ public sealed class ServerProcess : IDisposable
         foreach (var key in psi.Environment.Keys.Where(k => k.StartsWith("ETCD", StringComparison.Ordinal)).ToList())
         {
             psi.Environment.Remove(key);
+        }
+
+        foreach (var (key, value) in ExtraEnvironment)
+        {
+            psi.Environment[key] = value;
         }
 
         AddLog($"### start: {Executable} {string.Join(' ', psi.ArgumentList)}");

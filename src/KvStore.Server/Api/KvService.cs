@@ -50,11 +50,7 @@ public sealed class KvService : KV.KVBase
     {
         ArgumentNullException.ThrowIfNull(context);
         Throw(RequestValidator.Check(request));
-        if (!_quota.TryReserve(Quota.Cost(request)))
-        {
-            throw EtcdErrors.NoSpace.Exception();
-        }
-
+        await _quota.EnsureRoomAsync(Quota.Cost(request), context.CancellationToken);
         return (PutResponse)await _node.ProposeAsync(new InternalRequest { Put = request }, context.CancellationToken);
     }
 
@@ -82,11 +78,7 @@ public sealed class KvService : KV.KVBase
             return response;
         }
 
-        if (!_quota.TryReserve(Quota.Cost(request)))
-        {
-            throw EtcdErrors.NoSpace.Exception();
-        }
-
+        await _quota.EnsureRoomAsync(Quota.Cost(request), context.CancellationToken);
         return (TxnResponse)await _node.ProposeAsync(new InternalRequest { Txn = request }, context.CancellationToken);
     }
 

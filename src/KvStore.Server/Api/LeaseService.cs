@@ -8,11 +8,12 @@ using KvStore.Storage.Mvcc;
 namespace KvStore.Server.Api;
 
 /// <summary>
-/// etcd's Lease service. Grant and Revoke are proposed (they change replicated state); keep-alive, time-to-live and
-/// list are answered by the leader's lessor. Unknown leases: TimeToLive answers TTL -1, KeepAlive answers TTL 0 (etcd).
+/// etcd's Lease service on any member. Grant and Revoke are proposed (they change replicated state; a follower's
+/// proposal goes to the leader inside Raft); keep-alive, time-to-live and list are answered by the leader's lessor,
+/// which a follower reaches through <see cref="LeaseForwarder"/>. Headers are this member's, as etcd fills them.
+/// Unknown leases: TimeToLive answers TTL -1, KeepAlive answers TTL 0 (etcd).
 /// </summary>
-public sealed class LeaseService(
-    Lessor lessor, IProposer proposer, HeaderFactory headers, MvccStore store, ILeaderStatus leader, LessorOptions lessorOptions)
+public sealed class LeaseService(Lessor lessor, IProposer proposer, HeaderFactory headers, MvccStore store, LeaseForwarder forwarder, Quota quota)
     : Etcdserverpb.Lease.LeaseBase
 {
     /// <inheritdoc/>
@@ -20,11 +21,8 @@ public sealed class LeaseService(
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(context);
-        var grant = request.Clone();
-        if (grant.ID == 0)
-        {
-            grant.ID = lessor.NewLeaseId(); // chosen before proposing, so every member applies the same ID
-        }
+        var grant = lessor.PrepareGrant(request); // ID and minimum TTL decided before proposing: every member applies the same
+        await quota.EnsureRoomAsync(Quota.Cost(grant), context.CancellationToken).ConfigureAwait(false);
 
         var result = (LeaseGrantResponse)await proposer.ProposeAsync(new InternalRequest { LeaseGrant = grant }, context.CancellationToken)
             .ConfigureAwait(false);
@@ -44,20 +42,22 @@ public sealed class LeaseService(
     }
 
     /// <inheritdoc/>
-    public override Task<LeaseTimeToLiveResponse> LeaseTimeToLive(LeaseTimeToLiveRequest request, ServerCallContext context)
+    public override async Task<LeaseTimeToLiveResponse> LeaseTimeToLive(LeaseTimeToLiveRequest request, ServerCallContext context)
     {
         ArgumentNullException.ThrowIfNull(request);
-        var response = lessor.TimeToLive(request.ID, request.Keys) ?? new LeaseTimeToLiveResponse { ID = request.ID, TTL = -1 };
+        ArgumentNullException.ThrowIfNull(context);
+        var response = await forwarder.TimeToLiveAsync(request, context.CancellationToken).ConfigureAwait(false);
         response.Header = headers.Create(store.CurrentRevision);
-        return Task.FromResult(response);
+        return response;
     }
 
     /// <inheritdoc/>
-    public override Task<LeaseLeasesResponse> LeaseLeases(LeaseLeasesRequest request, ServerCallContext context)
+    public override async Task<LeaseLeasesResponse> LeaseLeases(LeaseLeasesRequest request, ServerCallContext context)
     {
-        var response = new LeaseLeasesResponse { Header = headers.Create(store.CurrentRevision) };
-        response.Leases.AddRange(lessor.Leases());
-        return Task.FromResult(response);
+        ArgumentNullException.ThrowIfNull(context);
+        var response = await forwarder.LeasesAsync(context.CancellationToken).ConfigureAwait(false);
+        response.Header = headers.Create(store.CurrentRevision);
+        return response;
     }
 
     /// <inheritdoc/>
@@ -77,8 +77,7 @@ public sealed class LeaseService(
                 // The header is taken before renewing (as etcd does): a revoke at revision r is never hidden behind
                 // a keep-alive reporting a later revision.
                 var header = headers.Create(store.CurrentRevision);
-                lessor.FollowLeadership(leader.IsLeader, lessorOptions.PromoteExtension);
-                var ttl = await lessor.RenewAsync(request.ID, cancellationToken).ConfigureAwait(false);
+                var ttl = await forwarder.KeepAliveAsync(request.ID, cancellationToken).ConfigureAwait(false);
                 await responseStream.WriteAsync(new LeaseKeepAliveResponse { Header = header, ID = request.ID, TTL = ttl ?? 0 }, cancellationToken)
                     .ConfigureAwait(false);
             }

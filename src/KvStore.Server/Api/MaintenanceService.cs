@@ -4,7 +4,7 @@ using Grpc.Core;
 using KvStore.Server.Apply;
 using KvStore.Server.Backup;
 using KvStore.Server.Hosting;
-using KvStore.Server.Identity;
+using KvStore.Internal;
 using KvStore.Server.Node;
 using KvStore.Server.Replication;
 using KvStore.Storage.Mvcc;
@@ -20,19 +20,17 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
     private readonly HeaderFactory _headers;
     private readonly AlarmState _alarms;
     private readonly Quota _quota;
-    private readonly MemberIdentity _identity;
     private readonly SnapshotExporter _snapshots;
 
-    public MaintenanceService(RaftHost node, NodeState state, MvccStore store, HeaderFactory headers, AlarmState alarms, Quota quota, MemberIdentity identity, SnapshotExporter snapshots)
+    public MaintenanceService(RaftHost node, NodeState state, MvccStore store, HeaderFactory headers, AlarmState alarms, Quota quota, SnapshotExporter snapshots)
     {
-        _snapshots = snapshots;
         _node = node;
         _state = state;
         _store = store;
         _headers = headers;
         _alarms = alarms;
         _quota = quota;
-        _identity = identity;
+        _snapshots = snapshots;
     }
 
     public override Task<StatusResponse> Status(StatusRequest request, ServerCallContext context)
@@ -91,33 +89,15 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
         return Task.FromResult(new HashResponse { Header = _headers.Create(result.Revision), Hash = result.Hash });
     }
 
-    public override Task<AlarmResponse> Alarm(AlarmRequest request, ServerCallContext context)
+    /// <summary>
+    /// Every alarm action goes through the log, as in etcd 3.4: GET answers the replicated alarms as of its log index
+    /// (the same on every member), ACTIVATE and DEACTIVATE change them cluster-wide. etcd answers without a header.
+    /// </summary>
+    public override async Task<AlarmResponse> Alarm(AlarmRequest request, ServerCallContext context)
     {
         ArgumentNullException.ThrowIfNull(request);
-        // etcd answers alarm requests without a header.
-        var response = new AlarmResponse();
-        switch (request.Action)
-        {
-            case AlarmRequest.Types.AlarmAction.Get:
-                response.Alarms.AddRange(_alarms.List(request.Alarm));
-                break;
-            case AlarmRequest.Types.AlarmAction.Activate:
-                if (_alarms.Activate(request.MemberID, request.Alarm) is { } activated)
-                {
-                    response.Alarms.Add(activated);
-                }
-
-                break;
-            case AlarmRequest.Types.AlarmAction.Deactivate:
-                if (_alarms.Deactivate(request.MemberID, request.Alarm) is { } deactivated)
-                {
-                    response.Alarms.Add(deactivated);
-                }
-
-                break;
-        }
-
-        return Task.FromResult(response);
+        ArgumentNullException.ThrowIfNull(context);
+        return (AlarmResponse)await _node.ProposeAsync(new InternalRequest { Alarm = request }, context.CancellationToken);
     }
 
     public override async Task<DefragmentResponse> Defragment(DefragmentRequest request, ServerCallContext context)

@@ -6,12 +6,6 @@ namespace KvStore.Server.Api;
 /// <summary>Auth: mapped so that clients get Unimplemented (with a message) instead of a missing route.</summary>
 public sealed class AuthService : Etcdserverpb.Auth.AuthBase;
 
-/// <summary>Election (v3election): mapped, all methods Unimplemented for now.</summary>
-public sealed class ElectionService : V3electionpb.Election.ElectionBase;
-
-/// <summary>Lock (v3lock): mapped, all methods Unimplemented for now.</summary>
-public sealed class LockService : V3lockpb.Lock.LockBase;
-
 /// <summary>
 /// Turns the bare Unimplemented status of a generated base method into one that says which service is missing and why,
 /// and logs unexpected failures.
@@ -54,7 +48,6 @@ public sealed class UnimplementedInterceptor : Interceptor
         var why = service switch
         {
             "etcdserverpb.Auth" => "authentication arrives with the auth issue",
-            "v3electionpb.Election" or "v3lockpb.Lock" => "concurrency services arrive with a later issue",
             "etcdserverpb.Maintenance" => "not supported by a single kvstore member",
             _ => "not supported by kvstore yet",
         };

@@ -74,11 +74,6 @@ public sealed partial class Applier
         var path = new List<bool>();
         ComputePath(txn, request, path);
 
-        if (_alarms.NoSpace && HasPut(request))
-        {
-            return Finish(txn, ApplyOutcome.Fail(EtcdErrors.NoSpace));
-        }
-
         var cursor = 0;
         var error = CheckPuts(txn, request, path, ref cursor);
         if (error is null)

@@ -38,26 +38,59 @@ public sealed partial class Applier
             return ApplyOutcome.Skipped;
         }
 
+        if (RefusedByAlarm(request) is { } refusal)
+        {
+            return RecordOnly(index, ApplyOutcome.Fail(refusal));
+        }
+
         return request.RequestCase switch
         {
+            InternalRequest.RequestOneofCase.Alarm => ApplyAlarm(index, request.Alarm),
             InternalRequest.RequestOneofCase.Put => ApplyPut(index, request.Put),
             InternalRequest.RequestOneofCase.DeleteRange => ApplyDelete(index, request.DeleteRange),
             InternalRequest.RequestOneofCase.Txn => ApplyTxn(index, request.Txn),
             InternalRequest.RequestOneofCase.Compaction => ApplyCompaction(index, request.Compaction),
             InternalRequest.RequestOneofCase.LeaseGrant => ApplyLease(index, request, isGrant: true),
             InternalRequest.RequestOneofCase.LeaseRevoke => ApplyLease(index, request, isGrant: false),
+            InternalRequest.RequestOneofCase.LeaseCheckpoint => ApplyLeaseCheckpoint(index, request.LeaseCheckpoint),
             _ => RecordOnly(index, ApplyOutcome.Ok(new LeaseCheckpointResponse { Header = _headers.Create(_store.CurrentRevision) })),
         };
+    }
+
+    /// <summary>
+    /// The refusal the cluster's alarms impose on a write, as etcd's capped and corrupt appliers: while CORRUPT is active
+    /// every write fails with "corrupt cluster"; while NOSPACE is active a put, a txn that puts, and a lease grant fail
+    /// with "database space exceeded" (deletes, compaction and revokes still free space). The alarms are replicated
+    /// state (<see cref="AlarmState"/>), so every member refuses the same entries.
+    /// </summary>
+    private EtcdError? RefusedByAlarm(InternalRequest request)
+    {
+        var isWrite = request.RequestCase is InternalRequest.RequestOneofCase.Put or InternalRequest.RequestOneofCase.DeleteRange
+            or InternalRequest.RequestOneofCase.Txn or InternalRequest.RequestOneofCase.Compaction
+            or InternalRequest.RequestOneofCase.LeaseGrant or InternalRequest.RequestOneofCase.LeaseRevoke;
+        if (isWrite && _alarms.Corrupt)
+        {
+            return EtcdErrors.Corrupt;
+        }
+
+        var addsData = request.RequestCase switch
+        {
+            InternalRequest.RequestOneofCase.Put or InternalRequest.RequestOneofCase.LeaseGrant => true,
+            InternalRequest.RequestOneofCase.Txn => HasPut(request.Txn),
+            _ => false,
+        };
+        return addsData && _alarms.NoSpace ? EtcdErrors.NoSpace : null;
+    }
+
+    private ApplyOutcome ApplyAlarm(ulong index, AlarmRequest request)
+    {
+        using var txn = _store.BeginWrite(index);
+        return Finish(txn, ApplyOutcome.Ok(_alarms.Apply(request, txn)));
     }
 
     private ApplyOutcome ApplyPut(ulong index, PutRequest request)
     {
         using var txn = _store.BeginWrite(index);
-        if (_alarms.NoSpace)
-        {
-            return Finish(txn, ApplyOutcome.Fail(EtcdErrors.NoSpace));
-        }
-
         var error = CheckPut(txn, request);
         if (error is not null)
         {
@@ -91,11 +124,6 @@ public sealed partial class Applier
     private ApplyOutcome ApplyLease(ulong index, InternalRequest request, bool isGrant)
     {
         using var txn = _store.BeginWrite(index);
-        if (isGrant && _alarms.NoSpace)
-        {
-            return Finish(txn, ApplyOutcome.Fail(EtcdErrors.NoSpace));
-        }
-
         IMessage response;
         try
         {
@@ -118,6 +146,14 @@ public sealed partial class Applier
         }
 
         return Finish(txn, ApplyOutcome.Ok(response));
+    }
+
+    private ApplyOutcome ApplyLeaseCheckpoint(ulong index, LeaseCheckpointRequest request)
+    {
+        // Remaining TTLs go into the lease records in the same transaction as the consistent index.
+        using var txn = _store.BeginWrite(index);
+        _leases.ApplyCheckpoint(request, txn);
+        return Finish(txn, ApplyOutcome.Ok(new LeaseCheckpointResponse { Header = _headers.Create(_store.CurrentRevision) }));
     }
 
     /// <summary>Records the index for an entry that changed nothing in the KV space.</summary>

@@ -22,4 +22,7 @@ public interface ILeaseApplier
 
     /// <summary>Applies a committed LeaseRevoke: deletes attached keys through <paramref name="txn"/> and persists the change.</summary>
     IMessage ApplyRevoke(Etcdserverpb.LeaseRevokeRequest request, MvccWriteTxn txn);
+
+    /// <summary>Applies a committed LeaseCheckpoint: records (and persists) each known lease's remaining TTL.</summary>
+    void ApplyCheckpoint(Etcdserverpb.LeaseCheckpointRequest request, MvccWriteTxn txn);
 }

@@ -26,6 +26,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 1006, Level = LogLevel.Critical, Message = "fatal error, exiting")]
     public static partial void Fatal(ILogger logger, Exception exception);
 
+    [LoggerMessage(EventId = 1007, Level = LogLevel.Information, Message = "notified systemd: READY=1")]
+    public static partial void SystemdReady(ILogger logger);
+
     [LoggerMessage(EventId = 1100, Level = LogLevel.Information, Message = "recovered store at consistent index {ConsistentIndex}, revision {Revision}; replaying {Count} WAL entries up to index {LastIndex}; term {Term}")]
     public static partial void Recovered(ILogger logger, ulong consistentIndex, long revision, int count, ulong lastIndex, ulong term);
 
@@ -38,8 +41,8 @@ internal static partial class Log
     [LoggerMessage(EventId = 1200, Level = LogLevel.Error, Message = "applying entry {Index} failed")]
     public static partial void ApplyFailed(ILogger logger, ulong index, Exception exception);
 
-    [LoggerMessage(EventId = 1201, Level = LogLevel.Warning, Message = "backend quota {Quota} bytes exceeded (db size {DbSize}); NOSPACE alarm raised")]
-    public static partial void NoSpaceAlarm(ILogger logger, long quota, long dbSize);
+    [LoggerMessage(EventId = 1301, Level = LogLevel.Warning, Message = "backend quota {Quota} bytes exceeded (db size in use {DbSize}, request adds {Cost}); proposing the NOSPACE alarm for member {MemberId}")]
+    public static partial void QuotaExceeded(ILogger logger, long quota, long dbSize, long cost, string memberId);
 
     [LoggerMessage(EventId = 1300, Level = LogLevel.Warning, Message = "request failed: {Method}")]
     public static partial void RequestFailed(ILogger logger, string method, Exception exception);

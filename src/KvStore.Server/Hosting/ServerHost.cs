@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using KvStore.Server.Api;
 using KvStore.Server.Apply;
 using KvStore.Server.Backup;
+using KvStore.Server.Concurrency;
 using KvStore.Server.Http;
 using KvStore.Server.Identity;
 using KvStore.Server.Lease;
@@ -10,12 +11,14 @@ using KvStore.Server.Node;
 using KvStore.Server.Options;
 using KvStore.Server.Replication;
 using KvStore.Server.Watch;
+using KvStore.Storage;
 using KvStore.Storage.Mvcc;
 using KvStore.Storage.Wal;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Hosting.Systemd;
 using Microsoft.Extensions.Logging;
 using Serilog;
 
@@ -44,7 +47,8 @@ public static class ServerHost
         MemberIdentity identity;
         try
         {
-            Directory.CreateDirectory(memberDir);
+            // A first start creates data-dir/member: its entry in the data dir must be synced, or a power cut loses the member.
+            DurableDirectory.Create(memberDir);
             dataDirLock = LockDataDir(memberDir);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or OptionsException)
@@ -161,8 +165,19 @@ public static class ServerHost
         {
             MaxResponseBytes = options.MaxRequestBytes,
             NoLeaderCancelAfter = TimeSpan.FromMilliseconds(3 * options.ElectionTimeoutMs),
+            ProgressNotifyInterval = options.WatchProgressNotifyInterval > TimeSpan.Zero ? options.WatchProgressNotifyInterval : TimeSpan.FromMinutes(10),
         });
-        services.AddLeases(sp => LessorOptions.FromTiming(options.HeartbeatIntervalMs, options.ElectionTimeoutMs, identity.MemberId));
+        services.AddLeases(sp =>
+        {
+            var lessor = LessorOptions.FromTiming(options.HeartbeatIntervalMs, options.ElectionTimeoutMs, identity.MemberId);
+            lessor.CheckpointEnabled = options.LeaseCheckpointEnabled;
+            lessor.CheckpointInterval = options.LeaseCheckpointInterval > TimeSpan.Zero ? options.LeaseCheckpointInterval : LessorOptions.DefaultCheckpointInterval;
+            return lessor;
+        });
+        services.AddSingleton<LocalClient>();
+        services.AddHostedService<QuotaMonitor>();
+        services.AddSingleton<ISystemdNotifier, SystemdNotifier>();
+        services.AddHostedService<SystemdReadiness>();
 
         services.AddGrpc(o =>
         {
@@ -176,6 +191,7 @@ public static class ServerHost
         var app = builder.Build();
         app.Use(RoutePorts(listeners));
         app.MapReplication(listeners);
+        app.MapLeaseForwarding(context => listeners.Kinds.TryGetValue(context.Connection.LocalPort, out var kind) && kind == PortKind.Peer);
         app.MapGrpcService<KvService>();
         app.MapGrpcService<WatchService>();
         app.MapGrpcService<LeaseService>();
@@ -189,8 +205,8 @@ public static class ServerHost
         return app;
     }
 
-    /// <summary>Peer ports answer only the raft peer service (client services look unimplemented there, as etcd's
-    /// 2380 answers only raft); metrics ports only /metrics and /health.</summary>
+    /// <summary>Peer ports answer only the peer services of package kvstore.raft (client services look unimplemented
+    /// there, as etcd's 2380 answers only raft); metrics ports only /metrics and the probes (/health, /livez, /readyz).</summary>
     private static Func<HttpContext, RequestDelegate, Task> RoutePorts(Listeners listeners) => (context, next) =>
     {
         var kind = listeners.Kinds.GetValueOrDefault(context.Connection.LocalPort, PortKind.Client);
@@ -200,12 +216,12 @@ public static class ServerHost
         }
 
         var path = context.Request.Path.Value ?? string.Empty;
-        if (kind == PortKind.Peer && (path.StartsWith("/kvstore.raft.RaftPeer/", StringComparison.Ordinal) || path.StartsWith("/kvstore.raft.PeerCluster/", StringComparison.Ordinal)))
+        if (kind == PortKind.Peer && path.StartsWith("/kvstore.raft.", StringComparison.Ordinal))
         {
             return next(context);
         }
 
-        if (kind == PortKind.Metrics && path is "/metrics" or "/health")
+        if (kind == PortKind.Metrics && path is "/metrics" or "/health" or "/livez" or "/readyz")
         {
             return next(context);
         }

@@ -1,6 +1,9 @@
 using KvStore.Server.Apply;
 using KvStore.Server.Hosting;
+using Grpc.Core;
 using KvStore.Server.Node;
+using KvStore.Server.Replication;
+using KvStore.Storage.Mvcc;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -21,16 +24,48 @@ public static class HttpEndpoints
         endpoints.MapGet("/metrics", (Metrics metrics) => Results.Text(metrics.Render(), "text/plain; version=0.0.4; charset=utf-8"));
     }
 
-    private static IResult Health(NodeState state, AlarmState alarms)
+    /// <summary>
+    /// etcd 3.5's /health: unhealthy (503) with the reason when an alarm is active (except those named by
+    /// ?exclude=NOSPACE, repeatable), when there is no leader (not asked with ?serializable=true), or when a read
+    /// fails within the request timeout — linearizable by default, local with ?serializable=true.
+    /// </summary>
+    private static async Task<IResult> Health(HttpContext context, NodeState state, AlarmState alarms, RaftHost node, MvccStore store)
     {
-        var reason = !state.HasLeader ? "RAFT NO LEADER"
-            : alarms.List(Etcdserverpb.AlarmType.None).Count > 0 ? "ALARM NOSPACE"
+        var excluded = context.Request.Query["exclude"].Select(v => v?.ToUpperInvariant()).ToHashSet();
+        var serializable = string.Equals(context.Request.Query["serializable"], "true", StringComparison.OrdinalIgnoreCase);
+        var alarm = alarms.List(Etcdserverpb.AlarmType.None)
+            .Select(a => a.Alarm.ToString().ToUpperInvariant())
+            .FirstOrDefault(name => !excluded.Contains(name));
+        var reason = alarm is not null ? "ALARM " + alarm
+            : !serializable && !state.HasLeader ? "RAFT NO LEADER"
+            : !await ReadsAsync(node, store, serializable, context.RequestAborted) ? "QGET ERROR"
             : string.Empty;
         var healthy = reason.Length == 0;
         return Results.Text(
             $"{{\"health\":\"{(healthy ? "true" : "false")}\",\"reason\":\"{reason}\"}}",
             "application/json",
             statusCode: healthy ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable);
+    }
+
+    /// <summary>A one-key read as a client's: after the read barrier unless serializable; false on failure or timeout.</summary>
+    private static async Task<bool> ReadsAsync(RaftHost node, MvccStore store, bool serializable, CancellationToken aborted)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(aborted);
+        timeout.CancelAfter(node.RequestTimeout);
+        try
+        {
+            if (!serializable)
+            {
+                await node.WaitForReadIndexAsync(timeout.Token);
+            }
+
+            store.Range([0], [0], new RangeOptions(Limit: 1, KeysOnly: true));
+            return true;
+        }
+        catch (Exception e) when (e is RpcException or OperationCanceledException)
+        {
+            return false;
+        }
     }
 
     private static IResult Ready(NodeState state) =>

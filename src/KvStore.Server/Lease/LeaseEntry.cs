@@ -17,6 +17,9 @@ internal sealed class LeaseEntry(long id, long ttl)
     /// <summary>When the leader may propose this lease's revocation again (after a proposal that did not apply yet).</summary>
     public TimeSpan RetryRevokeAt { get; set; } = TimeSpan.Zero;
 
+    /// <summary>When the leader proposes this lease's remaining TTL next; <see cref="TimeSpan.MaxValue"/> = not scheduled.</summary>
+    public TimeSpan NextCheckpointAt { get; set; } = TimeSpan.MaxValue;
+
     public HashSet<byte[]> Keys { get; } = new(ByteKeyComparer.Instance);
 
     /// <summary>Completes when the lease is revoked (keep-alives on an expired lease wait for it).</summary>

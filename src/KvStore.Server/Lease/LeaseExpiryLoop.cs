@@ -20,7 +20,10 @@ public sealed class LeaseExpiryLoop(
     /// <summary>Revoke proposals sent and not finished yet.</summary>
     public int InFlight => Volatile.Read(ref _inFlight);
 
-    /// <summary>One check: sync leadership, then propose revokes for expired leases. Returns the leases proposed.</summary>
+    /// <summary>
+    /// One check: sync leadership, propose revokes for expired leases, then (lease checkpointing on) the remaining
+    /// TTLs that are due. Returns the leases proposed for revocation.
+    /// </summary>
     public IReadOnlyList<long> CheckOnce(CancellationToken cancellationToken)
     {
         lessor.FollowLeadership(leader.IsLeader, options.PromoteExtension);
@@ -31,7 +34,32 @@ public sealed class LeaseExpiryLoop(
             _ = ProposeRevokeAsync(id, cancellationToken);
         }
 
+        if (lessor.TakeDueCheckpoints() is { } checkpoints)
+        {
+            _ = ProposeCheckpointAsync(checkpoints, proposer, logger, cancellationToken);
+        }
+
         return expired;
+    }
+
+    /// <summary>
+    /// Proposes remaining TTLs (or, after a renewal, 0 to clear one). Fire and forget: a lost checkpoint only means a
+    /// new leader extends the lease from an older remaining TTL.
+    /// </summary>
+    internal static async Task ProposeCheckpointAsync(LeaseCheckpointRequest checkpoints, IProposer proposer, ILogger logger, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await proposer.ProposeAsync(new InternalRequest { LeaseCheckpoint = checkpoints }, cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Shutting down.
+        }
+        catch (Exception ex)
+        {
+            Log.CheckpointProposalFailed(logger, checkpoints.Checkpoints.Count, ex);
+        }
     }
 
     /// <inheritdoc/>

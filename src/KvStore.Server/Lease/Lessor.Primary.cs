@@ -45,6 +45,7 @@ public sealed partial class Lessor
                 var ttl = lease.RemainingTtl > 0 ? lease.RemainingTtl : lease.Ttl;
                 lease.Expiry = now + extension + TimeSpan.FromSeconds(ttl);
                 lease.RetryRevokeAt = TimeSpan.Zero;
+                ScheduleCheckpoint(lease);
             }
 
             Log.Promoted(_logger, _leases.Count);
@@ -66,6 +67,7 @@ public sealed partial class Lessor
             foreach (var lease in _leases.Values)
             {
                 lease.Expiry = TimeSpan.MaxValue;
+                lease.NextCheckpointAt = TimeSpan.MaxValue;
             }
 
             demoted = _demoted;
@@ -100,8 +102,15 @@ public sealed partial class Lessor
             demoted = _demoted.Token;
             if (lease.Expiry > Now)
             {
+                // The checkpointed remaining TTL is replicated state: a renewal clears it through a proposal
+                // (LeaderLeaseOps), never here.
                 lease.Expiry = Now + TimeSpan.FromSeconds(lease.Ttl);
-                lease.RemainingTtl = 0;
+                if (lease.NextCheckpointAt == TimeSpan.MaxValue)
+                {
+                    // Not postponed when already scheduled: frequent renewals must not prevent every checkpoint.
+                    ScheduleCheckpoint(lease);
+                }
+
                 return lease.Ttl;
             }
         }
@@ -197,6 +206,73 @@ public sealed partial class Lessor
             }
 
             return expired;
+        }
+    }
+
+    /// <summary>True when the lease has a checkpointed remaining TTL that a renewal should clear.</summary>
+    public bool HasCheckpoint(long id)
+    {
+        lock (_lock)
+        {
+            return _leases.TryGetValue(id, out var lease) && lease.RemainingTtl > 0;
+        }
+    }
+
+    /// <summary>
+    /// The remaining TTLs due for a checkpoint proposal now (at most <see cref="LessorOptions.MaxCheckpointsPerProposal"/>),
+    /// in seconds rounded up as etcd does; a lease whose remaining TTL is still its full TTL is skipped. Each returned
+    /// lease is scheduled again when its checkpoint applies. Null when nothing is due (or this member does not lead).
+    /// </summary>
+    public LeaseCheckpointRequest? TakeDueCheckpoints()
+    {
+        lock (_lock)
+        {
+            if (!_primary || !_options.CheckpointEnabled)
+            {
+                return null;
+            }
+
+            var now = Now;
+            LeaseCheckpointRequest? request = null;
+            foreach (var lease in _leases.Values)
+            {
+                if (lease.NextCheckpointAt > now)
+                {
+                    continue;
+                }
+
+                lease.NextCheckpointAt = TimeSpan.MaxValue;
+                var remaining = (long)Math.Ceiling((lease.Expiry - now).TotalSeconds);
+                if (remaining >= lease.Ttl || remaining <= 0)
+                {
+                    continue;
+                }
+
+                request ??= new LeaseCheckpointRequest();
+                request.Checkpoints.Add(new LeaseCheckpoint { ID = lease.Id, RemainingTTL = remaining });
+                if (request.Checkpoints.Count >= _options.MaxCheckpointsPerProposal)
+                {
+                    break;
+                }
+            }
+
+            return request;
+        }
+    }
+
+    /// <summary>Schedules the lease's next checkpoint when it will live longer than one interval (etcd). Lock held.</summary>
+    private void ScheduleCheckpoint(LeaseEntry lease)
+    {
+        var interval = _options.CheckpointInterval;
+        if (!_options.CheckpointEnabled || interval <= TimeSpan.Zero || lease.Expiry == TimeSpan.MaxValue)
+        {
+            return;
+        }
+
+        var now = Now;
+        if (lease.Expiry - now > interval)
+        {
+            lease.NextCheckpointAt = now + interval;
         }
     }
 

@@ -71,6 +71,29 @@ public sealed partial class Lessor : ILeaseApplier, IDisposable
     public long NewLeaseId() => _ids.Next();
 
     /// <summary>
+    /// The grant to propose for a client's request: an ID chosen here when the client left it 0, and a TTL below
+    /// <see cref="LessorOptions.MinTtlSeconds"/> raised to it. The minimum depends on this member's
+    /// --election-timeout, which members may set differently, so it is decided here, before proposing, and every
+    /// member applies the TTL written in the entry.
+    /// </summary>
+    public LeaseGrantRequest PrepareGrant(LeaseGrantRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var grant = request.Clone();
+        if (grant.ID == 0)
+        {
+            grant.ID = NewLeaseId();
+        }
+
+        if (grant.TTL < _options.MinTtlSeconds)
+        {
+            grant.TTL = _options.MinTtlSeconds;
+        }
+
+        return grant;
+    }
+
+    /// <summary>
     /// Rebuilds the leases from the store at start, before any later entry is applied: the persisted records, then the
     /// key attachments found by scanning the live keys.
     /// </summary>
@@ -178,6 +201,39 @@ public sealed partial class Lessor : ILeaseApplier, IDisposable
     /// <inheritdoc/>
     IMessage ILeaseApplier.ApplyRevoke(LeaseRevokeRequest request, MvccWriteTxn txn) => ApplyRevoke(request, new MvccLeaseTxn(txn));
 
+    /// <inheritdoc/>
+    void ILeaseApplier.ApplyCheckpoint(LeaseCheckpointRequest request, MvccWriteTxn txn) => ApplyCheckpoint(request, new MvccLeaseTxn(txn));
+
+    /// <summary>
+    /// Applies a committed checkpoint: each known lease's remaining TTL (0 = none, after a renewal) is recorded and
+    /// persisted; it is what a future leader restarts the lease from. The current deadline is not changed (etcd).
+    /// </summary>
+    public void ApplyCheckpoint(LeaseCheckpointRequest request, ILeaseTxn txn)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentNullException.ThrowIfNull(txn);
+        foreach (var checkpoint in request.Checkpoints)
+        {
+            long ttl;
+            lock (_lock)
+            {
+                if (!_leases.TryGetValue(checkpoint.ID, out var lease))
+                {
+                    continue;
+                }
+
+                lease.RemainingTtl = checkpoint.RemainingTTL;
+                ttl = lease.Ttl;
+                if (_primary)
+                {
+                    ScheduleCheckpoint(lease);
+                }
+            }
+
+            txn.PutMeta(MetaBucket, EncodeKey(checkpoint.ID), EncodeValue(ttl, checkpoint.RemainingTTL));
+        }
+    }
+
     /// <summary>
     /// Applies a committed grant. Fails (without changing anything) with etcd's errors: ID 0 → lease not found,
     /// TTL above <see cref="LessorOptions.MaxLeaseTtl"/> → too large lease TTL, an existing ID → lease already exists.
@@ -204,10 +260,12 @@ public sealed partial class Lessor : ILeaseApplier, IDisposable
                 throw EtcdErrors.LeaseExist.Exception();
             }
 
-            entry = new LeaseEntry(request.ID, Math.Max(request.TTL, _options.MinTtlSeconds));
+            // PrepareGrant raised the TTL to its minimum (a local setting) before proposing; apply takes it as proposed.
+            entry = new LeaseEntry(request.ID, request.TTL);
             if (_primary)
             {
                 entry.Expiry = Now + TimeSpan.FromSeconds(entry.Ttl);
+                ScheduleCheckpoint(entry);
             }
 
             _leases.Add(entry.Id, entry);

@@ -24,6 +24,21 @@ public sealed class LessorOptions
     /// <summary>At most this many expired leases are proposed for revocation per check (etcd revokes ≤ 500 per 500 ms).</summary>
     public int MaxRevokesPerCheck { get; set; } = 500;
 
+    /// <summary>
+    /// --experimental-enable-lease-checkpoint: the leader proposes remaining TTLs every <see cref="CheckpointInterval"/>,
+    /// so a new leader resumes them instead of restarting every lease at its full TTL.
+    /// </summary>
+    public bool CheckpointEnabled { get; set; }
+
+    /// <summary>--experimental-lease-checkpoint-interval (etcd: 5 minutes; 0 means the default).</summary>
+    public TimeSpan CheckpointInterval { get; set; } = DefaultCheckpointInterval;
+
+    /// <summary>etcd's default checkpoint interval.</summary>
+    public static readonly TimeSpan DefaultCheckpointInterval = TimeSpan.FromMinutes(5);
+
+    /// <summary>At most this many remaining TTLs go into one checkpoint proposal (etcd: 1000).</summary>
+    public int MaxCheckpointsPerProposal { get; set; } = 1000;
+
     /// <summary>This member's ID; the high 16 bits of generated lease IDs come from it, as in etcd.</summary>
     public ulong MemberId { get; set; }
 

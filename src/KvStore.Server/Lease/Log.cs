@@ -25,4 +25,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 4006, Level = LogLevel.Debug, Message = "Lease keep-alive stream ended")]
     public static partial void KeepAliveEnded(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 4007, Level = LogLevel.Warning, Message = "Proposing a checkpoint of {Leases} lease TTLs failed")]
+    public static partial void CheckpointProposalFailed(ILogger logger, int leases, Exception exception);
 }

@@ -121,12 +121,14 @@ internal static class FlagTable
         U("experimental-initial-corrupt-check", FlagKind.Bool, "false"),
         U("experimental-corrupt-check-time", FlagKind.Duration, "0s"),
         U("experimental-enable-v2v3", FlagKind.String, string.Empty),
-        U("experimental-enable-lease-checkpoint", FlagKind.Bool, "false"),
+        S("experimental-enable-lease-checkpoint", FlagKind.Bool, "false", (o, v) => o.LeaseCheckpointEnabled = Bool(v)),
+        S("experimental-lease-checkpoint-interval", FlagKind.Duration, "5m0s", (o, v) => o.LeaseCheckpointInterval = Duration(v)),
         U("experimental-enable-lease-checkpoint-persist", FlagKind.Bool, "false"),
         N("experimental-compaction-batch-limit", FlagKind.Int, "1000"),
         N("experimental-compaction-sleep-interval", FlagKind.Duration, "10ms"),
         U("experimental-peer-skip-client-san-verification", FlagKind.Bool, "false"),
-        U("experimental-watch-progress-notify-interval", FlagKind.Duration, "10m"),
+        S("experimental-watch-progress-notify-interval", FlagKind.Duration, "10m", (o, v) => o.WatchProgressNotifyInterval = Duration(v)),
+        S("watch-progress-notify-interval", FlagKind.Duration, "10m", (o, v) => o.WatchProgressNotifyInterval = Duration(v)),
         N("experimental-warning-apply-duration", FlagKind.Duration, "100ms"),
         N("experimental-warning-unary-request-duration", FlagKind.Duration, "300ms"),
         N("experimental-txn-mode-write-with-shared-buffer", FlagKind.Bool, "true"),
@@ -165,6 +167,8 @@ internal static class FlagTable
     private static bool Bool(string v) => GoValues.TryParseBool(v, out var b) && b;
 
     private static long Int(string v) => GoValues.TryParseInt(v, out var n) ? n : 0;
+
+    private static TimeSpan Duration(string v) => GoValues.TryParseDuration(v, out var d) ? d : TimeSpan.Zero;
 
     private static ulong Uint(string v) => GoValues.TryParseUint(v, out var n) ? n : 0;
 

@@ -48,6 +48,15 @@ public sealed class ServerOptions
 
     public ulong SnapshotCount { get; set; } = 100_000;
 
+    /// <summary>--experimental-enable-lease-checkpoint.</summary>
+    public bool LeaseCheckpointEnabled { get; set; }
+
+    /// <summary>--experimental-lease-checkpoint-interval (0 = etcd's default, 5 minutes).</summary>
+    public TimeSpan LeaseCheckpointInterval { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>--watch-progress-notify-interval / --experimental-watch-progress-notify-interval (0 = the default, 10 minutes).</summary>
+    public TimeSpan WatchProgressNotifyInterval { get; set; } = TimeSpan.FromMinutes(10);
+
     /// <summary>--quota-backend-bytes as given (0 = default 2 GiB, see <see cref="EffectiveQuotaBytes"/>).</summary>
     public long QuotaBackendBytes { get; set; }
 

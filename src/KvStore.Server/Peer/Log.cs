@@ -9,8 +9,11 @@ internal static partial class Log
     [LoggerMessage(EventId = 5000, Level = LogLevel.Information, Message = "peer {PeerId:x16} became active at {Url}")]
     public static partial void PeerActive(ILogger logger, ulong peerId, Uri url);
 
-    [LoggerMessage(EventId = 5001, Level = LogLevel.Warning, Message = "peer {PeerId:x16} became inactive (stream to {Url} failed); reconnecting with backoff")]
-    public static partial void PeerInactive(ILogger logger, ulong peerId, Uri url, Exception exception);
+    [LoggerMessage(EventId = 5001, Level = LogLevel.Warning, Message = "peer {PeerId:x16} became inactive (stream to {Url} ended: {Reason}); reconnecting with backoff")]
+    public static partial void PeerInactive(ILogger logger, ulong peerId, Uri url, string reason);
+
+    [LoggerMessage(EventId = 5017, Level = LogLevel.Error, Message = "peer {PeerId:x16} became inactive (stream to {Url} failed unexpectedly); reconnecting with backoff")]
+    public static partial void PeerStreamFailed(ILogger logger, ulong peerId, Uri url, Exception exception);
 
     [LoggerMessage(EventId = 5002, Level = LogLevel.Debug, Message = "connecting to peer {PeerId:x16} at {Url} failed; retrying in {Backoff}")]
     public static partial void ConnectFailed(ILogger logger, ulong peerId, Uri url, TimeSpan backoff, Exception exception);

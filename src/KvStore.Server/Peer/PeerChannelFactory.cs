@@ -8,7 +8,10 @@ namespace KvStore.Server.Peer;
 /// https://), several connections allowed, dead connections detected with keep-alive PINGs.</summary>
 internal static class PeerChannelFactory
 {
-    public static GrpcChannel Create(Uri url, PeerTransportOptions options)
+    /// <param name="url">A peer URL.</param>
+    /// <param name="options">Timings and TLS.</param>
+    /// <param name="maxReceiveBytes">Largest response accepted (null = no limit); the raft stream's acks are tiny.</param>
+    public static GrpcChannel Create(Uri url, PeerTransportOptions options, int? maxReceiveBytes = 1024 * 1024)
     {
         var handler = new SocketsHttpHandler
         {
@@ -29,7 +32,7 @@ internal static class PeerChannelFactory
             HttpHandler = handler,
             DisposeHttpClient = true,
             MaxSendMessageSize = null,
-            MaxReceiveMessageSize = 1024 * 1024,
+            MaxReceiveMessageSize = maxReceiveBytes,
         });
     }
 

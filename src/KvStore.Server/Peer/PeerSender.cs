@@ -175,7 +175,14 @@ internal sealed partial class PeerSender : IAsyncDisposable
                 if (acknowledged)
                 {
                     Interlocked.Exchange(ref _activeSinceTicks, 0);
-                    Log.PeerInactive(_logger, _peerId, endpoint.Url, e);
+                    if (ExpectedStreamEnd(e) is { } reason)
+                    {
+                        Log.PeerInactive(_logger, _peerId, endpoint.Url, reason);
+                    }
+                    else
+                    {
+                        Log.PeerStreamFailed(_logger, _peerId, endpoint.Url, e);
+                    }
                 }
                 else if (e is PeerRefusedException or RpcException { StatusCode: StatusCode.FailedPrecondition })
                 {
@@ -235,6 +242,18 @@ internal sealed partial class PeerSender : IAsyncDisposable
 
         Interlocked.Exchange(ref _activeSinceTicks, 0);
     }
+
+    /// <summary>
+    /// One line for the ways a healthy stream ends (the peer restarted or closed the connection, the connection was
+    /// replaced, the network dropped), or null for anything else, which is logged with its stack trace.
+    /// </summary>
+    private static string? ExpectedStreamEnd(Exception e) => e switch
+    {
+        RpcException rpc => $"{rpc.StatusCode}: {rpc.Status.Detail}",
+        OperationCanceledException => "canceled",
+        IOException or HttpRequestException => e.Message,
+        _ => null,
+    };
 
     private async Task StreamAsync(PeerEndpoint endpoint, Action onAcknowledged, CancellationToken cancellationToken)
     {

@@ -40,9 +40,10 @@ public sealed class RaftPeerService : RaftPeer.RaftPeerBase
 
             Log.IncomingStreamEnded(_logger, from, null);
         }
-        catch (Exception e) when (ended.IsCancellationRequested && e is OperationCanceledException or IOException or RpcException)
+        catch (Exception e) when (e is IOException || (ended.IsCancellationRequested && e is OperationCanceledException or RpcException))
         {
-            // The caller went away or this member is stopping: the sender reconnects when it can.
+            // The caller went away (a reset stream surfaces as an IOException before the call is cancelled) or this
+            // member is stopping: the sender reconnects when it can.
             Log.IncomingStreamEnded(_logger, from, e);
         }
     }

@@ -210,7 +210,8 @@ public sealed partial class RaftHost
         _isLearner = _membership.Get(_identity.MemberId)?.IsLearner ?? false;
         var name = updated?.Name ?? existing?.Name ?? string.Empty;
         Log.MembershipChanged(_logger, entry.Index, action, Hex(change.NodeId), name, _membership.VoterCount, _membership.Members.Count - _membership.VoterCount);
-        if (updated is not null || removed)
+        // Bootstrap entries (no context) add the initial members one by one; start-up already judged their final count.
+        if ((updated is not null || removed) && context is not null)
         {
             WarnIfEven(_membership.VoterCount);
         }

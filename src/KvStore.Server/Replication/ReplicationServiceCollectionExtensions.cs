@@ -67,12 +67,13 @@ public static class ReplicationServiceCollectionExtensions
     }
 
     /// <summary>
-    /// After a snapshot from the leader replaced the store's state: the lessor rebuilds its leases from the store (as at
+    /// After a snapshot from the leader replaced the store's state: the alarms are reloaded from it, the lessor rebuilds its leases from the store (as at
     /// start) and the watch hub resyncs every watcher from the store (those whose history was compacted away are
     /// cancelled with the compact revision, as etcd does).
     /// </summary>
     private static void ReloadDerivedState(IServiceProvider services, MvccStore store)
     {
+        services.GetService<AlarmState>()?.Load(store);
         services.GetService<Lessor>()?.Reload(new MvccLeaseRecoverySource(store));
         services.GetService<WatchHub>()?.OnRestored(store.CurrentRevision);
     }

@@ -22,7 +22,7 @@ internal sealed unsafe class FasterBackend : IDisposable
     {
         _checkpointDir = Path.Combine(dataDirectory, "checkpoints");
         _segmentBits = segmentBits;
-        Directory.CreateDirectory(_checkpointDir);
+        DurableDirectory.Create(_checkpointDir);
         _device = Devices.CreateLogDevice(Path.Combine(dataDirectory, "kv.log"), preallocateFile: false, deleteOnClose: false);
         var settings = new FasterKVSettings<SpanByte, SpanByte>
         {

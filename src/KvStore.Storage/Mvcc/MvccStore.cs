@@ -57,7 +57,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
         _logger = logger;
         _options = options;
         _dataDirectory = Path.GetFullPath(options.DataDirectory);
-        Directory.CreateDirectory(_dataDirectory);
+        DurableDirectory.Create(_dataDirectory);
         _backend = new FasterBackend(_dataDirectory, options.IndexBuckets, options.MemorySizeBits, options.PageSizeBits, options.SegmentSizeBits, logger);
         _writerSession = _backend.NewSession();
         _logCompactionMinBytes = options.LogCompactionMinBytes;

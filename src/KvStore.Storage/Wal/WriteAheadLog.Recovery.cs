@@ -175,7 +175,7 @@ public sealed partial class WriteAheadLog
         }
 
         System.IO.Directory.CreateDirectory(repair);
-        var fresh = new WriteAheadLog(repair, _logger);
+        var fresh = new WriteAheadLog(repair, _logger, wrapLogDevice: null);
         fresh.OpenLog();
         try
         {

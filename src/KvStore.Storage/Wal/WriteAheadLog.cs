@@ -26,6 +26,7 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
     private readonly string _directory;
     private readonly object _gate = new();
     private readonly List<(long Address, ulong Index)> _entryAddresses = [];
+    private readonly Func<IDevice, IDevice>? _wrapLogDevice;
     private IDevice _device = null!;
     private FasterLog _log = null!;
     private WalCommitManager? _commitManager;
@@ -42,17 +43,21 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
     private bool _disposed;
     private int _commitRounds;
 
-    private WriteAheadLog(string directory, ILogger logger)
+    private WriteAheadLog(string directory, ILogger logger, Func<IDevice, IDevice>? wrapLogDevice)
     {
         _directory = directory;
         _logger = logger;
+        _wrapLogDevice = wrapLogDevice;
     }
 
     /// <summary>The directory holding the log segments (wal.log.N) and FasterLog's commit metadata (commits/).</summary>
     public string Directory => _directory;
 
     /// <summary>Opens (or creates) the log, repairs a torn tail and reads every record once for <see cref="Replay"/>.</summary>
-    public static WriteAheadLog Open(string walDirectory, ILogger logger)
+    /// <param name="walDirectory">The directory of the log segments and commit metadata.</param>
+    /// <param name="logger">Where recovery reports what it repaired.</param>
+    /// <param name="wrapLogDevice">Tests only: wraps the segment device (power-cut simulation); null in the server.</param>
+    public static WriteAheadLog Open(string walDirectory, ILogger logger, Func<IDevice, IDevice>? wrapLogDevice = null)
     {
         ArgumentNullException.ThrowIfNull(walDirectory);
         ArgumentNullException.ThrowIfNull(logger);
@@ -60,7 +65,7 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
         FinishInterruptedRepair(full);
         var created = !System.IO.Directory.Exists(full);
         System.IO.Directory.CreateDirectory(full);
-        var wal = new WriteAheadLog(full, logger);
+        var wal = new WriteAheadLog(full, logger, wrapLogDevice);
         try
         {
             if (created)
@@ -302,6 +307,11 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
     private void OpenLog()
     {
         _device = Devices.CreateLogDevice(Path.Combine(_directory, LogFileName), preallocateFile: false, deleteOnClose: false);
+        if (_wrapLogDevice is not null)
+        {
+            _device = _wrapLogDevice(_device);
+        }
+
         var settings = new FasterLogSettings
         {
             LogDevice = _device,

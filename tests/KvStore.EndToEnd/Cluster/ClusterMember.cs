@@ -83,6 +83,9 @@ public sealed class ClusterMember : IDisposable
     /// <summary>The flags of the last start (without the binary).</summary>
     public IReadOnlyList<string> LastArgs { get; private set; } = [];
 
+    /// <summary>Flags only this member gets, after the cluster-wide ones (e.g. a quota set differently per member).</summary>
+    public IReadOnlyList<string> OwnArgs { get; set; } = [];
+
     /// <summary>A gRPC channel to the client port of the current incarnation (host loopback only; no retries).</summary>
     public GrpcChannel Channel
     {
@@ -126,6 +129,7 @@ public sealed class ClusterMember : IDisposable
             "--initial-cluster-state", state,
             "--initial-cluster-token", token,
             .. extraArgs,
+            .. OwnArgs,
         ];
         LastArgs = args;
         var server = ServerProcess.ServerPath;

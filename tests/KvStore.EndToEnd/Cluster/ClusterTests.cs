@@ -156,6 +156,7 @@ public sealed partial class ClusterTests(ITestOutputHelper output)
             .Select(st => (Id: st.GetProperty("header").GetProperty("member_id").GetUInt64(), Leader: st.GetProperty("leader").GetUInt64())).ToList();
         viaCluster.Select(x => x.Id).Order().Should().Equal(ms.Select(m => m.Id).Order(), "--cluster reaches every member");
         viaCluster.Should().OnlyContain(x => x.Leader == leader.Id, "--cluster: every member reports the same leader");
+        await c.WaitConvergedAsync(ms, 1, TimeSpan.FromSeconds(30));
     }
 
     [Fact]
@@ -361,6 +362,7 @@ public sealed partial class ClusterTests(ITestOutputHelper output)
 
         got.Keys.Except(acked.Keys).Should().BeSubsetOf(failed, "the only other keys are writes whose outcome the client never learned");
         await c.WaitLeaderAsync(c.Members, TimeSpan.FromSeconds(10));
+        await c.WaitConvergedAsync(c.Members, converged.Revision, TimeSpan.FromSeconds(30));
     }
 
     [Fact]
@@ -412,6 +414,7 @@ public sealed partial class ClusterTests(ITestOutputHelper output)
         }
 
         (await RetryPutAsync(c.Members[1], "/restart/after", "x", TimeSpan.FromSeconds(10))).Should().Be(before.Revision + 1, "the next write takes the next revision");
+        await c.WaitConvergedAsync(c.Members, before.Revision + 1, TimeSpan.FromSeconds(30));
     }
 
     [Fact]
@@ -487,6 +490,8 @@ public sealed partial class ClusterTests(ITestOutputHelper output)
         {
             (await TestCluster.GetAsync(m, "/wipe/after", CallTimeout)).Kvs.Single().ModRevision.Should().Be(rev);
         }
+
+        await c.WaitConvergedAsync(c.Members, rev, TimeSpan.FromSeconds(30));
     }
 
     // ---------------------------------------------------------------- helpers

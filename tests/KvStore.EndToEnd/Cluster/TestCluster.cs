@@ -11,7 +11,7 @@ using Xunit.Abstractions;
 namespace KvStore.EndToEnd.Cluster;
 
 /// <summary>What one member's Maintenance.Status said.</summary>
-public sealed record MemberStatus(ulong MemberId, ulong Leader, ulong RaftTerm, ulong RaftIndex, long Revision, IReadOnlyList<string> Errors)
+public sealed record MemberStatus(ulong MemberId, ulong Leader, ulong RaftTerm, ulong RaftIndex, long Revision, IReadOnlyList<string> Errors, ulong AppliedIndex = 0)
 {
     public bool IsLeader => Leader != 0 && Leader == MemberId;
 
@@ -66,7 +66,8 @@ public sealed class TestCluster : IAsyncDisposable
     public IEnumerable<ClusterMember> Running => _members.Where(m => m.IsRunning);
 
     /// <summary>Starts <paramref name="size"/> members (state new) and waits until every one answers `endpoint health`.</summary>
-    public static async Task<TestCluster> StartAsync(ITestOutputHelper output, int size, IReadOnlyList<string>? extraArgs = null, PeerNetwork? network = null)
+    /// <paramref name="memberArgs"/> gives member i flags of its own (kept across restarts).
+    public static async Task<TestCluster> StartAsync(ITestOutputHelper output, int size, IReadOnlyList<string>? extraArgs = null, PeerNetwork? network = null, Func<int, IReadOnlyList<string>>? memberArgs = null)
     {
         var cluster = new TestCluster(output, extraArgs ?? [], network);
         try
@@ -77,6 +78,7 @@ public sealed class TestCluster : IAsyncDisposable
                 cluster._members.Add(network is null
                     ? new ClusterMember($"m{i}", "127.0.0.1", ports[2 * i], ports[(2 * i) + 1], cluster.DataDirFor($"m{i}"), null)
                     : new ClusterMember($"m{i}", PeerNetwork.Address(i), 2379, 2380, cluster.DataDirFor($"m{i}"), network.Namespace(i)));
+                cluster._members[i].OwnArgs = memberArgs?.Invoke(i) ?? [];
             }
 
             cluster.InitialCluster = string.Join(',', cluster._members.Select(m => $"{m.Name}={m.PeerUrl}"));
@@ -237,7 +239,7 @@ public sealed class TestCluster : IAsyncDisposable
         if (m.Netns is null)
         {
             var s = await new Maintenance.MaintenanceClient(m.Channel).StatusAsync(new StatusRequest(), deadline: DateTime.UtcNow + timeout);
-            return new MemberStatus(s.Header.MemberId, s.Leader, s.RaftTerm, s.RaftIndex, s.Header.Revision, [.. s.Errors]);
+            return new MemberStatus(s.Header.MemberId, s.Leader, s.RaftTerm, s.RaftIndex, s.Header.Revision, [.. s.Errors], s.RaftAppliedIndex);
         }
 
         var r = await CtlAsync(m, ["endpoint", "status", "-w", "json"], timeout);
@@ -254,7 +256,8 @@ public sealed class TestCluster : IAsyncDisposable
             st.TryGetProperty("raftTerm", out var t) ? t.GetUInt64() : 0,
             st.TryGetProperty("raftIndex", out var i) ? i.GetUInt64() : 0,
             st.GetProperty("header").TryGetProperty("revision", out var rev) ? rev.GetInt64() : 0,
-            st.TryGetProperty("errors", out var e) ? [.. e.EnumerateArray().Select(x => x.GetString() ?? string.Empty)] : []);
+            st.TryGetProperty("errors", out var e) ? [.. e.EnumerateArray().Select(x => x.GetString() ?? string.Empty)] : [],
+            st.TryGetProperty("raftAppliedIndex", out var a) ? a.GetUInt64() : 0);
     }
 
     public async Task<MemberStatus?> TryStatusAsync(ClusterMember m, TimeSpan timeout)
@@ -299,42 +302,57 @@ public sealed class TestCluster : IAsyncDisposable
     }
 
     /// <summary>
-    /// Waits until every given member reports the same revision (at least <paramref name="minRevision"/>) and the same
-    /// `endpoint hashkv` hash; returns them.
+    /// The property every cluster scenario ends with: waits until every given member has applied the same raft index
+    /// and reports the same revision (at least <paramref name="minRevision"/>) and the same `endpoint hashkv` hash;
+    /// returns the hash. Fails after <paramref name="timeout"/> naming the members that differ from the others.
     /// </summary>
     public async Task<MemberHash> WaitConvergedAsync(IReadOnlyCollection<ClusterMember> members, long minRevision, TimeSpan timeout)
     {
         var sw = Stopwatch.StartNew();
         var last = "nothing yet";
+        var odd = string.Empty;
         while (sw.Elapsed < timeout)
         {
-            var hashes = new List<MemberHash?>();
+            var states = new List<(ulong Applied, MemberHash Hash)?>();
             foreach (var m in members)
             {
                 m.EnsureRunning("while waiting for convergence");
-                var r = await CtlAsync(m, ["endpoint", "hashkv", "-w", "json"], TimeSpan.FromSeconds(5));
-                if (r.ExitCode != 0)
-                {
-                    hashes.Add(null);
-                    continue;
-                }
-
-                using var doc = JsonDocument.Parse(r.Stdout);
-                var h = doc.RootElement[0].GetProperty("HashKV");
-                hashes.Add(new MemberHash(h.GetProperty("header").GetProperty("revision").GetInt64(), h.GetProperty("hash").GetUInt32(), h.TryGetProperty("compact_revision", out var c) ? c.GetInt64() : 0));
+                states.Add(await TryReplicaStateAsync(m));
             }
 
-            last = string.Join("; ", members.Zip(hashes, (m, h) => $"{m.Name}: {(h is null ? "no answer" : $"rev {h.Revision} hash {h.Hash}")}"));
-            if (hashes.All(h => h is not null) && hashes.Select(h => (h!.Revision, h.Hash)).Distinct().Count() == 1 && hashes[0]!.Revision >= minRevision)
+            last = string.Join("; ", members.Zip(states, (m, h) => $"{m.Name}: {(h is null ? "no answer" : $"applied {h.Value.Applied} rev {h.Value.Hash.Revision} hash {h.Value.Hash.Hash}")}"));
+            var answered = states.Where(h => h is not null).Select(h => h!.Value).ToList();
+            if (answered.Count == members.Count && answered.Select(h => (h.Applied, h.Hash.Revision, h.Hash.Hash)).Distinct().Count() == 1 && answered[0].Hash.Revision >= minRevision)
             {
                 _output.WriteLine($"converged after {sw.ElapsedMilliseconds} ms: {last}");
-                return hashes[0]!;
+                return answered[0].Hash;
             }
 
+            // Members at the same applied index must hold the same data: name those that differ from the most common state.
+            var common = answered.GroupBy(h => (h.Applied, h.Hash.Revision, h.Hash.Hash)).OrderByDescending(g => g.Count()).FirstOrDefault()?.Key;
+            odd = string.Join(",", members.Zip(states, (m, h) => (m, h)).Where(p => p.h is null || (p.h.Value.Applied, p.h.Value.Hash.Revision, p.h.Value.Hash.Hash) != common).Select(p => p.m.Name));
             await Task.Delay(200);
         }
 
-        throw new TimeoutException($"members did not converge (same revision >= {minRevision} and hashkv) within {timeout.TotalSeconds} s; last: {last}");
+        throw new TimeoutException($"members did not converge (same applied index, revision >= {minRevision} and hashkv) within {timeout.TotalSeconds} s; differing: {odd}; last: {last}");
+    }
+
+    /// <summary>Applied index (Status) and `endpoint hashkv` of one member, or null if it did not answer.</summary>
+    private async Task<(ulong Applied, MemberHash Hash)?> TryReplicaStateAsync(ClusterMember m)
+    {
+        var status = await TryStatusAsync(m, TimeSpan.FromSeconds(5));
+        var r = await CtlAsync(m, ["endpoint", "hashkv", "-w", "json"], TimeSpan.FromSeconds(5));
+        if (status is null || r.ExitCode != 0)
+        {
+            return null;
+        }
+
+        using var doc = JsonDocument.Parse(r.Stdout);
+        var h = doc.RootElement[0].GetProperty("HashKV");
+        var hash = new MemberHash(h.GetProperty("header").GetProperty("revision").GetInt64(), h.GetProperty("hash").GetUInt32(), h.TryGetProperty("compact_revision", out var c) ? c.GetInt64() : 0);
+        var after = await TryStatusAsync(m, TimeSpan.FromSeconds(5));
+        // Only a state that did not move while it was read counts (a write applied between the calls is not a mismatch).
+        return after is not null && after.AppliedIndex == status.AppliedIndex ? (status.AppliedIndex, hash) : null;
     }
 
     // ---------------------------------------------------------------- raw gRPC KV (host loopback only)

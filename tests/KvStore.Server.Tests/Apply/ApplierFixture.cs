@@ -21,7 +21,7 @@ public sealed class ApplierFixture : IDisposable
         Store = MvccStore.Open(new MvccStoreOptions { DataDirectory = _directory }, NullLogger.Instance);
         var identity = new MemberIdentity(0x1111, 0x2222, "m0", ["http://127.0.0.1:2380"], ["http://127.0.0.1:2379"]);
         var state = new NodeState { Term = 2 };
-        Alarms = new AlarmState();
+        Alarms = new AlarmState(Store);
         Applier = new Applier(Store, Leases, Watch, new HeaderFactory(identity, state), Alarms);
     }
 
@@ -39,6 +39,10 @@ public sealed class ApplierFixture : IDisposable
 
     public PutResponse Put(string key, string value, long lease = 0) =>
         (PutResponse)Apply(new InternalRequest { Put = new PutRequest { Key = Bytes(key), Value = Bytes(value), Lease = lease } }).Response!;
+
+    /// <summary>Applies an alarm entry, as a member's AlarmRequest proposal does.</summary>
+    public AlarmResponse Alarm(AlarmRequest.Types.AlarmAction action, ulong memberId, AlarmType alarm) =>
+        (AlarmResponse)Apply(new InternalRequest { Alarm = new AlarmRequest { Action = action, MemberID = memberId, Alarm = alarm } }).Response!;
 
     public DeleteRangeResponse Delete(string key, string rangeEnd = "") =>
         (DeleteRangeResponse)Apply(new InternalRequest { DeleteRange = new DeleteRangeRequest { Key = Bytes(key), RangeEnd = Bytes(rangeEnd) } }).Response!;
@@ -108,6 +112,10 @@ public sealed class FakeLeases : ILeaseApplier
 
         return new LeaseRevokeResponse();
     }
+
+    public List<LeaseCheckpointRequest> Checkpoints { get; } = [];
+
+    public void ApplyCheckpoint(LeaseCheckpointRequest request, MvccWriteTxn txn) => Checkpoints.Add(request);
 }
 
 /// <summary>Records what the applier reports to watchers.</summary>

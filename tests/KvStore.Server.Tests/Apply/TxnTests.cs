@@ -163,7 +163,7 @@ public sealed class TxnTests : IDisposable
     [Fact]
     public void Nospace_alarm_refuses_txns_with_puts_but_not_deletes()
     {
-        _f.Alarms.Activate(1, AlarmType.Nospace);
+        _f.Alarm(AlarmRequest.Types.AlarmAction.Activate, 1, AlarmType.Nospace);
         var put = new TxnRequest();
         put.Success.Add(Put("x", "1"));
         _f.Txn(put).Error.Should().Be(EtcdErrors.NoSpace);

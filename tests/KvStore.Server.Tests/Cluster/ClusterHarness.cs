@@ -139,7 +139,7 @@ internal sealed class ClusterMemberHost : IAsyncDisposable
             identity,
             store,
             raftLog,
-            s => new Applier(s, new NoLeases(), new NoWatch(), new HeaderFactory(identity, nodeState), new AlarmState()),
+            s => new Applier(s, new NoLeases(), new NoWatch(), new HeaderFactory(identity, nodeState), new AlarmState(s)),
             Path.Combine(dataDir, "snap", "outgoing"),
             nodeState,
             new Metrics(),
@@ -235,6 +235,10 @@ internal sealed class ClusterMemberHost : IAsyncDisposable
         public IMessage ApplyGrant(Etcdserverpb.LeaseGrantRequest request, MvccWriteTxn txn) => throw EtcdErrors.LeaseNotFound.Exception();
 
         public IMessage ApplyRevoke(Etcdserverpb.LeaseRevokeRequest request, MvccWriteTxn txn) => throw EtcdErrors.LeaseNotFound.Exception();
+
+        public void ApplyCheckpoint(Etcdserverpb.LeaseCheckpointRequest request, MvccWriteTxn txn)
+        {
+        }
     }
 
     private sealed class NoWatch : IWatchEventSink

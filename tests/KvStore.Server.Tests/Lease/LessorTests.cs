@@ -35,15 +35,25 @@ public sealed class LessorTests : IDisposable
     [InlineData(2, 2)]
     [InlineData(3, 3)]
     [InlineData(600, 600)]
-    public void Grant_raises_the_ttl_to_the_minimum_and_persists_the_lease(long requested, long granted)
+    public void The_grant_to_propose_raises_the_ttl_to_the_minimum_and_apply_persists_it(long requested, long granted)
     {
-        var response = Grant(7, requested);
+        var proposed = _lessor.PrepareGrant(new LeaseGrantRequest { ID = 7, TTL = requested });
+        proposed.TTL.Should().Be(granted, "the member-local minimum is decided before proposing");
+        var response = _lessor.ApplyGrant(proposed, new FakeLeaseTxn(_revision, _meta));
         response.ID.Should().Be(7);
         response.TTL.Should().Be(granted);
         response.Header.Revision.Should().Be(_revision, "a grant does not change the revision");
         var record = _meta["lease/0000000000000007"];
         Lessor.DecodeRecord(Lessor.EncodeKey(7), record).Should().Be((7L, granted, 0L));
         _lessor.Exists(7).Should().BeTrue();
+    }
+
+    [Fact]
+    public void Apply_takes_the_ttl_written_in_the_entry_whatever_this_members_minimum()
+    {
+        // Proposed by a member with a shorter election timeout: applied as written, so every member agrees.
+        Grant(8, 1).TTL.Should().Be(1);
+        _lessor.PrepareGrant(new LeaseGrantRequest { TTL = 5 }).ID.Should().NotBe(0, "an ID is chosen when the client left it 0");
     }
 
     [Fact]

@@ -55,6 +55,21 @@ public sealed class FlagParserTests
         Parse(args).ClientTls.ClientCertAuth.Should().Be(expected);
 
     [Fact]
+    public void Lease_checkpoint_and_watch_progress_flags_are_honoured_under_every_etcd_name()
+    {
+        var defaults = Parse();
+        defaults.LeaseCheckpointEnabled.Should().BeFalse();
+        defaults.LeaseCheckpointInterval.Should().Be(TimeSpan.FromMinutes(5));
+        defaults.WatchProgressNotifyInterval.Should().Be(TimeSpan.FromMinutes(10));
+
+        var set = Parse("--experimental-enable-lease-checkpoint", "--experimental-lease-checkpoint-interval=2s", "--watch-progress-notify-interval=1s");
+        set.LeaseCheckpointEnabled.Should().BeTrue();
+        set.LeaseCheckpointInterval.Should().Be(TimeSpan.FromSeconds(2));
+        set.WatchProgressNotifyInterval.Should().Be(TimeSpan.FromSeconds(1));
+        Parse("--experimental-watch-progress-notify-interval=250ms").WatchProgressNotifyInterval.Should().Be(TimeSpan.FromMilliseconds(250));
+    }
+
+    [Fact]
     public void A_boolean_followed_by_a_word_leaves_a_positional_argument()
     {
         var act = () => Parse("--client-cert-auth", "false");

@@ -1,0 +1,34 @@
+namespace KvStore.Storage;
+
+/// <summary>
+/// Creates directories so that they survive a power cut: a new directory's name lives in its parent, which is only
+/// durable once the parent itself has been fsynced. Creating "data-dir/member" on a first start without that sync can
+/// lose the whole member (and every file in it) even though each file inside was synced.
+/// </summary>
+public static class DurableDirectory
+{
+    /// <summary>Creates <paramref name="path"/> and any missing ancestors, syncing the parent of each one it created; returns true when it created any.</summary>
+    public static bool Create(string path)
+    {
+        var full = Path.GetFullPath(path);
+        var missing = new Stack<string>();
+        for (var d = full; d is not null && !Directory.Exists(d); d = Path.GetDirectoryName(d))
+        {
+            missing.Push(d);
+        }
+
+        if (missing.Count == 0)
+        {
+            return false;
+        }
+
+        // Top down: each new directory's entry is made durable in its parent before the next level goes inside it.
+        while (missing.TryPop(out var d))
+        {
+            Directory.CreateDirectory(d);
+            NativeFile.SyncDirectory(Path.GetDirectoryName(d)!);
+        }
+
+        return true;
+    }
+}

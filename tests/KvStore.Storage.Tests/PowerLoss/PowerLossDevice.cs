@@ -1,0 +1,226 @@
+using System.Runtime.InteropServices;
+using FASTER.core;
+
+namespace KvStore.Storage.Tests.PowerLoss;
+
+/// <summary>
+/// A FASTER device (test only) around a real file device that can simulate a power cut. FASTER's files are opened
+/// write-through (O_SYNC), so a write is on the disk once its completion is reported; until then it sits in the
+/// "volatile layer" of this model. <see cref="CutPower"/> freezes the device: writes still in flight are never
+/// reported as done (their callers see an I/O error), and once the owner has closed the device,
+/// <see cref="ApplyLoss"/> rewrites the files so that, sector by sector, each of those writes reached the disk, or
+/// an earlier one of them, or none: an arbitrary subset dropped or torn at sector granularity.
+/// </summary>
+public sealed class PowerLossDevice : StorageDeviceBase
+{
+    private readonly IDevice _inner;
+    private readonly object _lock = new();
+
+    // Per (segment, sector): the content before the first write still in flight, then each in-flight write in order.
+    private readonly Dictionary<(int Segment, long Sector), List<(long Write, byte[] Data)>> _volatile = [];
+    private readonly HashSet<long> _inFlight = [];
+    private long _nextWrite;
+    private bool _cut;
+    private int _pendingInner;
+    private TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public PowerLossDevice(IDevice inner)
+        : base(inner.FileName, inner.SectorSize, inner.Capacity)
+    {
+        _inner = inner;
+        _drained.SetResult();
+    }
+
+    public bool IsCut
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _cut;
+            }
+        }
+    }
+
+    /// <summary>Writes issued but not yet reported complete at this moment.</summary>
+    public int InFlight
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _inFlight.Count;
+            }
+        }
+    }
+
+    public override void Initialize(long segmentSize, LightEpoch? epoch = null, bool omitSegmentIdFromFilename = false)
+    {
+        base.Initialize(segmentSize, epoch, omitSegmentIdFromFilename);
+        _inner.Initialize(segmentSize, epoch, omitSegmentIdFromFilename);
+    }
+
+    /// <summary>From now on nothing more reaches the disk; in-flight writes fail.</summary>
+    public void CutPower()
+    {
+        lock (_lock)
+        {
+            _cut = true;
+        }
+    }
+
+    /// <summary>
+    /// After the owner stopped: waits for the real writes to finish, then rewrites each sector touched by a write that
+    /// was in flight at the cut with a randomly chosen version (the one before, or one of the in-flight writes).
+    /// Returns how many sectors changed from what the real writes left.
+    /// </summary>
+    public async Task<int> ApplyLossAsync(Random rng, TimeSpan timeout)
+    {
+        Task drained;
+        lock (_lock)
+        {
+            drained = _drained.Task;
+        }
+
+        await drained.WaitAsync(timeout);
+        var changed = 0;
+        lock (_lock)
+        {
+            foreach (var ((segment, sector), versions) in _volatile)
+            {
+                var keep = rng.Next(versions.Count); // 0 = nothing of the in-flight writes reached this sector
+                if (keep == versions.Count - 1)
+                {
+                    continue; // the last write is what the file holds already
+                }
+
+                using var f = new FileStream(SegmentFile(segment), FileMode.OpenOrCreate, FileAccess.Write);
+                f.Position = sector * SectorSize;
+                f.Write(versions[keep].Data);
+                f.Flush(flushToDisk: true);
+                changed++;
+            }
+
+            _volatile.Clear();
+        }
+
+        return changed;
+    }
+
+    public override void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context)
+    {
+        var data = new byte[numBytesToWrite];
+        Marshal.Copy(sourceAddress, data, 0, data.Length);
+        long id;
+        lock (_lock)
+        {
+            if (_cut)
+            {
+                callback(5, 0, context); // EIO: the machine is off
+                return;
+            }
+
+            id = _nextWrite++;
+            _inFlight.Add(id);
+            RememberVolatile(id, segmentId, (long)destinationAddress, data);
+            if (_pendingInner++ == 0)
+            {
+                _drained = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            }
+        }
+
+        _inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, (error, bytes, ctx) =>
+        {
+            bool report;
+            TaskCompletionSource? drained = null;
+            lock (_lock)
+            {
+                report = !_cut;
+                _inFlight.Remove(id);
+                if (report)
+                {
+                    // Reported done: this write is durable, so it leaves the volatile layer.
+                    ForgetVolatile(id, segmentId, (long)destinationAddress, data.Length);
+                }
+
+                if (--_pendingInner == 0)
+                {
+                    drained = _drained;
+                }
+            }
+
+            callback(report ? error : 5, report ? bytes : 0, ctx);
+            drained?.TrySetResult();
+        }, context);
+    }
+
+    public override void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength, DeviceIOCompletionCallback callback, object context) =>
+        _inner.ReadAsync(segmentId, sourceAddress, destinationAddress, readLength, callback, context);
+
+    public override void RemoveSegmentAsync(int segment, AsyncCallback callback, IAsyncResult result) =>
+        _inner.RemoveSegmentAsync(segment, callback, result);
+
+    public override long GetFileSize(int segment) => _inner.GetFileSize(segment);
+
+    public override bool TryComplete() => _inner.TryComplete();
+
+    public override void Dispose() => _inner.Dispose();
+
+    private string SegmentFile(int segment) => $"{FileName}.{segment}";
+
+    /// <summary>Records, per sector, the content before the first in-flight write (read from the file) and this write's bytes.</summary>
+    private void RememberVolatile(long id, int segment, long offset, byte[] data)
+    {
+        var size = (int)SectorSize;
+        for (var at = 0; at < data.Length; at += size)
+        {
+            var sector = (offset + at) / size;
+            if (!_volatile.TryGetValue((segment, sector), out var versions))
+            {
+                versions = [(-1, ReadSector(segment, sector))];
+                _volatile[(segment, sector)] = versions;
+            }
+
+            var chunk = new byte[size];
+            data.AsSpan(at, Math.Min(size, data.Length - at)).CopyTo(chunk);
+            versions.Add((id, chunk));
+        }
+    }
+
+    /// <summary>
+    /// A write reported done is durable: in each of its sectors it becomes the base version, and only writes issued
+    /// after it stay volatile (one issued before it but still running is treated as overwritten by it).
+    /// </summary>
+    private void ForgetVolatile(long id, int segment, long offset, int length)
+    {
+        var size = (int)SectorSize;
+        for (var at = 0; at < length; at += size)
+        {
+            var key = (segment, (offset + at) / size);
+            if (_volatile.TryGetValue(key, out var versions))
+            {
+                var mine = versions.FindIndex(v => v.Write == id);
+                versions.RemoveRange(0, mine);
+                versions[0] = (-1, versions[0].Data);
+                if (versions.Count == 1)
+                {
+                    _volatile.Remove(key);
+                }
+            }
+        }
+    }
+
+    private byte[] ReadSector(int segment, long sector)
+    {
+        var buffer = new byte[SectorSize];
+        var path = SegmentFile(segment);
+        if (File.Exists(path))
+        {
+            using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            f.Position = sector * SectorSize;
+            _ = f.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false);
+        }
+
+        return buffer;
+    }
+}
