@@ -1,5 +1,12 @@
+using KvStore.Server.Backup;
 using KvStore.Server.Hosting;
 using KvStore.Server.Options;
+
+// Offline verbs (etcdutl's shape) before the daemon's flags.
+if (args.Length > 0 && args[0] == "snapshot")
+{
+    return SnapshotCommand.Run(args[1..], Console.Out, Console.Error);
+}
 
 ParseResult parsed;
 try

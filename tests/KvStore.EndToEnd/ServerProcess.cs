@@ -22,9 +22,9 @@ public sealed class ServerProcess : IDisposable
     private readonly object _logLock = new();
     private readonly List<string> _log = [];
     private readonly IReadOnlyList<string> _extraArgs;
+    private readonly string? _executable;
     private Process? _process;
     private bool _ownsDataDir;
-    private readonly string? _executable;
 
     static ServerProcess() => AppDomain.CurrentDomain.ProcessExit += (_, _) =>
     {
@@ -102,6 +102,12 @@ public sealed class ServerProcess : IDisposable
         }
     }
 
+    /// <summary>The kvstore binary built from this repository, whatever KVSTORE_E2E_SERVER says.</summary>
+    public static string KvStorePath => Path.Combine(RepoRoot, "artifacts", "bin", "KvStore.Server", "release", "kvstore");
+
+    /// <summary>What this instance runs: the executable given to the constructor, else <see cref="ServerPath"/>.</summary>
+    public string Executable => _executable ?? ServerPath;
+
     /// <summary>The directory holding KvStore.sln, found by walking up from the test assembly.</summary>
     public static string RepoRoot
     {
@@ -137,8 +143,7 @@ public sealed class ServerProcess : IDisposable
             throw new InvalidOperationException("already running");
         }
 
-        var executable = _executable ?? ServerPath;
-        var psi = new ProcessStartInfo(executable)
+        var psi = new ProcessStartInfo(Executable)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -173,7 +178,7 @@ public sealed class ServerProcess : IDisposable
             psi.Environment[key] = value;
         }
 
-        AddLog($"### start: {executable} {string.Join(' ', psi.ArgumentList)}");
+        AddLog($"### start: {Executable} {string.Join(' ', psi.ArgumentList)}");
         var p = new Process { StartInfo = psi, EnableRaisingEvents = true };
         p.OutputDataReceived += (_, e) => { if (e.Data is not null) { AddLog(e.Data); } };
         p.ErrorDataReceived += (_, e) => { if (e.Data is not null) { AddLog("2> " + e.Data); } };

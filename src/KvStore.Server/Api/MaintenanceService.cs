@@ -1,8 +1,8 @@
-using System.Security.Cryptography;
 using Etcdserverpb;
 using Google.Protobuf;
 using Grpc.Core;
 using KvStore.Server.Apply;
+using KvStore.Server.Backup;
 using KvStore.Server.Hosting;
 using KvStore.Internal;
 using KvStore.Server.Node;
@@ -14,19 +14,15 @@ namespace KvStore.Server.Api;
 /// <summary>etcd's Maintenance service for a single member.</summary>
 public sealed class MaintenanceService : Maintenance.MaintenanceBase
 {
-    /// <summary>First bytes of our snapshot format (not bolt: `etcdctl snapshot restore` cannot read it).</summary>
-    public static readonly byte[] SnapshotMagic = "KVSTORE-SNAPSHOT-1\n"u8.ToArray();
-
-    private const int SnapshotChunkBytes = 32 * 1024;
-
     private readonly RaftHost _node;
     private readonly NodeState _state;
     private readonly MvccStore _store;
     private readonly HeaderFactory _headers;
     private readonly AlarmState _alarms;
     private readonly Quota _quota;
+    private readonly SnapshotExporter _snapshots;
 
-    public MaintenanceService(RaftHost node, NodeState state, MvccStore store, HeaderFactory headers, AlarmState alarms, Quota quota)
+    public MaintenanceService(RaftHost node, NodeState state, MvccStore store, HeaderFactory headers, AlarmState alarms, Quota quota, SnapshotExporter snapshots)
     {
         _node = node;
         _state = state;
@@ -34,6 +30,7 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
         _headers = headers;
         _alarms = alarms;
         _quota = quota;
+        _snapshots = snapshots;
     }
 
     public override Task<StatusResponse> Status(StatusRequest request, ServerCallContext context)
@@ -110,29 +107,30 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
         return new DefragmentResponse { Header = _headers.Create(_store.CurrentRevision) };
     }
 
+    /// <summary>
+    /// Streams the store as etcd's bbolt backend (etcd's buckets, then the SHA-256 of the file), which etcdctl saves
+    /// and etcd's tools read and restore. The view is taken after a linearizable read barrier; writes go on meanwhile.
+    /// </summary>
     public override async Task Snapshot(SnapshotRequest request, IServerStreamWriter<SnapshotResponse> responseStream, ServerCallContext context)
     {
         ArgumentNullException.ThrowIfNull(responseStream);
         ArgumentNullException.ThrowIfNull(context);
         await _node.WaitForReadIndexAsync(context.CancellationToken);
-        var (data, revision) = BuildSnapshot();
-        var remaining = data.Length;
-        var offset = 0;
         var first = true;
-        while (remaining > 0)
-        {
-            var size = Math.Min(SnapshotChunkBytes, remaining);
-            remaining -= size;
-            await responseStream.WriteAsync(new SnapshotResponse
+        await _snapshots.StreamAsync(
+            chunk =>
             {
-                Header = first ? _headers.Create(revision) : null,
-                RemainingBytes = (ulong)remaining,
-                Blob = ByteString.CopyFrom(data, offset, size),
-                Version = first ? Versions.EtcdServer : string.Empty,
-            });
-            offset += size;
-            first = false;
-        }
+                var response = new SnapshotResponse
+                {
+                    Header = first ? _headers.Create(chunk.Revision) : null,
+                    RemainingBytes = (ulong)chunk.RemainingBytes,
+                    Blob = ByteString.CopyFrom(chunk.Data.Span),
+                    Version = first ? Versions.EtcdServer : string.Empty,
+                };
+                first = false;
+                return responseStream.WriteAsync(response, context.CancellationToken);
+            },
+            context.CancellationToken);
     }
 
     public override async Task<MoveLeaderResponse> MoveLeader(MoveLeaderRequest request, ServerCallContext context)
@@ -141,36 +139,5 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
         ArgumentNullException.ThrowIfNull(context);
         await _node.MoveLeaderAsync(request.TargetID, context.CancellationToken);
         return new MoveLeaderResponse { Header = _headers.Create(_store.CurrentRevision) };
-    }
-
-    /// <summary>
-    /// Our snapshot format: magic, the revision, compact revision and number of key-values (varints), every key-value at
-    /// that revision as a length-delimited mvccpb.KeyValue, zero padding to a multiple of 512 bytes, then the SHA-256 of
-    /// everything before it. etcdctl's `snapshot save` checks exactly that shape (bolt-page-sized body + SHA-256 trailer).
-    /// </summary>
-    private (byte[] Data, long Revision) BuildSnapshot()
-    {
-        var revision = _store.CurrentRevision;
-        using var buffer = new MemoryStream();
-        buffer.Write(SnapshotMagic);
-        var output = new CodedOutputStream(buffer, leaveOpen: true);
-        output.WriteInt64(revision);
-        output.WriteInt64(_store.CompactRevision);
-        var all = _store.Range([0], [0], new RangeOptions(Revision: revision));
-        output.WriteInt64(all.Kvs.Count);
-        foreach (var kv in all.Kvs)
-        {
-            output.WriteMessage(Apply.Convert.ToProto(kv));
-        }
-
-        output.Flush();
-        var padding = (int)((512 - (buffer.Length % 512)) % 512);
-        buffer.Write(new byte[padding]);
-        var body = buffer.ToArray();
-        var hash = SHA256.HashData(body);
-        var data = new byte[body.Length + hash.Length];
-        body.CopyTo(data, 0);
-        hash.CopyTo(data, body.Length);
-        return (data, revision);
     }
 }

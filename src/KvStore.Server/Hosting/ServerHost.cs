@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using KvStore.Server.Api;
 using KvStore.Server.Apply;
 using KvStore.Server.Auth;
+using KvStore.Server.Backup;
 using KvStore.Server.Concurrency;
 using KvStore.Server.Http;
 using KvStore.Server.Identity;
@@ -152,6 +153,13 @@ public static class ServerHost
         services.AddAuth(options);
         services.AddSingleton<Applier>();
         services.AddSingleton<ILeaderStatus, NodeLeaderStatus>();
+        if (Compaction.AutoCompactionPolicy.From(options.AutoCompactionMode, options.AutoCompactionRetention) is { } autoCompaction)
+        {
+            services.AddSingleton(autoCompaction);
+            services.AddHostedService<Compaction.AutoCompactor>();
+        }
+
+        services.AddSingleton(sp => new SnapshotExporter(store, Path.Combine(memberDir, "snapshot-export"), sp.GetRequiredService<ILogger<SnapshotExporter>>()));
 
         // Raft (one path for every cluster size) starts before the watch and lease loops.
         services.AddReplication(options, identity, wal, memberDir);

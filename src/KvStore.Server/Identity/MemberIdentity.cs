@@ -142,7 +142,8 @@ public sealed record MemberIdentity(ulong MemberId, ulong ClusterId, string Name
         return identity;
     }
 
-    private static void SyncDirectory(string directory)
+    /// <summary>fsyncs a directory, so renames and new names in it are durable.</summary>
+    internal static void SyncDirectory(string directory)
     {
         if (OperatingSystem.IsWindows())
         {

@@ -244,6 +244,9 @@ public static class FlagParser
 
     private static void Validate(ServerOptions options)
     {
+        // Throws etcd's messages for an unknown mode or a bad retention.
+        _ = Compaction.AutoCompactionPolicy.From(options.AutoCompactionMode, options.AutoCompactionRetention);
+
         if (options.InitialClusterState is not ("new" or "existing"))
         {
             throw new OptionsException($"error verifying flags, invalid value \"{options.InitialClusterState}\" for flag -initial-cluster-state: valid values are \"new\", \"existing\"");

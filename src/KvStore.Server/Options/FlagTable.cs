@@ -49,8 +49,8 @@ internal static class FlagTable
         U("discovery-srv-name", FlagKind.String, string.Empty),
         N("strict-reconfig-check", FlagKind.Bool, "true"),
         N("pre-vote", FlagKind.Bool, "false"),
-        U("auto-compaction-retention", FlagKind.String, "0"),
-        U("auto-compaction-mode", FlagKind.String, "periodic"),
+        S("auto-compaction-retention", FlagKind.String, "0", (o, v) => o.AutoCompactionRetention = v),
+        S("auto-compaction-mode", FlagKind.String, "periodic", (o, v) => o.AutoCompactionMode = v),
         U("enable-v2", FlagKind.Bool, "false"),
         U("v2-deprecation", FlagKind.String, "not-yet"),
         U("max-learners", FlagKind.Int, "1"),
@@ -147,7 +147,7 @@ internal static class FlagTable
         U("experimental-distributed-tracing-sampling-rate", FlagKind.Int, "0"),
 
         // Unsafe.
-        U("force-new-cluster", FlagKind.Bool, "false"),
+        S("force-new-cluster", FlagKind.Bool, "false", (o, v) => o.ForceNewCluster = Bool(v)),
     ];
 
     private static readonly Dictionary<string, FlagSpec> ByName = Specs.ToDictionary(s => s.Name, StringComparer.Ordinal);

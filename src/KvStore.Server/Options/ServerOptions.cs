@@ -69,6 +69,9 @@ public sealed class ServerOptions
     /// <summary>--max-concurrent-streams: HTTP/2 streams per client connection (etcd default: unlimited).</summary>
     public ulong MaxConcurrentStreams { get; set; } = uint.MaxValue;
 
+    /// <summary>--force-new-cluster: restart as the only member of the cluster, keeping the data (disaster recovery).</summary>
+    public bool ForceNewCluster { get; set; }
+
     public string AutoCompactionMode { get; set; } = "periodic";
 
     public string AutoCompactionRetention { get; set; } = "0";

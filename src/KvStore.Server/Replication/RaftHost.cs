@@ -213,6 +213,11 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     {
         _transport = _transportFactory();
         _membership.Load(_store);
+        if (_options.ForceNewCluster)
+        {
+            ForceNewCluster.RewriteAsync(_raftLog, _identity.MemberId, _logger).GetAwaiter().GetResult();
+        }
+
         var bootstrap = BootstrapVoters();
         var heartbeat = Math.Max(1, _options.HeartbeatIntervalMs);
         var electionTick = (int)Math.Max(2, _options.ElectionTimeoutMs / heartbeat);

@@ -142,6 +142,61 @@ internal sealed unsafe class FasterBackend : IDisposable
         }
     }
 
+    /// <summary>
+    /// Reads many keys with their disk reads in flight together (one completion wait per batch rather than one per key,
+    /// which bounds a cold read of a large store by disk throughput instead of latency). <paramref name="results"/>[i]
+    /// is the value of <paramref name="keys"/>[i], or null when absent.
+    /// </summary>
+    public static void ReadBatch(Session session, IReadOnlyList<byte[]> keys, byte[]?[] results)
+    {
+        var pending = new Dictionary<byte[], int>(ByteArrayComparer.Instance);
+        for (var i = 0; i < keys.Count; i++)
+        {
+            results[i] = null;
+            fixed (byte* k = keys[i])
+            {
+                var keySb = SpanByte.FromPointer(k, keys[i].Length);
+                SpanByteAndMemory output = default;
+                var status = session.Read(ref keySb, ref output);
+                if (status.IsPending)
+                {
+                    pending[keys[i]] = i;
+                }
+                else if (status.Found)
+                {
+                    results[i] = ToArray(ref output);
+                }
+                else
+                {
+                    output.Memory?.Dispose();
+                }
+            }
+        }
+
+        if (pending.Count == 0)
+        {
+            return;
+        }
+
+        session.CompletePendingWithOutputs(out var outputs, wait: true);
+        using (outputs)
+        {
+            while (outputs.Next())
+            {
+                ref var output = ref outputs.Current.Output;
+                var key = outputs.Current.Key.AsReadOnlySpan().ToArray();
+                if (outputs.Current.Status.Found && pending.TryGetValue(key, out var index))
+                {
+                    results[index] = ToArray(ref output);
+                }
+                else
+                {
+                    output.Memory?.Dispose();
+                }
+            }
+        }
+    }
+
     private static byte[] ToArray(ref SpanByteAndMemory output)
     {
         if (output.IsSpanByte)

@@ -215,40 +215,9 @@ public sealed partial class MvccStore
 
     private string WriteSnapshotFile(string directory)
     {
-        ulong index;
-        long current, compact;
-        var revisions = new List<Revision>();
-        List<(string Bucket, byte[] Key, byte[] Value)> meta = [];
-        _txnGate.Wait();
-        try
-        {
-            index = ConsistentIndex;
-            current = CurrentRevision;
-            compact = CompactRevision;
-            _lock.EnterReadLock();
-            try
-            {
-                foreach (var ki in _index)
-                {
-                    revisions.AddRange(ki.AllRevisions());
-                }
-            }
-            finally
-            {
-                _lock.ExitReadLock();
-            }
-
-            lock (_meta)
-            {
-                meta = [.. _meta.SelectMany(b => b.Value.Select(kv => (b.Key, kv.Key.ToArray(), kv.Value.ToArray())))];
-            }
-        }
-        finally
-        {
-            _txnGate.Release();
-        }
-
-        revisions.Sort();
+        var (view, revisions) = CaptureView();
+        var (index, current, compact) = (view.ConsistentIndex, view.Revision, view.CompactRevision);
+        var meta = view.Meta;
         var path = Path.Combine(directory, $"kvstore-{index}.snap");
         var tmp = path + ".tmp";
         using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16))
@@ -264,23 +233,16 @@ public sealed partial class MvccStore
             BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(44), meta.Count);
             w.Write(header);
 
-            using var session = _backend.NewSession();
-            Span<byte> rk = stackalloc byte[17];
             Span<byte> head = stackalloc byte[1 + 16 + 4];
-            foreach (var rev in revisions)
+            foreach (var record in ReadRevisionRecords(revisions))
             {
-                WriteRevisionKey(rk, rev);
-                if (!FasterBackend.TryRead(session, rk, out var record))
-                {
-                    throw new InvalidOperationException($"revision {rev} is in the key index but missing from FasterKV");
-                }
-
                 head[0] = SnapshotRevisionTag;
-                BinaryPrimitives.WriteInt64LittleEndian(head[1..], rev.Main);
-                BinaryPrimitives.WriteInt64LittleEndian(head[9..], rev.Sub);
-                BinaryPrimitives.WriteInt32LittleEndian(head[17..], record.Length);
+                BinaryPrimitives.WriteInt64LittleEndian(head[1..], record.Revision.Main);
+                BinaryPrimitives.WriteInt64LittleEndian(head[9..], record.Revision.Sub);
+                BinaryPrimitives.WriteInt32LittleEndian(head[17..], record.KeyValue.Length + 1);
                 w.Write(head);
-                w.Write(record);
+                w.Write([record.Tombstone ? FlagTombstone : FlagPut]);
+                w.Write(record.KeyValue);
             }
 
             foreach (var (bucket, key, value) in meta)

@@ -126,7 +126,7 @@ public sealed class FlagParserTests
     [InlineData("--auto-tls")]
     [InlineData("--enable-v2=true")]
     [InlineData("--discovery=https://discovery.etcd.io/x")]
-    [InlineData("--force-new-cluster")]
+    [InlineData("--experimental-corrupt-check-time=5m")]
     public void Unsupported_flags_fail_naming_the_flag(string arg)
     {
         var name = arg.TrimStart('-').Split('=')[0];

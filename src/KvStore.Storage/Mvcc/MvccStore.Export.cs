@@ -1,0 +1,184 @@
+using System.Buffers.Binary;
+using KvStore.Storage.Backend;
+using Microsoft.Extensions.Logging;
+
+namespace KvStore.Storage.Mvcc;
+
+/// <summary>One record of a meta bucket (leases, members, ...).</summary>
+public readonly record struct MetaRecord(string Bucket, byte[] Key, byte[] Value);
+
+/// <summary>One stored revision: the key-value written at it (mvccpb.KeyValue bytes), or a tombstone (only the key).</summary>
+public readonly record struct RevisionRecord(Revision Revision, bool Tombstone, byte[] KeyValue);
+
+/// <summary>The scalar state and meta buckets of a point-in-time view of the store.</summary>
+public sealed record StoreViewHeader(ulong ConsistentIndex, long Revision, long CompactRevision, int RevisionCount, IReadOnlyList<MetaRecord> Meta);
+
+/// <summary>
+/// Point-in-time views for export (etcd snapshots, the internal snapshot file) and building a store from records
+/// (restore from an etcd snapshot).
+/// </summary>
+public sealed partial class MvccStore
+{
+    /// <summary>
+    /// Runs <paramref name="export"/> on a consistent view of the whole store: the state, the meta buckets and the list
+    /// of stored revisions are taken between two write txns (the writer waits only for that), then the callback reads
+    /// the revision records, ascending, lazily, on the background maintenance chain, so physical and log compaction
+    /// cannot remove a record meanwhile while writes go on. The records are every revision the key index holds (the
+    /// history after the compact revision plus what compaction keeps), so a store built from them answers reads at
+    /// any revision &gt;= the compact revision and HashKV exactly as this one.
+    /// </summary>
+    public Task<T> ExportAsync<T>(Func<StoreViewHeader, IEnumerable<RevisionRecord>, T> export)
+    {
+        ArgumentNullException.ThrowIfNull(export);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        lock (_physicalGate)
+        {
+            var done = _physical.ContinueWith(_ => ExportOnChain(export), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+            _physical = done.ContinueWith(_ => { }, TaskScheduler.Default);
+            return done;
+        }
+    }
+
+    /// <summary>
+    /// Builds a new store in the empty or missing directory <paramref name="options"/>.DataDirectory from records
+    /// (revisions in any order, meta records) and the given state, and checkpoints it; the directory then opens with
+    /// <see cref="Open"/>. Revisions above <paramref name="revision"/> are refused; <see cref="Open"/> re-applies the
+    /// compaction at <paramref name="compactRevision"/> to the key index (and deletes what it drops).
+    /// </summary>
+    public static void WriteImage(
+        MvccStoreOptions options,
+        ILogger logger,
+        ulong consistentIndex,
+        long revision,
+        long compactRevision,
+        IEnumerable<RevisionRecord> revisions,
+        IEnumerable<MetaRecord> meta)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(logger);
+        ArgumentNullException.ThrowIfNull(revisions);
+        ArgumentNullException.ThrowIfNull(meta);
+        var dir = Path.GetFullPath(options.DataDirectory);
+        if (Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any())
+        {
+            throw new IOException($"cannot build a store in '{dir}': the directory is not empty");
+        }
+
+        Directory.CreateDirectory(dir);
+        using var backend = new FasterBackend(dir, options.IndexBuckets, options.MemorySizeBits, options.PageSizeBits, options.SegmentSizeBits, logger);
+        using (var session = backend.NewSession())
+        {
+            Span<byte> rk = stackalloc byte[17];
+            byte[] record = [];
+            foreach (var r in revisions)
+            {
+                if (r.Revision.Main > revision || r.Revision.Main < 1 || r.Revision.Sub < 0)
+                {
+                    throw new InvalidDataException($"revision {r.Revision} is outside [1, {revision}]");
+                }
+
+                if (record.Length < r.KeyValue.Length + 1)
+                {
+                    record = new byte[r.KeyValue.Length + 1];
+                }
+
+                record[0] = r.Tombstone ? FlagTombstone : FlagPut;
+                r.KeyValue.CopyTo(record, 1);
+                WriteRevisionKey(rk, r.Revision);
+                FasterBackend.Upsert(session, rk, record.AsSpan(0, r.KeyValue.Length + 1));
+            }
+
+            foreach (var m in meta)
+            {
+                FasterBackend.Upsert(session, MetaKey(m.Bucket, m.Key), m.Value);
+            }
+
+            var state = new byte[28];
+            BinaryPrimitives.WriteUInt64LittleEndian(state, consistentIndex);
+            BinaryPrimitives.WriteInt64LittleEndian(state.AsSpan(8), revision);
+            BinaryPrimitives.WriteInt64LittleEndian(state.AsSpan(16), compactRevision);
+            BinaryPrimitives.WriteUInt32LittleEndian(state.AsSpan(24), Crc32C.Compute(state.AsSpan(0, 24)));
+            FasterBackend.Upsert(session, [StatePrefix], state);
+        }
+
+        backend.Checkpoint();
+        SyncTree(dir);
+    }
+
+    private T ExportOnChain<T>(Func<StoreViewHeader, IEnumerable<RevisionRecord>, T> export)
+    {
+        var (header, revisions) = CaptureView();
+        return export(header, ReadRevisionRecords(revisions));
+    }
+
+    /// <summary>State, meta and the sorted revision list, taken between write txns.</summary>
+    private (StoreViewHeader Header, List<Revision> Revisions) CaptureView()
+    {
+        var revisions = new List<Revision>();
+        List<MetaRecord> meta;
+        ulong index;
+        long current, compact;
+        _txnGate.Wait();
+        try
+        {
+            index = ConsistentIndex;
+            current = CurrentRevision;
+            compact = CompactRevision;
+            _lock.EnterReadLock();
+            try
+            {
+                foreach (var ki in _index)
+                {
+                    revisions.AddRange(ki.AllRevisions());
+                }
+            }
+            finally
+            {
+                _lock.ExitReadLock();
+            }
+
+            lock (_meta)
+            {
+                meta = [.. _meta.SelectMany(b => b.Value.Select(kv => new MetaRecord(b.Key, kv.Key.ToArray(), kv.Value.ToArray())))];
+            }
+        }
+        finally
+        {
+            _txnGate.Release();
+        }
+
+        revisions.Sort();
+        return (new StoreViewHeader(index, current, compact, revisions.Count, meta), revisions);
+    }
+
+    private IEnumerable<RevisionRecord> ReadRevisionRecords(List<Revision> revisions)
+    {
+        const int batch = 1024;
+        using var session = _backend.NewSession();
+        var keys = new List<byte[]>(batch);
+        var values = new byte[]?[batch];
+        for (var start = 0; start < revisions.Count; start += batch)
+        {
+            keys.Clear();
+            var count = Math.Min(batch, revisions.Count - start);
+            for (var i = 0; i < count; i++)
+            {
+                var rk = new byte[17];
+                WriteRevisionKey(rk, revisions[start + i]);
+                keys.Add(rk);
+            }
+
+            FasterBackend.ReadBatch(session, keys, values);
+            for (var i = 0; i < count; i++)
+            {
+                var rev = revisions[start + i];
+                if (values[i] is not { Length: > 0 } record)
+                {
+                    throw new InvalidOperationException($"revision {rev} is in the key index but missing from FasterKV");
+                }
+
+                yield return new RevisionRecord(rev, record[0] == FlagTombstone, record[1..]);
+            }
+        }
+    }
+}
