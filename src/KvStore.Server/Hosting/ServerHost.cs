@@ -178,6 +178,13 @@ public static class ServerHost
         });
         services.AddSingleton<LocalClient>();
         services.AddHostedService<QuotaMonitor>();
+        if (options.CorruptCheckTime > TimeSpan.Zero)
+        {
+            services.AddSingleton(new Corruption.CorruptCheckInterval(options.CorruptCheckTime));
+            services.AddSingleton<Corruption.PeerHashClient>();
+            services.AddHostedService<Corruption.CorruptionMonitor>();
+        }
+
         services.AddSingleton<ISystemdNotifier, SystemdNotifier>();
         services.AddHostedService<SystemdReadiness>();
 

@@ -247,6 +247,12 @@ public static class FlagParser
         // Throws etcd's messages for an unknown mode or a bad retention.
         _ = Compaction.AutoCompactionPolicy.From(options.AutoCompactionMode, options.AutoCompactionRetention);
 
+        // etcd crashes on a negative period; refuse it at start instead.
+        if (options.CorruptCheckTime < TimeSpan.Zero)
+        {
+            throw new OptionsException("error verifying flags, --experimental-corrupt-check-time must not be negative");
+        }
+
         if (options.InitialClusterState is not ("new" or "existing"))
         {
             throw new OptionsException($"error verifying flags, invalid value \"{options.InitialClusterState}\" for flag -initial-cluster-state: valid values are \"new\", \"existing\"");

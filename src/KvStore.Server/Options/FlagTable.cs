@@ -119,7 +119,7 @@ internal static class FlagTable
 
         // Experimental.
         U("experimental-initial-corrupt-check", FlagKind.Bool, "false"),
-        U("experimental-corrupt-check-time", FlagKind.Duration, "0s"),
+        S("experimental-corrupt-check-time", FlagKind.Duration, "0s", (o, v) => o.CorruptCheckTime = Duration(v)),
         U("experimental-enable-v2v3", FlagKind.String, string.Empty),
         S("experimental-enable-lease-checkpoint", FlagKind.Bool, "false", (o, v) => o.LeaseCheckpointEnabled = Bool(v)),
         S("experimental-lease-checkpoint-interval", FlagKind.Duration, "5m0s", (o, v) => o.LeaseCheckpointInterval = Duration(v)),

@@ -76,6 +76,9 @@ public sealed class ServerOptions
 
     public string AutoCompactionRetention { get; set; } = "0";
 
+    /// <summary>--experimental-corrupt-check-time: how often the leader compares the followers' HashKV (zero = never).</summary>
+    public TimeSpan CorruptCheckTime { get; set; }
+
     public string Logger { get; set; } = "zap";
 
     public string LogLevel { get; set; } = "info";

@@ -126,7 +126,7 @@ public sealed class FlagParserTests
     [InlineData("--auto-tls")]
     [InlineData("--enable-v2=true")]
     [InlineData("--discovery=https://discovery.etcd.io/x")]
-    [InlineData("--experimental-corrupt-check-time=5m")]
+    [InlineData("--experimental-initial-corrupt-check=true")]
     public void Unsupported_flags_fail_naming_the_flag(string arg)
     {
         var name = arg.TrimStart('-').Split('=')[0];
@@ -139,6 +139,18 @@ public sealed class FlagParserTests
     [InlineData("--auth-token=simple")]
     [InlineData("--proxy=off")]
     public void Unsupported_flags_with_etcds_default_are_accepted(string arg) => Parse(arg).Should().NotBeNull();
+
+    [Theory]
+    [InlineData("--experimental-corrupt-check-time=5m", 300)]
+    [InlineData("--experimental-corrupt-check-time=1m30s", 90)]
+    [InlineData("--experimental-corrupt-check-time=0", 0)]
+    public void Corrupt_check_time_parses_as_a_go_duration(string arg, int seconds) =>
+        Parse(arg).CorruptCheckTime.Should().Be(TimeSpan.FromSeconds(seconds));
+
+    [Fact]
+    public void A_negative_corrupt_check_time_is_refused() =>
+        FluentActions.Invoking(() => Parse("--experimental-corrupt-check-time=-1s")).Should().Throw<OptionsException>()
+            .WithMessage("error verifying flags, --experimental-corrupt-check-time must not be negative");
 
     [Fact]
     public void No_effect_flags_are_accepted_with_a_warning()

@@ -1,0 +1,64 @@
+namespace KvStore.Server.Corruption;
+
+/// <summary>A member's HashKV answer: the hash of its key space up to <see cref="Revision"/>.</summary>
+/// <param name="MemberId">The member that answered.</param>
+/// <param name="Revision">The member's current revision when it answered (the response header's revision).</param>
+/// <param name="CompactRevision">The member's compact revision (-1 if never compacted).</param>
+/// <param name="Hash">The hash.</param>
+public sealed record MemberHash(ulong MemberId, long Revision, long CompactRevision, uint Hash);
+
+/// <summary>A member whose data differs from the local member's, with what was compared.</summary>
+/// <param name="MemberId">The member whose hash or revisions differ.</param>
+/// <param name="Revision">The revision both hashes cover.</param>
+/// <param name="LocalHash">This member's hash at <see cref="Revision"/>.</param>
+/// <param name="PeerHash">The other member's hash at <see cref="Revision"/>.</param>
+/// <param name="Reason">Why the answers are inconsistent.</param>
+public sealed record HashMismatch(ulong MemberId, long Revision, uint LocalHash, uint PeerHash, string Reason);
+
+/// <summary>
+/// The decisions of the corruption checks, free of I/O so they can be tested alone. The inputs are this member's hash
+/// at its revision and the peers' answers to HashKV at that same revision; a peer that did not answer (down, or
+/// compacted past the revision) is simply absent, as etcd skips it.
+/// </summary>
+public static class HashComparison
+{
+    /// <summary>
+    /// The periodic check on the leader (etcd 3.4's rules): a follower is inconsistent when its revision is ahead of the
+    /// leader's, when it compacted further than the leader, or when both compacted at the same point and the hashes
+    /// differ. Different compact revisions with different hashes are not comparable (compaction removes revisions from
+    /// the hash), so they are not reported.
+    /// </summary>
+    /// <param name="local">The leader's hash, taken at the revision the followers were asked for.</param>
+    /// <param name="localRevisionAfter">The leader's revision once the followers answered.</param>
+    /// <param name="localCompactRevisionAfter">The leader's compact revision once the followers answered.</param>
+    /// <param name="peers">The followers' answers.</param>
+    public static IReadOnlyList<HashMismatch> Periodic(MemberHash local, long localRevisionAfter, long localCompactRevisionAfter, IEnumerable<MemberHash> peers)
+    {
+        ArgumentNullException.ThrowIfNull(local);
+        ArgumentNullException.ThrowIfNull(peers);
+        var mismatches = new List<HashMismatch>();
+        foreach (var peer in peers)
+        {
+            string? reason = null;
+            if (peer.Revision > localRevisionAfter)
+            {
+                reason = $"member's revision {peer.Revision} is ahead of the leader's {localRevisionAfter}";
+            }
+            else if (peer.CompactRevision > localCompactRevisionAfter)
+            {
+                reason = $"member's compact revision {peer.CompactRevision} is ahead of the leader's {localCompactRevisionAfter}";
+            }
+            else if (peer.CompactRevision == local.CompactRevision && peer.Hash != local.Hash)
+            {
+                reason = "same compact revision, different hashes";
+            }
+
+            if (reason is not null)
+            {
+                mismatches.Add(new HashMismatch(peer.MemberId, local.Revision, local.Hash, peer.Hash, reason));
+            }
+        }
+
+        return mismatches;
+    }
+}
