@@ -61,4 +61,19 @@ public static class HashComparison
 
         return mismatches;
     }
+
+    /// <summary>
+    /// The check before serving (etcd's initial check): a peer that hashed this member's revision differently while
+    /// compacted at the same point is inconsistent. A different hash after a different compaction is not comparable.
+    /// </summary>
+    /// <param name="local">This member's hash at its current revision, which the peers were asked for.</param>
+    /// <param name="peers">The peers' answers at that revision.</param>
+    public static IReadOnlyList<HashMismatch> Initial(MemberHash local, IEnumerable<MemberHash> peers)
+    {
+        ArgumentNullException.ThrowIfNull(local);
+        ArgumentNullException.ThrowIfNull(peers);
+        return [.. peers
+            .Where(p => p.Hash != local.Hash && p.CompactRevision == local.CompactRevision)
+            .Select(p => new HashMismatch(p.MemberId, local.Revision, local.Hash, p.Hash, "same compact revision, different hashes"))];
+    }
 }

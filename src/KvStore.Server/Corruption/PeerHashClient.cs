@@ -1,6 +1,5 @@
 using Etcdserverpb;
 using Grpc.Core;
-using Grpc.Net.Client;
 using KvStore.Server.Peer;
 using KvStore.Server.Replication;
 
@@ -11,12 +10,12 @@ namespace KvStore.Server.Corruption;
 /// same way). A member that does not answer on any of its URLs in time, or refuses the revision (compacted past it),
 /// is left out of the answers.
 /// </summary>
-public sealed class PeerHashClient(RaftHost host, PeerTransport transport) : IPeerHashSource
+public sealed class PeerHashClient(Membership membership, ulong localMemberId, PeerTransportOptions transport) : IPeerHashSource
 {
     /// <summary>The answers of every other member that answered.</summary>
     public async Task<IReadOnlyList<MemberHash>> AskPeersAsync(long revision, TimeSpan timeout, CancellationToken cancellationToken)
     {
-        var peers = host.Membership.Members.Where(m => m.Id != host.MemberId).ToList();
+        var peers = membership.Members.Where(m => m.Id != localMemberId).ToList();
         var answers = await Task.WhenAll(peers.Select(p => AskAsync(p, revision, timeout, cancellationToken))).ConfigureAwait(false);
         return [.. answers.OfType<MemberHash>()];
     }
@@ -27,7 +26,7 @@ public sealed class PeerHashClient(RaftHost host, PeerTransport transport) : IPe
         {
             try
             {
-                using var channel = PeerChannelFactory.Create(new Uri(url), transport.Options);
+                using var channel = PeerChannelFactory.Create(new Uri(url), transport);
                 var client = new Maintenance.MaintenanceClient(channel);
                 var response = await client.HashKVAsync(
                     new HashKVRequest { Revision = revision },
@@ -46,5 +45,33 @@ public sealed class PeerHashClient(RaftHost host, PeerTransport transport) : IPe
         }
 
         return null;
+    }
+
+    /// <summary>
+    /// Asks the other members, one after the other, to raise <paramref name="corruptMember"/>'s CORRUPT alarm (the
+    /// member asked proposes it through the log); true once one accepted.
+    /// </summary>
+    public async Task<bool> RaiseCorruptAsync(ulong corruptMember, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var request = new AlarmRequest { Action = AlarmRequest.Types.AlarmAction.Activate, MemberID = corruptMember, Alarm = AlarmType.Corrupt };
+        foreach (var url in membership.Members.Where(m => m.Id != localMemberId).SelectMany(m => m.ClientUrls))
+        {
+            try
+            {
+                using var channel = PeerChannelFactory.Create(new Uri(url), transport);
+                await new Maintenance.MaintenanceClient(channel).AlarmAsync(request, deadline: DateTime.UtcNow + timeout, cancellationToken: cancellationToken).ConfigureAwait(false);
+                return true;
+            }
+            catch (RpcException) when (!cancellationToken.IsCancellationRequested)
+            {
+                // No leader behind this member, or unreachable: try the next.
+            }
+            catch (UriFormatException)
+            {
+                // A URL that is not one: try the next.
+            }
+        }
+
+        return false;
     }
 }

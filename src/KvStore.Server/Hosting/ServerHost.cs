@@ -97,6 +97,12 @@ public static class ServerHost
 
         try
         {
+            if (options.InitialCorruptCheck && !await Corruption.InitialHashCheck.PassesAsync(store, identity.MemberId, options, logger))
+            {
+                await Console.Error.WriteLineAsync($"{Hex(identity.MemberId)} found data inconsistency with peers");
+                return 1;
+            }
+
             var app = Build(options, identity, store, wal, serilog);
             try
             {
@@ -181,7 +187,8 @@ public static class ServerHost
         if (options.CorruptCheckTime > TimeSpan.Zero)
         {
             services.AddSingleton(new Corruption.CorruptCheckInterval(options.CorruptCheckTime));
-            services.AddSingleton<Corruption.PeerHashClient>();
+            services.AddSingleton(sp => new Corruption.PeerHashClient(
+                sp.GetRequiredService<RaftHost>().Membership, identity.MemberId, sp.GetRequiredService<Peer.PeerTransport>().Options));
             services.AddHostedService<Corruption.CorruptionMonitor>();
         }
 

@@ -118,7 +118,7 @@ internal static class FlagTable
         U("proxy-read-timeout", FlagKind.Uint, "0"),
 
         // Experimental.
-        U("experimental-initial-corrupt-check", FlagKind.Bool, "false"),
+        S("experimental-initial-corrupt-check", FlagKind.Bool, "false", (o, v) => o.InitialCorruptCheck = Bool(v)),
         S("experimental-corrupt-check-time", FlagKind.Duration, "0s", (o, v) => o.CorruptCheckTime = Duration(v)),
         U("experimental-enable-v2v3", FlagKind.String, string.Empty),
         S("experimental-enable-lease-checkpoint", FlagKind.Bool, "false", (o, v) => o.LeaseCheckpointEnabled = Bool(v)),

@@ -79,6 +79,9 @@ public sealed class ServerOptions
     /// <summary>--experimental-corrupt-check-time: how often the leader compares the followers' HashKV (zero = never).</summary>
     public TimeSpan CorruptCheckTime { get; set; }
 
+    /// <summary>--experimental-initial-corrupt-check: compare HashKV with the peers before serving, refuse to start on a mismatch.</summary>
+    public bool InitialCorruptCheck { get; set; }
+
     public string Logger { get; set; } = "zap";
 
     public string LogLevel { get; set; } = "info";

@@ -50,4 +50,17 @@ public sealed class HashComparisonTests
     [Fact]
     public void No_answers_no_mismatches() =>
         HashComparison.Periodic(Leader, 100, 40, []).Should().BeEmpty();
+
+    [Fact]
+    public void Initial_check_reports_a_peer_hashing_this_members_revision_differently_at_the_same_compaction()
+    {
+        var mismatches = HashComparison.Initial(Leader, [new MemberHash(2, 130, 40, 0xAAAA), new MemberHash(3, 130, 40, 0xCCCC), new MemberHash(4, 130, 60, 0xDDDD)]);
+
+        mismatches.Should().ContainSingle().Which.Should().BeEquivalentTo(
+            new HashMismatch(3, 100, 0xAAAA, 0xCCCC, "same compact revision, different hashes"));
+    }
+
+    [Fact]
+    public void Initial_check_passes_when_every_answer_matches() =>
+        HashComparison.Initial(Leader, [new MemberHash(2, 130, 40, 0xAAAA)]).Should().BeEmpty();
 }

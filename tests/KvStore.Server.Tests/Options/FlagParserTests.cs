@@ -126,7 +126,6 @@ public sealed class FlagParserTests
     [InlineData("--auto-tls")]
     [InlineData("--enable-v2=true")]
     [InlineData("--discovery=https://discovery.etcd.io/x")]
-    [InlineData("--experimental-initial-corrupt-check=true")]
     public void Unsupported_flags_fail_naming_the_flag(string arg)
     {
         var name = arg.TrimStart('-').Split('=')[0];
@@ -146,6 +145,10 @@ public sealed class FlagParserTests
     [InlineData("--experimental-corrupt-check-time=0", 0)]
     public void Corrupt_check_time_parses_as_a_go_duration(string arg, int seconds) =>
         Parse(arg).CorruptCheckTime.Should().Be(TimeSpan.FromSeconds(seconds));
+
+    [Fact]
+    public void Initial_corrupt_check_is_a_bool() =>
+        Parse("--experimental-initial-corrupt-check").InitialCorruptCheck.Should().BeTrue();
 
     [Fact]
     public void A_negative_corrupt_check_time_is_refused() =>
