@@ -26,7 +26,9 @@ public sealed class WatchOnEveryMemberTests(ITestOutputHelper output)
             new Metadata { { "hasleader", "true" } }, DateTime.UtcNow.AddSeconds(120));
         await watch.RequestStream.WriteAsync(new WatchRequest
         {
-            CreateRequest = new WatchCreateRequest { Key = ByteString.CopyFromUtf8("/w/"), RangeEnd = ByteString.CopyFromUtf8("/w0"), ProgressNotify = true },
+            // From the revision after the put: the follower may not have applied the put yet, and a watch from "now"
+            // there would then (rightly) deliver it.
+            CreateRequest = new WatchCreateRequest { Key = ByteString.CopyFromUtf8("/w/"), RangeEnd = ByteString.CopyFromUtf8("/w0"), ProgressNotify = true, StartRevision = rev + 1 },
         });
         (await NextAsync(watch)).Created.Should().BeTrue();
 
