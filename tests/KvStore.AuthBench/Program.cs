@@ -21,7 +21,8 @@ if (options is null)
 }
 
 var dataDir = Directory.CreateTempSubdirectory("kvstore-authbench-").FullName;
-var (clientPort, peerPort) = (FreePort(), FreePort());
+var ports = LoopbackPorts.Take(2);
+var (clientPort, peerPort) = (ports[0], ports[1]);
 var clientUrl = $"http://127.0.0.1:{clientPort}";
 var peerUrl = $"http://127.0.0.1:{peerPort}";
 using var server = Process.Start(new ProcessStartInfo(options.Server)
@@ -149,13 +150,6 @@ static async Task<double> MeasureAsync(List<GrpcChannel> channels, List<Metadata
 static double Median(List<double> values) => values.Order().ElementAt(values.Count / 2);
 
 static ByteString Key(int i) => ByteString.CopyFromUtf8(string.Create(CultureInfo.InvariantCulture, $"/bench/k{i:D4}"));
-
-static int FreePort()
-{
-    using var listener = new TcpListener(IPAddress.Loopback, 0);
-    listener.Start();
-    return ((IPEndPoint)listener.LocalEndpoint).Port;
-}
 
 static async Task WaitReadyAsync(GrpcChannel channel)
 {

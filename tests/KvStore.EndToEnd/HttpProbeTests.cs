@@ -13,7 +13,7 @@ namespace KvStore.EndToEnd;
 /// </summary>
 public sealed class HttpProbeTests : IDisposable
 {
-    private readonly int _metricsPort = TestCluster.FreePorts(1)[0];
+    private readonly int _metricsPort = LoopbackPorts.Take(1)[0];
     private readonly ServerProcess _server;
 
     public HttpProbeTests()

@@ -48,8 +48,8 @@ public sealed class ServerProcess : IDisposable
         DataDir = dataDir ?? CreateTempDir("kvstore-e2e-data-");
         _extraArgs = extraArgs ?? [];
         Scheme = scheme;
-        ClientPort = FreePort();
-        PeerPort = FreePort();
+        var ports = LoopbackPorts.Take(2);
+        (ClientPort, PeerPort) = (ports[0], ports[1]);
         Name = "e2e";
     }
 
@@ -363,15 +363,6 @@ public sealed class ServerProcess : IDisposable
     {
         var v = Environment.GetEnvironmentVariable("KVSTORE_E2E_SERVER");
         return string.IsNullOrWhiteSpace(v) ? null : v.Trim();
-    }
-
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        var port = ((IPEndPoint)l.LocalEndpoint).Port;
-        l.Stop();
-        return port;
     }
 
     private void AddLog(string line)

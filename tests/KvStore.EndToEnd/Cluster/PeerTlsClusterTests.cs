@@ -45,7 +45,7 @@ public sealed class PeerTlsClusterTests(ITestOutputHelper output) : IAsyncLifeti
         kvs.Keys.Should().BeEquivalentTo("/tls/a", "/tls/b");
 
         // A member with a certificate from another CA asks the peers to join: every handshake is refused and logged.
-        var ports = TestCluster.FreePorts(2);
+        var ports = LoopbackPorts.Take(2);
         _rogue = new ClusterMember("rogue", "127.0.0.1", ports[0], ports[1], Path.Combine(_roguePki, "data"), null) { PeerScheme = "https" };
         _rogue.Start(
             _cluster.InitialCluster + $",rogue={_rogue.PeerUrl}",

@@ -74,7 +74,7 @@ public sealed class TestCluster : IAsyncDisposable
         var cluster = new TestCluster(output, extraArgs ?? [], network);
         try
         {
-            var ports = network is null ? FreePorts(2 * size) : [];
+            var ports = network is null ? LoopbackPorts.Take(2 * size) : [];
             for (var i = 0; i < size; i++)
             {
                 cluster._members.Add(network is null
@@ -383,27 +383,6 @@ public sealed class TestCluster : IAsyncDisposable
     public static string PrefixEnd(string prefix) => prefix[..^1] + (char)(prefix[^1] + 1);
 
     // ---------------------------------------------------------------- helpers
-
-    public static int[] FreePorts(int count)
-    {
-        var listeners = Enumerable.Range(0, count).Select(_ => new TcpListener(IPAddress.Loopback, 0)).ToList();
-        try
-        {
-            foreach (var l in listeners)
-            {
-                l.Start();
-            }
-
-            return [.. listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port)];
-        }
-        finally
-        {
-            foreach (var l in listeners)
-            {
-                l.Dispose();
-            }
-        }
-    }
 
     /// <summary>Adds a member object (not started) for a member joining later on given ports.</summary>
     public ClusterMember AddMemberObject(ClusterMember member)

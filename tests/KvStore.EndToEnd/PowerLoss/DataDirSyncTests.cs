@@ -21,7 +21,7 @@ public sealed partial class DataDirSyncTests(ITestOutputHelper output)
         try
         {
             var dataDir = Path.Combine(root, "fresh", "data");
-            var peer = TestCluster.FreePorts(1)[0];
+            var peer = LoopbackPorts.Take(1)[0];
 
             // The client port is taken, so the server stops by itself ("listen failed") right after opening its
             // storage: no signal needed, and everything it created on the way is in the trace.

@@ -210,16 +210,6 @@ internal sealed class ClusterMemberHost : IAsyncDisposable
 
     public ValueTask DisposeAsync() => new(StopAsync());
 
-    /// <summary>A free loopback port (bound and released; the member binds it right after).</summary>
-    public static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
-    }
-
     private sealed class NoLeases : ILeaseApplier
     {
         public bool Exists(long leaseId) => false;
@@ -272,7 +262,7 @@ internal sealed class TestCluster : IAsyncDisposable
     public static async Task<TestCluster> StartAsync(int size, ulong snapshotCount = 100_000, ulong catchUpEntries = RaftHost.SnapshotCatchUpEntries)
     {
         var root = Path.Combine(Path.GetTempPath(), "kvstore-cluster-" + Guid.NewGuid().ToString("N")[..8]);
-        var ports = Enumerable.Range(0, size).Select(_ => ClusterMemberHost.FreePort()).ToList();
+        var ports = LoopbackPorts.Take(size);
         var initial = string.Join(',', ports.Select((p, i) => $"m{i}=http://127.0.0.1:{p}"));
         var members = await Task.WhenAll(ports.Select((p, i) =>
             ClusterMemberHost.StartAsync($"m{i}", Path.Combine(root, $"m{i}"), p, initial, snapshotCount: snapshotCount, catchUpEntries: catchUpEntries)));

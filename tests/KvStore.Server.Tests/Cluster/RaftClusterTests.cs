@@ -74,7 +74,7 @@ public sealed class RaftClusterTests
         var leader = await cluster.WaitForLeaderAsync();
         await leader.PutAsync("k", "v");
 
-        var port = ClusterMemberHost.FreePort();
+        var port = LoopbackPorts.TakeOne();
         var url = $"http://127.0.0.1:{port}";
         var follower = cluster.Members.First(m => m != leader);
         var added = await follower.Host.AddMemberAsync([url], isLearner: true, CancellationToken.None);
@@ -86,7 +86,7 @@ public sealed class RaftClusterTests
 
         // A second learner is refused, as etcd allows one at a time.
         var refused = await Assert.ThrowsAsync<Api.EtcdException>(() =>
-            leader.Host.AddMemberAsync([$"http://127.0.0.1:{ClusterMemberHost.FreePort()}"], isLearner: true, CancellationToken.None));
+            leader.Host.AddMemberAsync([$"http://127.0.0.1:{LoopbackPorts.TakeOne()}"], isLearner: true, CancellationToken.None));
         Assert.Equal("etcdserver: too many learner members in cluster", refused.Detail);
 
         // The new member joins an existing cluster: it asks the peers for the cluster id and its own member id (no
@@ -139,7 +139,7 @@ public sealed class RaftClusterTests
         var leader = await cluster.WaitForLeaderAsync();
         await leader.PutAsync("before-join", "1");
 
-        var port = ClusterMemberHost.FreePort();
+        var port = LoopbackPorts.TakeOne();
         var url = $"http://127.0.0.1:{port}";
         var follower = cluster.Members.First(m => m != leader);
         var added = await follower.Host.AddMemberAsync([url], isLearner: false, CancellationToken.None);
@@ -171,10 +171,10 @@ public sealed class RaftClusterTests
     {
         await using var cluster = await TestCluster.StartAsync(3);
         var leader = await cluster.WaitForLeaderAsync();
-        var addedPort = ClusterMemberHost.FreePort();
+        var addedPort = LoopbackPorts.TakeOne();
         await leader.Host.AddMemberAsync([$"http://127.0.0.1:{addedPort}"], isLearner: true, CancellationToken.None);
 
-        var wrongPort = ClusterMemberHost.FreePort();
+        var wrongPort = LoopbackPorts.TakeOne();
         var wrongUrl = $"http://127.0.0.1:{wrongPort}";
         var error = await Assert.ThrowsAsync<ClusterJoinException>(() => ClusterMemberHost.StartAsync(
             "m3", Path.Combine(cluster.Root, "m3"), wrongPort, cluster.InitialCluster + $",m3={wrongUrl}", state: "existing"));

@@ -30,8 +30,8 @@ public sealed class SnapshotInstallTests
     public async Task A_restarted_member_behind_the_compacted_log_installs_a_snapshot_its_services_see()
     {
         var root = Path.Combine(Path.GetTempPath(), "kvstore-snapinstall-" + Guid.NewGuid().ToString("N")[..8]);
-        var peerPorts = Enumerable.Range(0, 3).Select(_ => ClusterMemberHost.FreePort()).ToArray();
-        var clientPorts = Enumerable.Range(0, 3).Select(_ => ClusterMemberHost.FreePort()).ToArray();
+        var peerPorts = LoopbackPorts.Take(3);
+        var clientPorts = LoopbackPorts.Take(3);
         var initial = string.Join(',', peerPorts.Select((p, i) => $"s{i}=http://127.0.0.1:{p}"));
         var servers = new FullServer?[3];
         try

@@ -263,7 +263,7 @@ public sealed class PeerTransportTests : IDisposable
     [Fact]
     public async Task A_full_queue_drops_messages_and_reports_the_peer_unreachable()
     {
-        var port = FreePort();
+        var port = LoopbackPorts.TakeOne();
         await using var a = await PeerHost.StartAsync(1, _dir.Sub("a"), configure: o => o with { QueueCapacity = 4 });
         a.Transport.AddPeer(2, [new Uri($"http://127.0.0.1:{port}")]);
 
@@ -385,10 +385,4 @@ public sealed class PeerTransportTests : IDisposable
         }
     }
 
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 }
