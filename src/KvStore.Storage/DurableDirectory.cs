@@ -31,4 +31,7 @@ public static class DurableDirectory
 
         return true;
     }
+
+    /// <summary>fsyncs <paramref name="directory"/>, making the names created or renamed in it durable.</summary>
+    public static void Sync(string directory) => NativeFile.SyncDirectory(directory);
 }

@@ -73,10 +73,6 @@ public static class EtcdErrors
     public static readonly EtcdError Corrupt = new(StatusCode.DataLoss, "etcdserver: corrupt cluster");
     public static readonly EtcdError BadLeaderTransferee = new(StatusCode.FailedPrecondition, "etcdserver: bad leader transferee");
 
-    // Ours: services that arrive with later issues.
-    public static readonly EtcdError MembershipNotSupported = new(
-        StatusCode.Unimplemented, "kvstore: membership changes are not supported yet (multi-member clusters arrive with Raft replication)");
-
     /// <summary>The client error for a storage outcome, or null for <see cref="MvccError.None"/>.</summary>
     public static EtcdError? FromMvcc(MvccError error) => error switch
     {

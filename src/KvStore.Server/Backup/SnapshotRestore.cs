@@ -3,6 +3,7 @@ using KvStore.Raft;
 using KvStore.Server.Identity;
 using KvStore.Server.Options;
 using KvStore.Server.Replication;
+using KvStore.Storage;
 using KvStore.Storage.Bolt;
 using KvStore.Storage.EtcdSnapshot;
 using KvStore.Storage.Mvcc;
@@ -100,10 +101,10 @@ public static class SnapshotRestore
 
             WriteRaftState(Path.Combine(memberDir, "wal"), members);
             MemberIdentity.Save(memberDir, identity);
-            SyncDirectory(memberDir);
-            SyncDirectory(tmp);
+            DurableDirectory.Sync(memberDir);
+            DurableDirectory.Sync(tmp);
             Directory.Move(tmp, dataDir);
-            SyncDirectory(Path.GetDirectoryName(dataDir)!);
+            DurableDirectory.Sync(Path.GetDirectoryName(dataDir)!);
         }
         catch
         {
@@ -168,5 +169,4 @@ public static class SnapshotRestore
         log.SyncAsync().AsTask().GetAwaiter().GetResult();
     }
 
-    private static void SyncDirectory(string directory) => MemberIdentity.SyncDirectory(directory);
 }

@@ -134,7 +134,6 @@ public static class ServerHost
     {
         ArgumentNullException.ThrowIfNull(options);
         var memberDir = Path.Combine(options.EffectiveDataDir, "member");
-        var storeOptions = new MvccStoreOptions { DataDirectory = Path.Combine(memberDir, "kv") };
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.ClearProviders();
         builder.Services.AddSerilog(serilog, dispose: false);

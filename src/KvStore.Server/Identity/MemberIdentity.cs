@@ -1,10 +1,10 @@
 using System.Buffers.Binary;
 using System.Globalization;
-using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using KvStore.Server.Options;
+using KvStore.Storage;
 
 namespace KvStore.Server.Identity;
 
@@ -138,36 +138,8 @@ public sealed record MemberIdentity(ulong MemberId, ulong ClusterId, string Name
         }
 
         File.Move(temp, path, overwrite: true);
-        SyncDirectory(memberDir);
+        DurableDirectory.Sync(memberDir);
         return identity;
-    }
-
-    /// <summary>fsyncs a directory, so renames and new names in it are durable.</summary>
-    internal static void SyncDirectory(string directory)
-    {
-        if (OperatingSystem.IsWindows())
-        {
-            return;
-        }
-
-        // fsync the directory so the rename itself is durable.
-        var fd = NativeMethods.Open(directory, 0);
-        if (fd < 0)
-        {
-            throw new IOException($"cannot open directory {directory} to sync it (errno {Marshal.GetLastPInvokeError()})");
-        }
-
-        try
-        {
-            if (NativeMethods.Fsync(fd) != 0)
-            {
-                throw new IOException($"fsync of directory {directory} failed (errno {Marshal.GetLastPInvokeError()})");
-            }
-        }
-        finally
-        {
-            _ = NativeMethods.Close(fd);
-        }
     }
 
     private static ulong First8(byte[] hash) => BinaryPrimitives.ReadUInt64BigEndian(hash);

@@ -214,8 +214,7 @@ public static class FlagParser
         if (!ok)
         {
             var what = spec.Kind == FlagKind.Bool ? "boolean value" : "value";
-            var sep = exitCode == 2 ? " for " : " for ";
-            throw new OptionsException($"{prefix}invalid {what} \"{value}\"{sep}{where}: parse error", exitCode);
+            throw new OptionsException($"{prefix}invalid {what} \"{value}\" for {where}: parse error", exitCode);
         }
 
         if (spec.Kind == FlagKind.Urls && !GoValues.TryParseUrls(value, out _, out var error))
