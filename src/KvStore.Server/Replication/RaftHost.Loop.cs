@@ -147,6 +147,13 @@ public sealed partial class RaftHost
 
     private void OnTick(RaftNode node)
     {
+        // The only voter cannot lose an election, so it need not wait out an election timeout first (etcd fast-forwards
+        // the election ticks of a one-member cluster the same way); this was most of a single member's start-up time.
+        if (node.Leader == 0 && node.IsPromotable && node.AppliedIndex >= node.CommitIndex && node.ConfState.Voters.Count == 1)
+        {
+            node.Campaign();
+        }
+
         // Unanswered reads are asked again (a forwarded ReadIndex may be lost); abandoned ones are dropped.
         if (_readsInFlight.Count > 0)
         {

@@ -99,7 +99,8 @@ internal sealed class ClusterMemberHost : IAsyncDisposable
         string state = "new",
         ulong snapshotCount = 100_000,
         ulong clusterId = 0,
-        ulong catchUpEntries = RaftHost.SnapshotCatchUpEntries)
+        ulong catchUpEntries = RaftHost.SnapshotCatchUpEntries,
+        long electionTimeoutMs = 200)
     {
         var options = new ServerOptions
         {
@@ -109,7 +110,7 @@ internal sealed class ClusterMemberHost : IAsyncDisposable
             InitialClusterState = state,
             InitialClusterToken = "test-token",
             HeartbeatIntervalMs = 20,
-            ElectionTimeoutMs = 200,
+            ElectionTimeoutMs = electionTimeoutMs,
             SnapshotCount = snapshotCount,
             AdvertiseClientUrls = [new Uri($"http://127.0.0.1:{port + 10000}")],
             InitialAdvertisePeerUrls = [new Uri($"http://127.0.0.1:{port}")],

@@ -35,6 +35,28 @@ public sealed class RaftClusterTests
     }
 
     [Fact]
+    public async Task A_sole_voter_leads_without_waiting_out_its_election_timeout_on_first_start_and_on_restart()
+    {
+        // An election timeout far beyond the bounded wait: only the sole-voter fast path can elect in time.
+        var dir = Path.Combine(Path.GetTempPath(), "kvstore-sole-" + Guid.NewGuid().ToString("N")[..8]);
+        var port = LoopbackPorts.TakeOne();
+        var initial = $"solo=http://127.0.0.1:{port}";
+        try
+        {
+            for (var start = 0; start < 2; start++)
+            {
+                await using var member = await ClusterMemberHost.StartAsync("solo", dir, port, initial, electionTimeoutMs: 50_000);
+                await Bounded.UntilAsync(() => member.State.LeaderId == member.Id, "the sole voter to lead", member);
+                (await member.PutAsync("k", $"start-{start}")).Should().Be(start + 2);
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task Concurrent_writes_from_followers_are_all_applied_in_one_order()
     {
         await using var cluster = await TestCluster.StartAsync(3);
