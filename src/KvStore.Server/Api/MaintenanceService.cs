@@ -3,7 +3,6 @@ using Google.Protobuf;
 using Grpc.Core;
 using KvStore.Server.Apply;
 using KvStore.Server.Backup;
-using KvStore.Server.Hosting;
 using KvStore.Internal;
 using KvStore.Server.Node;
 using KvStore.Server.Replication;

@@ -1,7 +1,6 @@
 using Etcdserverpb;
 using Google.Protobuf;
 using KvStore.Internal;
-using KvStore.Server.Api;
 using KvStore.Server.Auth;
 using KvStore.Storage.Mvcc;
 

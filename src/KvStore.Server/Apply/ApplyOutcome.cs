@@ -1,5 +1,4 @@
 using Google.Protobuf;
-using KvStore.Server.Api;
 
 namespace KvStore.Server.Apply;
 

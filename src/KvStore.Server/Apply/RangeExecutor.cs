@@ -1,5 +1,4 @@
 using Etcdserverpb;
-using KvStore.Server.Api;
 using KvStore.Storage.Mvcc;
 
 namespace KvStore.Server.Apply;

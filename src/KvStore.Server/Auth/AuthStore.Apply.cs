@@ -5,7 +5,6 @@ using Authpb;
 using Etcdserverpb;
 using Google.Protobuf;
 using KvStore.Internal;
-using KvStore.Server.Api;
 using KvStore.Storage.Mvcc;
 
 namespace KvStore.Server.Auth;

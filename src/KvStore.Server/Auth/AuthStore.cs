@@ -3,7 +3,6 @@ using System.Collections.Immutable;
 using System.Text;
 using Authpb;
 using Etcdserverpb;
-using KvStore.Server.Api;
 using KvStore.Storage.Mvcc;
 
 namespace KvStore.Server.Auth;

@@ -1,7 +1,6 @@
 using System.Security.Cryptography.X509Certificates;
 using Grpc.Core;
 using KvStore.Internal;
-using KvStore.Server.Api;
 using KvStore.Server.Options;
 
 namespace KvStore.Server.Auth;

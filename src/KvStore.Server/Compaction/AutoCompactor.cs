@@ -1,7 +1,6 @@
 using Etcdserverpb;
 using Grpc.Core;
 using KvStore.Internal;
-using KvStore.Server.Api;
 using KvStore.Server.Lease;
 using KvStore.Server.Node;
 using KvStore.Storage.Mvcc;

@@ -1,5 +1,4 @@
 using Grpc.Core;
-using KvStore.Server.Api;
 
 namespace KvStore.Server.Concurrency;
 

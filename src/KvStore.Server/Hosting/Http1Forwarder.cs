@@ -1,7 +1,7 @@
-using System.Buffers;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Connections;
+using KvStore.Server.Hosting.Http2Authority;
 using Microsoft.AspNetCore.Connections.Features;
 
 namespace KvStore.Server.Hosting;
@@ -16,8 +16,6 @@ namespace KvStore.Server.Hosting;
 /// </summary>
 public sealed class Http1Forwarder : IDisposable
 {
-    private static readonly byte[] Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8.ToArray();
-
     public Http1Forwarder()
     {
         SocketPath = Path.Combine(Path.GetTempPath(), $"kvstore-{Environment.ProcessId}-{Guid.NewGuid():N}.http1.sock");
@@ -35,7 +33,7 @@ public sealed class Http1Forwarder : IDisposable
         bool isHttp2;
         try
         {
-            isHttp2 = await StartsWithPrefaceAsync(context.Transport.Input, closing);
+            isHttp2 = await Http2Preface.StartsWithAsync(context.Transport.Input, closing);
         }
         catch (OperationCanceledException) when (closing.IsCancellationRequested)
         {
@@ -61,32 +59,6 @@ public sealed class Http1Forwarder : IDisposable
         {
             // Best effort: a stale socket file in /tmp is harmless.
         }
-    }
-
-    internal static async Task<bool> StartsWithPrefaceAsync(PipeReader input, CancellationToken cancellationToken = default)
-    {
-        while (true)
-        {
-            var result = await input.ReadAsync(cancellationToken);
-            var buffer = result.Buffer;
-            var length = (int)Math.Min(buffer.Length, Preface.Length);
-            var matches = Matches(buffer.Slice(0, length));
-            if (!matches || length == Preface.Length || result.IsCompleted || result.IsCanceled)
-            {
-                // Examined, not consumed: the next reader sees the same bytes.
-                input.AdvanceTo(buffer.Start, buffer.Start);
-                return matches && length == Preface.Length;
-            }
-
-            input.AdvanceTo(buffer.Start, buffer.End);
-        }
-    }
-
-    private static bool Matches(ReadOnlySequence<byte> head)
-    {
-        Span<byte> bytes = stackalloc byte[Preface.Length];
-        head.CopyTo(bytes);
-        return bytes[..(int)head.Length].SequenceEqual(Preface.AsSpan(0, (int)head.Length));
     }
 
     private async Task RelayAsync(ConnectionContext context)

@@ -206,8 +206,9 @@ public static class ServerHost
 
         var app = builder.Build();
         app.Use(RoutePorts(listeners));
-        app.MapReplication(listeners);
-        app.MapLeaseForwarding(context => listeners.Kinds.TryGetValue(context.Connection.LocalPort, out var kind) && kind == PortKind.Peer);
+        bool IsPeerConnection(HttpContext context) => listeners.Kinds.TryGetValue(context.Connection.LocalPort, out var kind) && kind == PortKind.Peer;
+        app.MapReplication(IsPeerConnection);
+        app.MapLeaseForwarding(IsPeerConnection);
         app.MapGrpcService<KvService>();
         app.MapGrpcService<WatchService>();
         app.MapGrpcService<LeaseService>();

@@ -1,5 +1,4 @@
 using KvStore.Server.Apply;
-using KvStore.Server.Hosting;
 using Grpc.Core;
 using KvStore.Server.Node;
 using KvStore.Server.Replication;

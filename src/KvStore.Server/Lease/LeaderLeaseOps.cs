@@ -1,5 +1,4 @@
 using Etcdserverpb;
-using KvStore.Server.Api;
 using KvStore.Server.Node;
 using KvStore.Server.Replication;
 using Microsoft.Extensions.Logging;

@@ -1,7 +1,6 @@
 using Grpc.Core;
 using Grpc.Net.Client;
 using KvStore.Raft.Wire;
-using KvStore.Server.Api;
 using KvStore.Server.Node;
 using KvStore.Server.Peer;
 using KvStore.Server.Replication;

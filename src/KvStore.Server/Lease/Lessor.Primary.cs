@@ -1,6 +1,5 @@
 using Etcdserverpb;
 using Google.Protobuf;
-using KvStore.Server.Api;
 
 namespace KvStore.Server.Lease;
 

@@ -1,7 +1,6 @@
 using System.Buffers.Binary;
 using Etcdserverpb;
 using Google.Protobuf;
-using KvStore.Server.Api;
 using KvStore.Server.Apply;
 using KvStore.Storage.Mvcc;
 using Microsoft.Extensions.Logging;

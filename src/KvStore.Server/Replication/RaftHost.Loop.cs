@@ -1,7 +1,6 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using KvStore.Raft;
-using KvStore.Server.Api;
 using KvStore.Server.Peer;
 
 namespace KvStore.Server.Replication;

@@ -1,6 +1,5 @@
 using KvStore.Internal;
 using KvStore.Raft;
-using KvStore.Server.Api;
 using KvStore.Server.Identity;
 
 namespace KvStore.Server.Replication;

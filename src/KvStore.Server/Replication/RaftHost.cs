@@ -4,7 +4,6 @@ using System.Threading.Channels;
 using Google.Protobuf;
 using KvStore.Internal;
 using KvStore.Raft;
-using KvStore.Server.Api;
 using KvStore.Server.Apply;
 using KvStore.Server.Http;
 using KvStore.Server.Identity;

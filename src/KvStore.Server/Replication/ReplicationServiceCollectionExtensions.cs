@@ -1,7 +1,5 @@
 using System.Security.Cryptography.X509Certificates;
-using KvStore.Server.Api;
 using KvStore.Server.Apply;
-using KvStore.Server.Hosting;
 using KvStore.Server.Http;
 using KvStore.Server.Identity;
 using KvStore.Server.Lease;
@@ -9,6 +7,7 @@ using KvStore.Server.Node;
 using KvStore.Server.Options;
 using KvStore.Server.Peer;
 using KvStore.Server.Watch;
+using Microsoft.AspNetCore.Http;
 using KvStore.Storage.Mvcc;
 using KvStore.Storage.Raft;
 using KvStore.Storage.Wal;
@@ -80,11 +79,10 @@ public static class ReplicationServiceCollectionExtensions
     }
 
     /// <summary>Maps the peer services (raft transport, cluster info for joining members) on the peer listeners only.</summary>
-    public static void MapReplication(this IEndpointRouteBuilder endpoints, Listeners listeners)
+    public static void MapReplication(this IEndpointRouteBuilder endpoints, Func<HttpContext, bool> isPeerConnection)
     {
-        ArgumentNullException.ThrowIfNull(listeners);
-        endpoints.MapPeerTransport(context => listeners.Kinds.TryGetValue(context.Connection.LocalPort, out var kind) && kind == PortKind.Peer);
-        ClusterInfoService.MapClusterInfo(endpoints, context => listeners.Kinds.TryGetValue(context.Connection.LocalPort, out var kind) && kind == PortKind.Peer);
+        endpoints.MapPeerTransport(isPeerConnection);
+        ClusterInfoService.MapClusterInfo(endpoints, isPeerConnection);
     }
 
     /// <summary>The client side of peer TLS (null for plain-HTTP peer URLs).</summary>
@@ -103,7 +101,7 @@ public static class ReplicationServiceCollectionExtensions
             roots.ImportFromPemFile(options.PeerTls.TrustedCaFile);
         }
 
-        var policy = Hosting.Tls.TlsPolicy.From(options);
+        var policy = KvStore.Server.Hosting.Tls.TlsPolicy.From(options);
         return new PeerTlsOptions(certificate, roots) { Protocols = policy.Protocols, CipherSuites = policy.CipherSuitesPolicy };
     }
 }

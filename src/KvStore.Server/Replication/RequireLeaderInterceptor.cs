@@ -1,6 +1,5 @@
 using Grpc.Core;
 using Grpc.Core.Interceptors;
-using KvStore.Server.Api;
 using KvStore.Server.Node;
 
 namespace KvStore.Server.Replication;

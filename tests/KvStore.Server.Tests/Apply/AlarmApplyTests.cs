@@ -1,6 +1,5 @@
 using Etcdserverpb;
 using KvStore.Internal;
-using KvStore.Server.Api;
 using KvStore.Server.Apply;
 using KvStore.Storage.Mvcc;
 using Microsoft.Extensions.Logging.Abstractions;

@@ -81,11 +81,11 @@ public sealed class RangeTests : IDisposable
         old.Header.Revision.Should().Be(5, "the header carries the current revision");
 
         var (_, future) = KvStore.Server.Apply.RangeExecutor.Execute(_f.Store, new RangeRequest { Key = Bytes("a"), Revision = 6 });
-        future.Should().Be(KvStore.Server.Api.EtcdErrors.FutureRevision);
+        future.Should().Be(EtcdErrors.FutureRevision);
 
         _f.Apply(new KvStore.Internal.InternalRequest { Compaction = new CompactionRequest { Revision = 4 } }).Error.Should().BeNull();
         var (_, compacted) = KvStore.Server.Apply.RangeExecutor.Execute(_f.Store, new RangeRequest { Key = Bytes("a"), Revision = 3 });
-        compacted.Should().Be(KvStore.Server.Api.EtcdErrors.Compacted);
+        compacted.Should().Be(EtcdErrors.Compacted);
     }
 
     public void Dispose() => _f.Dispose();

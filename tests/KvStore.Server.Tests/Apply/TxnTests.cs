@@ -1,5 +1,4 @@
 using Etcdserverpb;
-using KvStore.Server.Api;
 using KvStore.Server.Apply;
 using static KvStore.Server.Tests.Apply.ApplierFixture;
 

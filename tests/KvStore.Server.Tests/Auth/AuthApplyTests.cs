@@ -1,7 +1,6 @@
 using Authpb;
 using Etcdserverpb;
 using KvStore.Internal;
-using KvStore.Server.Api;
 using KvStore.Server.Apply;
 using KvStore.Server.Auth;
 using KvStore.Server.Tests.Apply;

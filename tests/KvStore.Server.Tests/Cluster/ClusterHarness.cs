@@ -2,7 +2,6 @@ using System.Net;
 using System.Net.Sockets;
 using Google.Protobuf;
 using KvStore.Internal;
-using KvStore.Server.Api;
 using KvStore.Server.Apply;
 using KvStore.Server.Http;
 using KvStore.Server.Identity;

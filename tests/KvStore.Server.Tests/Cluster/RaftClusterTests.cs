@@ -107,7 +107,7 @@ public sealed class RaftClusterTests
         }
 
         // A second learner is refused, as etcd allows one at a time.
-        var refused = await Assert.ThrowsAsync<Api.EtcdException>(() =>
+        var refused = await Assert.ThrowsAsync<EtcdException>(() =>
             leader.Host.AddMemberAsync([$"http://127.0.0.1:{LoopbackPorts.TakeOne()}"], isLearner: true, CancellationToken.None));
         Assert.Equal("etcdserver: too many learner members in cluster", refused.Detail);
 
@@ -133,7 +133,7 @@ public sealed class RaftClusterTests
                     leader.Host.PromoteMemberAsync(added.Id, CancellationToken.None).GetAwaiter().GetResult();
                     return true;
                 }
-                catch (Api.EtcdException e) when (e.Detail.Contains("in sync", StringComparison.Ordinal))
+                catch (EtcdException e) when (e.Detail.Contains("in sync", StringComparison.Ordinal))
                 {
                     return false;
                 }

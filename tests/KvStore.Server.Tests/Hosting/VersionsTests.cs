@@ -1,4 +1,3 @@
-using KvStore.Server.Hosting;
 
 namespace KvStore.Server.Tests.Hosting;
 

@@ -15,7 +15,7 @@ public sealed class Http2AuthorityFilter(int headerTableSize)
     public ConnectionDelegate Middleware(ConnectionDelegate next) => async context =>
     {
         var transport = context.Transport;
-        if (!await Http1Forwarder.StartsWithPrefaceAsync(transport.Input))
+        if (!await Http2Preface.StartsWithAsync(transport.Input))
         {
             await next(context);
             return;

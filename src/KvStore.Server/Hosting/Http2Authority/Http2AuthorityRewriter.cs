@@ -28,7 +28,7 @@ internal sealed class Http2AuthorityRewriter : IDisposable
     private const byte FlagPriority = 0x20;
     private const int MaxBlockBytes = 4 * 1024 * 1024;
 
-    private static ReadOnlySpan<byte> Preface => "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8;
+    private static ReadOnlySpan<byte> Preface => Http2Preface.Bytes;
 
     private readonly HpackDecoder _decoder;
     private readonly byte[] _priority = new byte[5];

@@ -1,7 +1,7 @@
 using System.Reflection;
 using System.Runtime.InteropServices;
 
-namespace KvStore.Server.Hosting;
+namespace KvStore.Server.Contract;
 
 /// <summary>Version strings: ours (logs, --version) and the etcd API level we report to clients.</summary>
 public static class Versions

@@ -2,7 +2,7 @@ using Etcdserverpb;
 using KvStore.Server.Identity;
 using KvStore.Server.Node;
 
-namespace KvStore.Server.Api;
+namespace KvStore.Server.Contract;
 
 /// <summary>Fills etcd's ResponseHeader: cluster_id, member_id, raft_term and the revision the response reflects.</summary>
 public sealed class HeaderFactory

@@ -1,6 +1,6 @@
 using Grpc.Core;
 
-namespace KvStore.Server.Api;
+namespace KvStore.Server.Contract;
 
 /// <summary>
 /// An error etcd defines (status code + exact message). It is an <see cref="RpcException"/>, so a gRPC handler may

@@ -1,7 +1,7 @@
 using Grpc.Core;
 using KvStore.Storage.Mvcc;
 
-namespace KvStore.Server.Api;
+namespace KvStore.Server.Contract;
 
 /// <summary>
 /// etcd's client-visible errors: the gRPC status code and the exact message etcd sends (its rpctypes package).
