@@ -59,6 +59,7 @@ public static class ReplicationServiceCollectionExtensions
                 SnapshotDirectory = Path.Combine(memberDir, "snap", "incoming"),
                 MaxMessageBytes = Math.Max(16 << 20, 2 * options.GrpcMaxReceiveBytes),
                 Tls = PeerTls(options),
+                DropIncomingFrom = TestPeerFilter.FromEnvironment() is { } filter ? filter.DropsFrom : null,
             },
             sp => sp.GetRequiredService<RaftHost>());
         services.AddHostedService(sp => sp.GetRequiredService<RaftHost>());

@@ -7,11 +7,17 @@ namespace KvStore.Storage.Mvcc;
 public sealed partial class MvccStore
 {
     /// <summary>
-    /// After FasterKV recovered its last checkpoint: read the state record, rebuild the key index from the
+    /// After FasterKV recovered its last checkpoint: check its index against the log, read the state record, rebuild the key index from the
     /// revision records (in revision order), re-apply the last compaction to it, reload meta buckets.
     /// </summary>
     private void Recover()
     {
+        if (_backend.RecoveredFromCheckpoint)
+        {
+            // Before anything is read through the recovered index: it must agree with the log.
+            _backend.VerifyIndexAgainstLog(_writerSession);
+        }
+
         if (FasterBackend.TryRead(_writerSession, [StatePrefix], out var state))
         {
             if (state.Length != 28 || BinaryPrimitives.ReadUInt32LittleEndian(state.AsSpan(24)) != Crc32C.Compute(state.AsSpan(0, 24)))

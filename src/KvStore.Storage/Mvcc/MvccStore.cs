@@ -58,7 +58,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
         _options = options;
         _dataDirectory = Path.GetFullPath(options.DataDirectory);
         DurableDirectory.Create(_dataDirectory);
-        _backend = new FasterBackend(_dataDirectory, options.IndexBuckets, options.MemorySizeBits, options.PageSizeBits, options.SegmentSizeBits, logger);
+        _backend = new FasterBackend(_dataDirectory, options.IndexBuckets, options.MemorySizeBits, options.PageSizeBits, options.SegmentSizeBits, logger, options.WrapLogDevice);
         _writerSession = _backend.NewSession();
         _logCompactionMinBytes = options.LogCompactionMinBytes;
     }

@@ -90,4 +90,7 @@ public sealed class MvccStoreOptions
     /// exceeds both this many bytes and the estimated live footprint (default 16 MiB). <see cref="MvccStore.DefragmentAsync"/> always runs it.
     /// </summary>
     public long LogCompactionMinBytes { get; init; } = 16L << 20;
+
+    /// <summary>Tests only: wraps the FasterKV log device (power-cut simulation); null in the server.</summary>
+    internal Func<FASTER.core.IDevice, FASTER.core.IDevice>? WrapLogDevice { get; init; }
 }

@@ -20,7 +20,12 @@ internal sealed class WalPhysicalScan
     internal const long FirstAddress = 64;
     private const int CommitPayloadSize = 4 + 8 + 8 + 8 + 8 + 4 + 4;
 
+    /// <summary>The smallest unit a disk writes atomically; a larger physical sector tears into whole runs of these.</summary>
+    private const int TearSector = 512;
+
     private static readonly long PageSize = 1L << WriteAheadLog.PageSizeBits;
+
+    private long _breakRecordEnd = -1;
 
     private WalPhysicalScan()
     {
@@ -37,6 +42,27 @@ internal sealed class WalPhysicalScan
 
     /// <summary>Address of a checksum-valid record after <see cref="BreakAddress"/> (the damage is not a tail), or -1.</summary>
     public long ValidAfterBreak { get; private set; } = -1;
+
+    /// <summary>
+    /// Intact commit records after <see cref="BreakAddress"/>, counted up to 2. A power cut damages only writes that
+    /// were in flight, and a commit is acknowledged only once everything before it is written, so no commit after a
+    /// tear was acknowledged. One commit write is in flight at a time, and it may tear anywhere, including before its
+    /// own commit record, which can still reach the disk intact: one intact commit after the damage can be a torn last
+    /// write. Two or more mean the damage sits in data that a later completed commit had made durable: corruption.
+    /// </summary>
+    public int CommitsAfterBreak { get; private set; }
+
+    /// <summary>Whether the damaged record at <see cref="BreakAddress"/> holds a sector that was never written (see <see cref="LooksTorn"/>).</summary>
+    public bool BreakLooksTorn { get; private set; }
+
+    /// <summary>
+    /// True when the damage can only be a power cut's tear of the last write, which was never acknowledged: no
+    /// intact commit after it, or exactly one (the torn write's own) and the damaged record shows an unwritten sector.
+    /// </summary>
+    public bool DamageIsTornLastWrite => BreakAddress >= 0 && (CommitsAfterBreak == 0 || (CommitsAfterBreak == 1 && BreakLooksTorn));
+
+    /// <summary>Address of the first intact commit record after <see cref="BreakAddress"/>, or -1.</summary>
+    public long FirstCommitAfterBreak { get; private set; } = -1;
 
     /// <summary>End of the last intact commit record (FasterLog's durable point), or -1 when there is none.</summary>
     public long LastCommitEnd { get; private set; } = -1;
@@ -155,7 +181,7 @@ internal sealed class WalPhysicalScan
             {
                 if (!IsIntactCommit(payload, address + size, out var begin))
                 {
-                    Break(address, "commit record incomplete or fails its checksum");
+                    Break(address, "commit record incomplete or fails its checksum", address + size);
                     break;
                 }
 
@@ -166,7 +192,7 @@ internal sealed class WalPhysicalScan
             {
                 if (!WalRecordCodec.IsValid(payload))
                 {
-                    Break(address, "checksum mismatch");
+                    Break(address, "checksum mismatch", address + size);
                     break;
                 }
 
@@ -180,6 +206,8 @@ internal sealed class WalPhysicalScan
         if (BreakAddress >= 0)
         {
             ValidAfterBreak = FindValidRecord(reader, BreakAddress + 4);
+            CountIntactCommits(reader, BreakAddress + 4);
+            BreakLooksTorn = LooksTorn(reader, BreakAddress, Math.Min(_breakRecordEnd, DataEnd));
             if (ValidAfterBreak < 0 && BreakReason == "empty page before later data")
             {
                 // Zeros up to the end of the data with nothing valid in them: a plain end of log with junk after it.
@@ -211,10 +239,37 @@ internal sealed class WalPhysicalScan
         return true;
     }
 
-    private void Break(long address, string reason)
+    private void Break(long address, string reason, long recordEnd = -1)
     {
         BreakAddress = address;
         BreakReason = reason;
+        _breakRecordEnd = Math.Max(recordEnd, address + 1);
+    }
+
+    /// <summary>
+    /// Whether the damaged record shows what a torn write leaves: a disk writes whole sectors, and a sector of the
+    /// torn write that never reached the disk still holds what it held before, zeros (segments are never
+    /// preallocated or reused), or, for the sector the write began in, the durable bytes before the record and zeros
+    /// from the record on. So a run of zeros from the record's start to a sector boundary, or a whole zero sector
+    /// starting inside the record. A flipped or overwritten byte in written data shows neither.
+    /// </summary>
+    private static bool LooksTorn(SegmentReader reader, long recordStart, long recordEnd)
+    {
+        var firstBoundary = (recordStart | (TearSector - 1)) + 1;
+        if (reader.IsZero(recordStart, (int)(firstBoundary - recordStart)))
+        {
+            return true;
+        }
+
+        for (var sector = firstBoundary; sector < recordEnd; sector += TearSector)
+        {
+            if (reader.IsZero(sector, TearSector))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     private static long NextPage(long address) => (address | (PageSize - 1)) + 1;
@@ -249,6 +304,38 @@ internal sealed class WalPhysicalScan
 
         begin = b;
         return true;
+    }
+
+    /// <summary>
+    /// Counts (up to 2) intact commit records at any 4-byte aligned address from <paramref name="from"/> to the end of
+    /// the data. A commit record is a strong pattern: a fixed negative length, version 1, its own checksum, and an
+    /// until address equal to where the record ends.
+    /// </summary>
+    private void CountIntactCommits(SegmentReader reader, long from)
+    {
+        const int recordSize = 4 + CommitPayloadSize;
+        var address = (from + 3) & ~3L;
+        var header = new byte[4];
+        var payload = new byte[CommitPayloadSize];
+        while (address + recordSize <= DataEnd && CommitsAfterBreak < 2)
+        {
+            if ((address & (PageSize - 1)) + recordSize <= PageSize
+                && reader.Read(address, header)
+                && BinaryPrimitives.ReadInt32LittleEndian(header) == -CommitPayloadSize
+                && reader.Read(address + 4, payload)
+                && IsIntactCommit(payload, address + recordSize, out _))
+            {
+                if (CommitsAfterBreak++ == 0)
+                {
+                    FirstCommitAfterBreak = address;
+                }
+
+                address += recordSize;
+                continue;
+            }
+
+            address += 4;
+        }
     }
 
     /// <summary>
@@ -340,6 +427,20 @@ internal sealed class WalPhysicalScan
             }
 
             _valid = read;
+        }
+
+        /// <summary>Whether <paramref name="length"/> bytes from <paramref name="address"/> (within one page) are zero; bytes past a file's end count as zero.</summary>
+        public bool IsZero(long address, int length)
+        {
+            var page = address >> WriteAheadLog.PageSizeBits;
+            if (page != _page)
+            {
+                Load(page);
+            }
+
+            var offset = (int)(address & (PageSize - 1));
+            var present = Math.Clamp(_valid - offset, 0, length);
+            return present == 0 || !_buffer.AsSpan(offset, present).ContainsAnyExcept((byte)0);
         }
 
         /// <summary>Log address just past the last non-zero byte of the highest segment file that has data.</summary>

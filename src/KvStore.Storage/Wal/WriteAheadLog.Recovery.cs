@@ -130,7 +130,8 @@ public sealed partial class WriteAheadLog
     /// <summary>
     /// Repairs damage confined to the tail (found by <see cref="WalPhysicalScan"/> before FasterLog opened the files):
     /// keeps every checksum-valid record before the damage, from the begin address of the last intact commit, and
-    /// drops the rest. Also used when records were written after the last durable commit point (a page flush that a
+    /// drops the rest, valid records after the damage included: they belong to the write that tore, which was never
+    /// acknowledged, and keeping them would leave a gap in the log. Also used when records were written after the last durable commit point (a page flush that a
     /// commit did not follow): they are kept and committed, so later appends never leave stale bytes past the tail.
     /// </summary>
     private void RepairTail(WalPhysicalScan scan)
@@ -140,10 +141,12 @@ public sealed partial class WriteAheadLog
         if (scan.BreakAddress >= 0)
         {
             _logger.LogWarning(
-                "WAL torn tail in '{File}' at offset {Offset} ({Reason}) with nothing valid after it: dropping {Dropped} bytes up to offset {End}; keeping {Count} records (last intact commit ends at offset {CommitEnd}); repair synced",
+                "WAL torn tail in '{File}' at offset {Offset} ({Reason}), damage confined to the last write ({CommitsAfter} intact commit record after it, valid record after it at offset {ValidAfter}): dropping {Dropped} bytes up to offset {End}; keeping {Count} records (last intact commit ends at offset {CommitEnd}); repair synced",
                 FileOf(scan.BreakAddress),
                 OffsetOf(scan.BreakAddress),
                 scan.BreakReason,
+                scan.CommitsAfterBreak,
+                scan.ValidAfterBreak < 0 ? -1 : OffsetOf(scan.ValidAfterBreak),
                 scan.DataEnd - scan.BreakAddress,
                 OffsetOf(scan.DataEnd - 1) + 1,
                 kept.Count,

@@ -75,12 +75,13 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
 
             // Decide on the raw files before FasterLog recovers: its fast-commit recovery misreads a torn commit record.
             var scan = WalPhysicalScan.Run(full, LogFileName, SegmentSizeBits);
-            if (scan.ValidAfterBreak >= 0)
+            if (scan.BreakAddress >= 0 && !scan.DamageIsTornLastWrite)
             {
+                // Not a tear of the last, unacknowledged write: data that may have been acknowledged is unreadable.
                 throw new WalCorruptException(
                     wal.FileOf(scan.BreakAddress),
                     OffsetOf(scan.BreakAddress),
-                    $"{scan.BreakReason}, followed by a valid record at offset {OffsetOf(scan.ValidAfterBreak)} of '{wal.FileOf(scan.ValidAfterBreak)}'");
+                    $"{scan.BreakReason}, followed by an intact commit record at offset {OffsetOf(scan.FirstCommitAfterBreak)} of '{wal.FileOf(scan.FirstCommitAfterBreak)}'");
             }
 
             if (!scan.IsClean)

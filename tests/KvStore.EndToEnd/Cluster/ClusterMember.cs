@@ -77,6 +77,9 @@ public sealed class ClusterMember : IDisposable
     /// <summary>The member ID, learned from its Status once it has started (0 before).</summary>
     public ulong Id { get; set; }
 
+    /// <summary>Environment variables the process gets on top of the test's (kept across restarts).</summary>
+    public Dictionary<string, string> Environment { get; } = [];
+
     public string HexId => Id.ToString("x", CultureInfo.InvariantCulture);
 
     public int? Pid => _process is { HasExited: false } p ? p.Id : null;
@@ -161,6 +164,11 @@ public sealed class ClusterMember : IDisposable
         foreach (var key in psi.Environment.Keys.Where(k => k.StartsWith("ETCD", StringComparison.Ordinal)).ToList())
         {
             psi.Environment.Remove(key);
+        }
+
+        foreach (var (key, value) in Environment)
+        {
+            psi.Environment[key] = value;
         }
 
         AddLog($"### start {Name}: {psi.FileName} {string.Join(' ', psi.ArgumentList)}");

@@ -8,7 +8,8 @@ namespace KvStore.EndToEnd.Faults;
 /// <param name="Windows">All one-second windows of the run.</param>
 /// <param name="LongestOutageMs">The longest time without an acknowledged write, from the first one to the end of the run.</param>
 /// <param name="ResumeAfterLeaderKillMs">Per leader kill: time from the SIGKILL to the first acknowledged write sent after it.</param>
-public sealed record Availability(int WindowsWithWrite, int Windows, long LongestOutageMs, IReadOnlyList<long> ResumeAfterLeaderKillMs)
+/// <param name="ResumeAfterLeaderIsolationMs">The same per partition of the leader, from the cut.</param>
+public sealed record Availability(int WindowsWithWrite, int Windows, long LongestOutageMs, IReadOnlyList<long> ResumeAfterLeaderKillMs, IReadOnlyList<long> ResumeAfterLeaderIsolationMs)
 {
     public static Availability Measure(IReadOnlyList<KvOperation> ops, IReadOnlyList<FaultEvent> faults, long runEndUs)
     {
@@ -24,13 +25,15 @@ public sealed record Availability(int WindowsWithWrite, int Windows, long Longes
             last = Math.Max(last, t);
         }
 
-        var resume = faults.Where(f => f.Step.Kind == FaultKind.KillLeader)
+        List<long> ResumeAfter(FaultKind kind) => faults.Where(f => f.Step.Kind == kind)
             .Select(f => writes.Where(o => o.Invoked >= f.StartedUs).Select(o => o.Completed).DefaultIfEmpty(runEndUs).Min() - f.StartedUs)
             .Select(us => us / 1000).ToList();
-        return new Availability(withWrite, windows, longest / 1000, resume);
+        return new Availability(withWrite, windows, longest / 1000, ResumeAfter(FaultKind.KillLeader), ResumeAfter(FaultKind.IsolateLeader));
     }
 
     public override string ToString() =>
         $"writes acknowledged in {WindowsWithWrite}/{Windows} one-second windows ({100.0 * WindowsWithWrite / Windows:F0}%), " +
-        $"longest write outage {LongestOutageMs} ms, writes resumed after leader kills in [{string.Join(", ", ResumeAfterLeaderKillMs.Select(m => m.ToString(CultureInfo.InvariantCulture) + " ms"))}]";
+        $"longest write outage {LongestOutageMs} ms, writes resumed after leader kills in [{Ms(ResumeAfterLeaderKillMs)}], after leader partitions in [{Ms(ResumeAfterLeaderIsolationMs)}]";
+
+    private static string Ms(IReadOnlyList<long> values) => string.Join(", ", values.Select(m => m.ToString(CultureInfo.InvariantCulture) + " ms"));
 }

@@ -18,13 +18,25 @@ public enum FaultKind
 
     /// <summary>Maintenance.MoveLeader from the current leader to another member.</summary>
     MoveLeader,
+
+    /// <summary>Cut one member's peer traffic both ways (a minority partition) for a while, then heal.</summary>
+    IsolateMember,
+
+    /// <summary>Cut the current leader's peer traffic both ways for a while, then heal.</summary>
+    IsolateLeader,
+
+    /// <summary>One direction only: one follower stops receiving the leader's messages (it still reaches the leader).</summary>
+    LeaderOneWay,
+
+    /// <summary>SIGKILL a majority (two members of three) at once, restart both after a pause: no quorum meanwhile.</summary>
+    KillMajority,
 }
 
 /// <summary>One planned fault: what, on which member (an index; the leader is resolved when it runs), for how long, after how long a calm.</summary>
 public sealed record FaultStep(FaultKind Kind, int Target, TimeSpan CalmBefore, TimeSpan Duration)
 {
     public override string ToString() =>
-        $"{Kind}{(Kind is FaultKind.KillMember or FaultKind.PauseMember or FaultKind.MoveLeader ? $"(m{Target})" : string.Empty)} after {CalmBefore.TotalMilliseconds:F0} ms calm, for {Duration.TotalMilliseconds:F0} ms";
+        $"{Kind}{(Kind is FaultKind.KillMember or FaultKind.PauseMember or FaultKind.MoveLeader or FaultKind.IsolateMember or FaultKind.KillMajority or FaultKind.LeaderOneWay ? $"(m{Target})" : string.Empty)} after {CalmBefore.TotalMilliseconds:F0} ms calm, for {Duration.TotalMilliseconds:F0} ms";
 }
 
 /// <summary>A fault as it happened: when (µs since the run started), on whom, and how it went.</summary>
@@ -37,34 +49,42 @@ public sealed record FaultEvent(FaultStep Step, long StartedUs, long EndedUs, st
 /// <summary>
 /// Injects a seeded schedule of faults into a running cluster: the schedule (kinds, targets, pauses) is a function of
 /// the seed alone, so KVSTORE_FAULT_SEED reproduces it; which member leads when a leader fault fires depends on
-/// the run. Each fault ends with every member running again, so at most one member is down at any time and the
-/// cluster keeps its quorum.
+/// the run. Each fault ends with every member running and the network healed. Partitions go through the members'
+/// test-only peer filter (KVSTORE_TEST_PEER_DROP_FILE, see docs/testing.md): one file per member listing the
+/// members whose raft traffic it drops.
 /// </summary>
 public sealed class Nemesis
 {
     private readonly TestCluster _cluster;
     private readonly HistoryRecorder _clock;
+    private readonly IReadOnlyList<string> _dropFiles;
     private readonly List<FaultEvent> _events = [];
 
-    public Nemesis(TestCluster cluster, HistoryRecorder clock)
+    /// <param name="dropFiles">Per member (same order as the cluster's), the peer filter file its process reads.</param>
+    public Nemesis(TestCluster cluster, HistoryRecorder clock, IReadOnlyList<string> dropFiles)
     {
         _cluster = cluster;
         _clock = clock;
+        _dropFiles = dropFiles;
     }
 
     public IReadOnlyList<FaultEvent> Events => _events;
 
     /// <summary>
-    /// The schedule for a seed: <paramref name="count"/> faults over <paramref name="members"/> members. Every run of
-    /// four consecutive faults holds each kind once (in a seeded order), so even a short run tries them all.
+    /// The schedule for a seed: <paramref name="count"/> faults over <paramref name="members"/> members. The kinds
+    /// cycle so that every run of as many consecutive faults as there are kinds holds each kind once: the first
+    /// cycle in declaration order, starting four kinds further for each seed (seeds 1 and 2 with four faults each
+    /// try every kind), later cycles in a seeded order.
     /// </summary>
     public static IReadOnlyList<FaultStep> Plan(int seed, int count, int members)
     {
         var rng = new Random(seed);
-        var kinds = new List<FaultKind>();
+        var all = Enum.GetValues<FaultKind>();
+        var start = (int)((4L * (seed - 1)) % all.Length + all.Length) % all.Length;
+        var kinds = all.Skip(start).Concat(all.Take(start)).ToList();
         while (kinds.Count < count)
         {
-            kinds.AddRange(Enum.GetValues<FaultKind>().OrderBy(_ => rng.Next()).ToList());
+            kinds.AddRange([.. all.OrderBy(_ => rng.Next())]);
         }
 
         return [.. kinds.Take(count).Select(kind => new FaultStep(
@@ -84,7 +104,11 @@ public sealed class Nemesis
                 FaultKind.KillMember => await KillAndRestartAsync(_cluster.Members[step.Target], step.Duration),
                 FaultKind.KillLeader => await KillAndRestartAsync(await LeaderAsync(), step.Duration),
                 FaultKind.PauseMember => await PauseAsync(_cluster.Members[step.Target], step.Duration),
-                _ => await MoveLeaderAsync(step.Target),
+                FaultKind.MoveLeader => await MoveLeaderAsync(step.Target),
+                FaultKind.IsolateMember => await IsolateAsync(_cluster.Members[step.Target], step.Duration),
+                FaultKind.IsolateLeader => await IsolateAsync(await LeaderAsync(), step.Duration),
+                FaultKind.LeaderOneWay => await LeaderOneWayAsync(step.Target, step.Duration),
+                _ => await KillMajorityAsync(step.Target, step.Duration),
             };
             _events.Add(new FaultEvent(step, started, _clock.Now, member, note));
         }
@@ -116,6 +140,82 @@ public sealed class Nemesis
         }
 
         return (started, m.Name, string.Empty);
+    }
+
+    /// <summary>Cuts <paramref name="m"/> off from every other member both ways, then heals after <paramref name="cut"/>.</summary>
+    private async Task<(long, string, string)> IsolateAsync(ClusterMember m, TimeSpan cut)
+    {
+        var others = _cluster.Members.Where(o => o != m).ToList();
+        var started = _clock.Now;
+        try
+        {
+            Drop(m, others);
+            foreach (var o in others)
+            {
+                Drop(o, [m]);
+            }
+
+            await Task.Delay(cut);
+        }
+        finally
+        {
+            Heal();
+        }
+
+        return (started, m.Name, string.Empty);
+    }
+
+    /// <summary>Member <paramref name="target"/> (or the next one when it leads) stops hearing the leader for a while.</summary>
+    private async Task<(long, string, string)> LeaderOneWayAsync(int target, TimeSpan cut)
+    {
+        var leader = await LeaderAsync();
+        var deaf = _cluster.Members[target] == leader ? _cluster.Members[(target + 1) % _cluster.Members.Count] : _cluster.Members[target];
+        var started = _clock.Now;
+        try
+        {
+            Drop(deaf, [leader]);
+            await Task.Delay(cut);
+        }
+        finally
+        {
+            Heal();
+        }
+
+        return (started, $"{leader.Name}-x->{deaf.Name}", string.Empty);
+    }
+
+    /// <summary>SIGKILLs member <paramref name="target"/> and the next one together, restarts both after <paramref name="down"/>.</summary>
+    private async Task<(long, string, string)> KillMajorityAsync(int target, TimeSpan down)
+    {
+        var victims = Enumerable.Range(0, (_cluster.Members.Count / 2) + 1).Select(k => _cluster.Members[(target + k) % _cluster.Members.Count]).ToList();
+        var started = _clock.Now;
+        foreach (var v in victims)
+        {
+            v.Kill();
+        }
+
+        await Task.Delay(down);
+        await Task.WhenAll(victims.Select(v => _cluster.RestartAsync(v)));
+        return (started, string.Join("+", victims.Select(v => v.Name)), string.Empty);
+    }
+
+    private void Drop(ClusterMember at, IEnumerable<ClusterMember> from) =>
+        WriteAtomically(_dropFiles[_cluster.Members.ToList().IndexOf(at)], string.Join('\n', from.Select(f => f.HexId)));
+
+    private void Heal()
+    {
+        foreach (var file in _dropFiles)
+        {
+            WriteAtomically(file, string.Empty);
+        }
+    }
+
+    /// <summary>Replaces the file in one rename, so a member never reads it half written.</summary>
+    private static void WriteAtomically(string path, string text)
+    {
+        var tmp = path + ".tmp";
+        File.WriteAllText(tmp, text + "\n");
+        File.Move(tmp, path, overwrite: true);
     }
 
     /// <summary>Moves leadership to member <paramref name="target"/>, or to the next one when it already leads; a refusal is noted, not fatal.</summary>

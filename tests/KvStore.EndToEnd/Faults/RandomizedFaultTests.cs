@@ -10,7 +10,8 @@ namespace KvStore.EndToEnd.Faults;
 
 /// <summary>
 /// A 3-member cluster of real processes under concurrent clients while a seeded nemesis kills members, kills the
-/// leader, pauses members and moves leadership. Afterwards: the history is linearizable, the members converge,
+/// leader, kills a majority, pauses members, moves leadership and partitions peer traffic (one member, the
+/// leader, one direction). Afterwards: the history is linearizable, the members converge,
 /// every acknowledged write is in the store's history at its revision, and every watch saw the history exactly.
 /// </summary>
 /// <remarks>
@@ -51,9 +52,14 @@ public sealed class RandomizedFaultTests(ITestOutputHelper output)
     {
         var plan = Nemesis.Plan(seed, Steps, Members);
         output.WriteLine($"seed {seed} (KVSTORE_FAULT_SEED={seed} KVSTORE_FAULT_STEPS={plan.Count} reproduces this schedule): {string.Join("; ", plan)}");
-        await using var c = await TestCluster.StartAsync(output, Members);
+        // Each member drops the raft traffic of the members listed in its file (a test-only filter; see docs/testing.md).
+        var dropDir = Directory.CreateTempSubdirectory("kvstore-peer-drop-");
+        var dropFiles = Enumerable.Range(0, Members).Select(i => Path.Combine(dropDir.FullName, $"m{i}")).ToList();
+        await using var c = await TestCluster.StartAsync(
+            output, Members, memberEnvironment: i => new Dictionary<string, string> { ["KVSTORE_TEST_PEER_DROP_FILE"] = dropFiles[i] });
+        using var removeDropDir = new DeleteOnDispose(dropDir.FullName);
         var history = new HistoryRecorder();
-        var nemesis = new Nemesis(c, history);
+        var nemesis = new Nemesis(c, history, dropFiles);
         using var channels = new WorkloadChannels(c.Members);
         var watchers = c.Members.Select(m => new WatchRecorder(m, channels)).ToList();
 
@@ -193,6 +199,11 @@ public sealed class RandomizedFaultTests(ITestOutputHelper output)
 
     private static string Summarize(IReadOnlyList<KvOperation> ops) =>
         string.Join(", ", ops.GroupBy(o => (o.Kind, o.Outcome)).OrderBy(g => g.Key).Select(g => $"{g.Key.Kind} {g.Key.Outcome.ToString().ToLowerInvariant()} {g.Count()}"));
+
+    private sealed class DeleteOnDispose(string directory) : IDisposable
+    {
+        public void Dispose() => Directory.Delete(directory, recursive: true);
+    }
 
     /// <summary>What every failure message carries: the seed, the plan, the faults as they happened, and a slice of the history.</summary>
     private sealed record FailureContext(int Seed, IReadOnlyList<FaultStep> Plan, IReadOnlyList<FaultEvent> Faults, IReadOnlyList<KvOperation> Ops)

@@ -21,6 +21,7 @@ public sealed class PowerLossDevice : StorageDeviceBase
     private readonly HashSet<long> _inFlight = [];
     private long _nextWrite;
     private bool _cut;
+    private bool _freeze;
     private int _pendingInner;
     private TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -61,11 +62,19 @@ public sealed class PowerLossDevice : StorageDeviceBase
     }
 
     /// <summary>From now on nothing more reaches the disk; in-flight writes fail.</summary>
-    public void CutPower()
+    public void CutPower() => CutPower(freeze: false);
+
+    /// <summary>
+    /// From now on nothing more reaches the disk. Without <paramref name="freeze"/>, in-flight and later writes fail
+    /// with EIO; with it they never complete at all, as for a process that died with the machine (FasterKV waits for
+    /// a failed flush forever, so its owner is abandoned rather than closed).
+    /// </summary>
+    public void CutPower(bool freeze)
     {
         lock (_lock)
         {
             _cut = true;
+            _freeze = freeze;
         }
     }
 
@@ -116,7 +125,11 @@ public sealed class PowerLossDevice : StorageDeviceBase
         {
             if (_cut)
             {
-                callback(5, 0, context); // EIO: the machine is off
+                if (!_freeze)
+                {
+                    callback(5, 0, context); // EIO: the machine is off
+                }
+
                 return;
             }
 
@@ -132,10 +145,12 @@ public sealed class PowerLossDevice : StorageDeviceBase
         _inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, (error, bytes, ctx) =>
         {
             bool report;
+            bool silent;
             TaskCompletionSource? drained = null;
             lock (_lock)
             {
                 report = !_cut;
+                silent = _cut && _freeze;
                 _inFlight.Remove(id);
                 if (report)
                 {
@@ -149,7 +164,11 @@ public sealed class PowerLossDevice : StorageDeviceBase
                 }
             }
 
-            callback(report ? error : 5, report ? bytes : 0, ctx);
+            if (!silent)
+            {
+                callback(report ? error : 5, report ? bytes : 0, ctx);
+            }
+
             drained?.TrySetResult();
         }, context);
     }

@@ -133,14 +133,28 @@ public sealed class WriteAheadLogTests : IDisposable
     }
 
     [Fact]
-    public async Task Corrupt_last_record_is_treated_as_torn_tail()
+    public async Task Torn_last_record_is_treated_as_torn_tail()
     {
         await WriteAsync(Entry(1, 1, "first-record"), Entry(2, 1, "second-record"));
-        FlipByte(IndexOf(File.ReadAllBytes(SegmentFile()), "second-record") + 2);
+
+        // A sector of the last write that never reached the disk: zeros from the record's header to the sector's end.
+        var header = IndexOf(File.ReadAllBytes(SegmentFile()), "second-record") - WalRecordCodec.EntryHeaderSize - 4;
+        ZeroToSectorEnd(header);
 
         Describe(Reopen()).Should().Equal("1/1:first-record");
         await WriteAsync(Entry(2, 2, "fresh"));
         Describe(Reopen()).Should().Equal("1/1:first-record", "2/2:fresh");
+    }
+
+    [Fact]
+    public async Task Flipped_byte_in_the_last_synced_record_is_refused_not_dropped()
+    {
+        // A flip is no tear (a disk writes whole sectors): the commit after the record was acknowledged.
+        await WriteAsync(Entry(1, 1, "first-record"), Entry(2, 1, "second-record"));
+        FlipByte(IndexOf(File.ReadAllBytes(SegmentFile()), "second-record") + 2);
+
+        var open = () => WriteAheadLog.Open(WalDir, NullLogger.Instance);
+        open.Should().Throw<WalCorruptException>().Which.FilePath.Should().Be(SegmentFile());
     }
 
     [Fact]
@@ -254,6 +268,13 @@ public sealed class WriteAheadLogTests : IDisposable
     }
 
     private string SegmentFile() => Path.Combine(WalDir, "wal.log.0");
+
+    private void ZeroToSectorEnd(long offset)
+    {
+        using var fs = new FileStream(SegmentFile(), FileMode.Open);
+        fs.Position = offset;
+        fs.Write(new byte[(int)(((offset | 511) + 1) - offset)]);
+    }
 
     private void FlipByte(long offset)
     {
