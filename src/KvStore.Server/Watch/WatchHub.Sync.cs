@@ -41,7 +41,8 @@ public sealed partial class WatchHub
             long start;
             lock (_lock)
             {
-                if (watcher.Group != WatcherGroup.Unsynced)
+                // A stream that is not reading would refuse the events: read nothing for it until it drains.
+                if (watcher.Group != WatcherGroup.Unsynced || watcher.Stream.IsFull(Options))
                 {
                     continue;
                 }
@@ -101,7 +102,7 @@ public sealed partial class WatchHub
                 var wanted = watcher.Filter(events!);
                 if (wanted.Count > 0)
                 {
-                    if (!watcher.Stream.TryQueueEvents(watcher, next - 1, wanted, Options.StreamBufferSize))
+                    if (!watcher.Stream.TryQueueEvents(watcher, next - 1, wanted, Options))
                     {
                         continue; // still full; try again next pass
                     }
@@ -165,7 +166,19 @@ public sealed partial class WatchHub
             return (null, 0);
         }
 
-        if (events.Count < Options.MaxEventsPerSync)
+        // Cut at the stream's byte budget too: the revision that crosses it is the first one left for the next pass.
+        var bytes = 0L;
+        for (var i = 0; i < events.Count; i++)
+        {
+            bytes += WatchSession.EventBytes(events[i]);
+            if (bytes > Options.StreamBufferBytes)
+            {
+                events = [.. events.Take(i + 1)];
+                break;
+            }
+        }
+
+        if (events.Count < Options.MaxEventsPerSync && bytes <= Options.StreamBufferBytes)
         {
             return (events, toRevision + 1);
         }

@@ -109,7 +109,7 @@ public sealed partial class WatchHub : IWatchEventSink, IDisposable
                     continue;
                 }
 
-                if (watcher.Stream.TryQueueEvents(watcher, revision, wanted, Options.StreamBufferSize))
+                if (watcher.Stream.TryQueueEvents(watcher, revision, wanted, Options))
                 {
                     watcher.MinRevision = revision + 1;
                     watcher.ProgressDue = false;
@@ -264,7 +264,8 @@ public sealed partial class WatchHub : IWatchEventSink, IDisposable
                     continue;
                 }
 
-                if (watcher.ProgressDue && watcher.Group == WatcherGroup.Synced)
+                // A stream that is not reading gets no more progress responses (etcd drops them on a full channel).
+                if (watcher.ProgressDue && watcher.Group == WatcherGroup.Synced && stream.QueuedControls < Options.StreamBufferSize)
                 {
                     stream.QueueControl(new WatchResponse { WatchId = watcher.Id }, Revision);
                 }

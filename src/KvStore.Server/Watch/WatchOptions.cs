@@ -9,6 +9,14 @@ public sealed class WatchOptions
     /// </summary>
     public int StreamBufferSize { get; set; } = 128;
 
+    /// <summary>
+    /// Bytes (keys and values, plus a fixed overhead per event) of event responses a stream may have queued but not yet
+    /// written. A response is queued only while the stream holds less than this, so a stream that stops reading holds
+    /// at most this much plus one response; its watchers drop to the unsynced group and are caught up from the store
+    /// once it reads again. Catch-up reads are cut (at whole revisions) to this size too.
+    /// </summary>
+    public long StreamBufferBytes { get; set; } = 8 * 1024 * 1024;
+
     /// <summary>How often watchers with progress_notify get an empty response when idle (etcd: 10 minutes).</summary>
     public TimeSpan ProgressNotifyInterval { get; set; } = TimeSpan.FromMinutes(10);
 

@@ -16,6 +16,8 @@ public sealed class WatchSession : IDisposable
     private readonly Channel<StreamItem> _queue = Channel.CreateUnbounded<StreamItem>(
         new UnboundedChannelOptions { SingleReader = true, SingleWriter = false });
     private int _queuedEvents;
+    private long _queuedBytes;
+    private int _queuedControls;
     private int _disposed;
 
     internal WatchSession(WatchHub hub)
@@ -35,6 +37,12 @@ public sealed class WatchSession : IDisposable
     /// <summary>Event responses queued and not yet written.</summary>
     internal int QueuedEvents => Volatile.Read(ref _queuedEvents);
 
+    /// <summary>Approximate bytes of the event responses queued and not yet written (<see cref="EventBytes"/>).</summary>
+    internal long QueuedBytes => Interlocked.Read(ref _queuedBytes);
+
+    /// <summary>Control responses queued and not yet written.</summary>
+    internal int QueuedControls => Volatile.Read(ref _queuedControls);
+
     /// <summary>Handles a WatchCreateRequest: queues the created (or refused) response, then the watcher's events.</summary>
     public void Create(WatchCreateRequest request) => _hub.Create(this, request);
 
@@ -48,26 +56,57 @@ public sealed class WatchSession : IDisposable
     /// <summary>Handles a WatchProgressRequest (etcd 3.5 semantics: answered once every watcher is synced).</summary>
     public void RequestProgress() => _hub.RequestProgress(this);
 
-    /// <summary>Queues an event response unless <paramref name="capacity"/> event responses are already waiting.</summary>
-    internal bool TryQueueEvents(Watcher watcher, long revision, IReadOnlyList<MvccEvent> events, int capacity)
+    /// <summary>
+    /// True when no event response may be queued now: <see cref="WatchOptions.StreamBufferSize"/> responses or
+    /// <see cref="WatchOptions.StreamBufferBytes"/> bytes are waiting to be written.
+    /// </summary>
+    internal bool IsFull(WatchOptions options) =>
+        QueuedEvents >= options.StreamBufferSize || QueuedBytes >= options.StreamBufferBytes;
+
+    /// <summary>
+    /// Queues an event response unless the stream is full (<see cref="IsFull"/>). Called under the hub's lock, which
+    /// makes the check and the enqueue one step; the send loop only ever lowers the counters.
+    /// </summary>
+    internal bool TryQueueEvents(Watcher watcher, long revision, IReadOnlyList<MvccEvent> events, WatchOptions options)
     {
-        if (Interlocked.Increment(ref _queuedEvents) > capacity)
+        if (IsFull(options))
         {
-            Interlocked.Decrement(ref _queuedEvents);
             return false;
         }
 
-        if (!_queue.Writer.TryWrite(new EventsItem(watcher, revision, events, 0)))
+        var bytes = EventBytes(events);
+        if (!_queue.Writer.TryWrite(new EventsItem(watcher, revision, events, bytes)))
         {
-            Interlocked.Decrement(ref _queuedEvents);
             return false;
         }
 
+        Interlocked.Increment(ref _queuedEvents);
+        Interlocked.Add(ref _queuedBytes, bytes);
         return true;
     }
 
+    /// <summary>What a list of events counts against <see cref="WatchOptions.StreamBufferBytes"/>: keys, values, 64 bytes each.</summary>
+    internal static long EventBytes(IReadOnlyList<MvccEvent> events)
+    {
+        long bytes = 0;
+        foreach (var e in events)
+        {
+            bytes += EventBytes(e);
+        }
+
+        return bytes;
+    }
+
+    internal static long EventBytes(MvccEvent e) => 64 + e.Kv.Key.Length + (e.Kv.Value?.Length ?? 0);
+
     /// <summary>Queues a control response (created, cancelled, compacted, progress); never refused while open.</summary>
-    internal void QueueControl(WatchResponse response, long revision) => _queue.Writer.TryWrite(new ControlItem(response, revision));
+    internal void QueueControl(WatchResponse response, long revision)
+    {
+        if (_queue.Writer.TryWrite(new ControlItem(response, revision)))
+        {
+            Interlocked.Increment(ref _queuedControls);
+        }
+    }
 
     /// <summary>
     /// Writes queued responses to the client until cancelled: fills headers, adds prev_kv (read at mod_revision - 1),
@@ -97,10 +136,12 @@ public sealed class WatchSession : IDisposable
                 case ControlItem control:
                     control.Response.Header = header(control.Revision);
                     await write(control.Response).ConfigureAwait(false);
+                    Interlocked.Decrement(ref _queuedControls);
                     break;
                 case EventsItem events:
                     await WriteEventsAsync(events, write, header).ConfigureAwait(false);
                     Interlocked.Decrement(ref _queuedEvents);
+                    Interlocked.Add(ref _queuedBytes, -events.Bytes);
                     break;
             }
         }
@@ -186,7 +227,7 @@ public sealed class WatchSession : IDisposable
 
     private abstract record StreamItem;
 
-    private sealed record EventsItem(Watcher Watcher, long Revision, IReadOnlyList<MvccEvent> Events, long CompactRevision) : StreamItem;
+    private sealed record EventsItem(Watcher Watcher, long Revision, IReadOnlyList<MvccEvent> Events, long Bytes) : StreamItem;
 
     private sealed record ControlItem(WatchResponse Response, long Revision) : StreamItem;
 }

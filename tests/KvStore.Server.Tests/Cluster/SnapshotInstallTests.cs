@@ -24,7 +24,7 @@ namespace KvStore.Server.Tests.Cluster;
 /// lessor and the watch hub): a member that was down while the log was compacted past it catches up from a snapshot,
 /// installed into the same store instance the services read, with leases and watches rebuilt from it.
 /// </summary>
-public sealed class SnapshotInstallTests
+public sealed partial class SnapshotInstallTests
 {
     [Fact]
     public async Task A_restarted_member_behind_the_compacted_log_installs_a_snapshot_its_services_see()
@@ -183,7 +183,8 @@ public sealed class SnapshotInstallTests
 
         public Node.NodeState State { get; }
 
-        public static async Task<FullServer> StartAsync(string root, int i, int peerPort, int clientPort, string initialCluster)
+        /// <summary><paramref name="advertisedPeerPort"/>: where the others reach this member (a gate in front of its peer port).</summary>
+        public static async Task<FullServer> StartAsync(string root, int i, int peerPort, int clientPort, string initialCluster, int? advertisedPeerPort = null)
         {
             var options = new ServerOptions
             {
@@ -198,7 +199,7 @@ public sealed class SnapshotInstallTests
                 ListenClientUrls = [new Uri($"http://127.0.0.1:{clientPort}")],
                 AdvertiseClientUrls = [new Uri($"http://127.0.0.1:{clientPort}")],
                 ListenPeerUrls = [new Uri($"http://127.0.0.1:{peerPort}")],
-                InitialAdvertisePeerUrls = [new Uri($"http://127.0.0.1:{peerPort}")],
+                InitialAdvertisePeerUrls = [new Uri($"http://127.0.0.1:{advertisedPeerPort ?? peerPort}")],
             };
             var identity = MemberIdentity.FromOptions(options);
             var memberDir = Path.Combine(options.EffectiveDataDir, "member");
