@@ -330,6 +330,21 @@ public static class FlagParser
             throw new OptionsException("--peer-client-cert-auth requires --peer-trusted-ca-file");
         }
 
+        if ((options.ClientTls.ClientCertFile.Length == 0) != (options.ClientTls.ClientKeyFile.Length == 0))
+        {
+            throw new OptionsException("--client-cert-file and --client-key-file must be given together");
+        }
+
+        if ((options.PeerTls.ClientCertFile.Length == 0) != (options.PeerTls.ClientKeyFile.Length == 0))
+        {
+            throw new OptionsException("--peer-client-cert-file and --peer-client-key-file must be given together");
+        }
+
+        if (options.ClientTls.AllowedHostname.Length > 0 && !options.ClientTls.ClientCertAuth)
+        {
+            throw new OptionsException("--client-cert-allowed-hostname requires --client-cert-auth (it restricts which client certificates are accepted)");
+        }
+
         var cluster = InitialCluster.Parse(options.InitialCluster);
         if (!cluster.TryGetValue(options.Name, out var ownUrls))
         {
