@@ -51,8 +51,9 @@ public static class ServerHost
             // A first start creates data-dir/member: its entry in the data dir must be synced, or a power cut loses the member.
             DurableDirectory.Create(memberDir);
             dataDirLock = LockDataDir(memberDir);
+            Tls.AutoTls.Apply(options, logger);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or OptionsException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or OptionsException or System.Security.Cryptography.CryptographicException)
         {
             await Console.Error.WriteLineAsync($"cannot use data directory {options.EffectiveDataDir}: {e.Message}");
             return 1;

@@ -306,7 +306,7 @@ public static class FlagParser
 
         foreach (var url in options.ListenClientUrls.Concat(options.ListenMetricsUrls))
         {
-            if (url.Scheme == "https" && !options.ClientTls.Enabled)
+            if (url.Scheme == "https" && !options.ClientTls.Enabled && !options.ClientTls.AutoTls)
             {
                 throw new OptionsException($"TLS key/cert (--cert-file, --key-file) must be provided for client url {UrlText(url)} with HTTPS scheme");
             }
@@ -314,7 +314,7 @@ public static class FlagParser
 
         foreach (var url in options.ListenPeerUrls)
         {
-            if (url.Scheme == "https" && !options.PeerTls.Enabled)
+            if (url.Scheme == "https" && !options.PeerTls.Enabled && !options.PeerTls.AutoTls)
             {
                 throw new OptionsException($"TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url {UrlText(url)} with HTTPS scheme");
             }

@@ -112,6 +112,9 @@ public sealed class ServerOptions
 
     public TlsOptions PeerTls { get; set; } = new();
 
+    /// <summary>--self-signed-cert-validity: years the --auto-tls / --peer-auto-tls certificates are valid.</summary>
+    public ulong SelfSignedCertValidityYears { get; set; } = 1;
+
     /// <summary>Non-fatal remarks collected while parsing (unknown ETCD_* variables, no-effect flags); logged at start.</summary>
     public IList<string> Warnings { get; } = [];
 

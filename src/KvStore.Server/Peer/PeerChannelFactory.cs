@@ -49,6 +49,11 @@ internal static class PeerChannelFactory
         };
         ssl.RemoteCertificateValidationCallback = (_, certificate, chain, errors) =>
         {
+            if (tls.SkipVerification)
+            {
+                return certificate is not null;
+            }
+
             var roots = material.Current.Roots;
             if (roots.Count == 0)
             {

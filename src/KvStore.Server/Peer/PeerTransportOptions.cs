@@ -73,6 +73,9 @@ public sealed record PeerTlsOptions(KvStore.Server.Hosting.Tls.TlsMaterial Mater
     /// <summary>TLS versions for connections to peers (--tls-min-version/--tls-max-version); None = platform default.</summary>
     public System.Security.Authentication.SslProtocols Protocols { get; init; }
 
+    /// <summary>True with --peer-auto-tls: peers present self-signed certificates, which are not verified (as etcd).</summary>
+    public bool SkipVerification { get; init; }
+
     /// <summary>Cipher suites for connections to peers (--cipher-suites); null = platform default.</summary>
     public System.Net.Security.CipherSuitesPolicy? CipherSuites { get; init; }
 }

@@ -112,6 +112,6 @@ public static class ReplicationServiceCollectionExtensions
     {
         var policy = Hosting.Tls.TlsPolicy.From(options);
         var material = new Hosting.Tls.TlsMaterial(port.Outgoing(), name, logger ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
-        return new PeerTlsOptions(material) { Protocols = policy.Protocols, CipherSuites = policy.CipherSuitesPolicy };
+        return new PeerTlsOptions(material) { Protocols = policy.Protocols, CipherSuites = policy.CipherSuitesPolicy, SkipVerification = port.AutoTls };
     }
 }

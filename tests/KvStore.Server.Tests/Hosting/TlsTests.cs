@@ -149,7 +149,43 @@ public sealed class TlsTests : IDisposable
         (await HandshakeAsync(listener, outgoing)).Should().Be("CN=outgoing-2", "the rotated file is presented from the next connection on, without a restart");
     }
 
-    /// <summary>One TLS handshake over loopback: the listener's options against the outgoing side's; returns the client certificate the listener saw.</summary>
+    [Fact]
+    public async Task Auto_tls_makes_a_self_signed_certificate_in_fixtures_once_and_peers_accept_it_unverified()
+    {
+        const string Url = "https://127.0.0.1:2380";
+        var options = Parse(
+            "--data-dir=" + Path.Combine(_dir, "data"), "--listen-peer-urls=" + Url, "--initial-advertise-peer-urls=" + Url,
+            "--initial-cluster=default=" + Url, "--peer-auto-tls", "--auto-tls", "--self-signed-cert-validity=2",
+            "--listen-client-urls=https://localhost:2379", "--advertise-client-urls=https://localhost:2379");
+        AutoTls.Apply(options, NullLogger.Instance);
+        var peerCert = Path.Combine(_dir, "data", "fixtures", "peer", "cert.pem");
+        options.PeerTls.CertFile.Should().Be(peerCert);
+        options.ClientTls.CertFile.Should().Be(Path.Combine(_dir, "data", "fixtures", "client", "cert.pem"));
+        using var made = X509Certificate2.CreateFromPemFile(peerCert, options.PeerTls.KeyFile);
+        made.Subject.Should().Be("O=etcd");
+        made.NotAfter.Should().BeAfter(DateTime.UtcNow.AddYears(2).AddDays(-1)).And.BeBefore(DateTime.UtcNow.AddYears(2).AddDays(1));
+        made.MatchesHostname("127.0.0.1").Should().BeTrue();
+        X509Certificate2.CreateFromPemFile(options.ClientTls.CertFile, options.ClientTls.KeyFile).MatchesHostname("localhost").Should().BeTrue();
+        if (!OperatingSystem.IsWindows())
+        {
+            File.GetUnixFileMode(options.PeerTls.KeyFile).Should().Be(UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
+
+        var again = Parse("--data-dir=" + Path.Combine(_dir, "data"), "--peer-auto-tls", "--listen-peer-urls=" + Url, "--initial-advertise-peer-urls=" + Url, "--initial-cluster=default=" + Url);
+        AutoTls.Apply(again, NullLogger.Instance);
+        (await File.ReadAllTextAsync(again.PeerTls.CertFile)).Should().Be(made.ExportCertificatePem(), "a later start reuses the certificate");
+
+        var outgoing = KvStore.Server.Replication.ReplicationServiceCollectionExtensions.PeerTls(options)!;
+        outgoing.SkipVerification.Should().BeTrue("a self-signed peer certificate proves nothing to verify, as in etcd");
+        var listener = new ServerTls(options.PeerTls, TlsPolicy.From(options), "peer", NullLogger.Instance);
+        (await HandshakeAsync(listener, outgoing)).Should().Be("(no client certificate)", "the handshake completes against the self-signed listener without a CA");
+
+        var given = Parse("--peer-auto-tls", "--peer-cert-file=x.crt", "--peer-key-file=x.key");
+        AutoTls.Apply(given, NullLogger.Instance);
+        (given.PeerTls.CertFile, given.PeerTls.AutoTls).Should().Be(("x.crt", false), "given files win over auto TLS, as in etcd");
+    }
+
+    /// <summary>One TLS handshake over loopback: the listener's options against the outgoing side's; returns the client certificate the listener saw (if it asked for one).</summary>
     private static async Task<string> HandshakeAsync(ServerTls listener, KvStore.Server.Peer.PeerTlsOptions outgoing)
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
@@ -169,7 +205,7 @@ public sealed class TlsTests : IDisposable
             await Task.WhenAll(
                 serverStream.AuthenticateAsServerAsync(listener.Options("test"), timeout.Token),
                 clientStream.AuthenticateAsClientAsync(clientOptions, timeout.Token));
-            return serverStream.RemoteCertificate!.Subject;
+            return serverStream.RemoteCertificate?.Subject ?? "(no client certificate)";
         }
         finally
         {
