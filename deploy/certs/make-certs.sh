@@ -20,6 +20,13 @@
 #   OUTDIR/<member>/peer.crt peer.key      --peer-cert-file / --peer-key-file  (serverAuth + clientAuth)
 #   OUTDIR/client.crt client.key           etcdctl --cert / --key             (clientAuth)
 # and --trusted-ca-file / --peer-trusted-ca-file / etcdctl --cacert = OUTDIR/ca.crt.
+# The same material under the names of the common "etcd for Kubernetes" guides, for setups that expect them:
+#   OUTDIR/ca.pem                          a copy of ca.crt
+#   OUTDIR/kubernetes.pem kubernetes-key.pem  one certificate (CN=kubernetes, serverAuth + clientAuth) for every
+#                                          member's client and peer port and the API server's etcd client: its
+#                                          SANs are all members' names and addresses, localhost, 127.0.0.1, ::1 and
+#                                          the kubernetes.default service names. Members added by a later run are
+#                                          not in an existing kubernetes.pem: delete it to have it made again.
 #
 # Example: make-certs.sh -o /etc/kvstore/pki m0=10.0.0.10,kv0.example.com m1=10.0.0.11,kv1.example.com m2=10.0.0.12
 set -euo pipefail
@@ -58,9 +65,9 @@ sans() { # ADDR... -> subjectAltName value
   local IFS=,; echo "${list[*]}"
 }
 
-sign() { # NAME CN EKU SAN DIR
-  local name=$1 cn=$2 eku=$3 san=$4 dir=$5
-  if [ -e "$dir/$name.crt" ]; then echo "keeping existing $dir/$name.crt"; return; fi
+sign() { # CRT KEY CN EKU SAN
+  local crt=$1 key=$2 cn=$3 eku=$4 san=$5
+  if [ -e "$crt" ]; then echo "keeping existing $crt"; return; fi
   local ext; ext=$(mktemp); trap 'rm -f "$ext"' RETURN
   {
     echo "basicConstraints=critical,CA:FALSE"
@@ -70,12 +77,12 @@ sign() { # NAME CN EKU SAN DIR
     echo "authorityKeyIdentifier=keyid"
     [ -z "$san" ] || echo "subjectAltName=$san"
   } > "$ext"
-  newkey "$dir/$name.key"
-  openssl req -new -key "$dir/$name.key" -subj "/O=kvstore/CN=$cn" -out "$dir/$name.csr"
-  openssl x509 -req -in "$dir/$name.csr" -CA "$out/ca.crt" -CAkey "$out/ca.key" -CAcreateserial \
-    -days "$days" -sha256 -extfile "$ext" -out "$dir/$name.crt" 2>/dev/null
-  rm -f "$dir/$name.csr"
-  echo "wrote $dir/$name.crt (CN=$cn${san:+, $san})"
+  newkey "$key"
+  openssl req -new -key "$key" -subj "/O=kvstore/CN=$cn" -out "$crt.csr"
+  openssl x509 -req -in "$crt.csr" -CA "$out/ca.crt" -CAkey "$out/ca.key" -CAcreateserial \
+    -days "$days" -sha256 -extfile "$ext" -out "$crt" 2>/dev/null
+  rm -f "$crt.csr"
+  echo "wrote $crt (CN=$cn${san:+, $san})"
 }
 
 mkdir -p "$out"
@@ -90,16 +97,21 @@ else
   echo "wrote $out/ca.crt"
 fi
 
+all_addrs=()
 for spec in "$@"; do
   name=${spec%%=*}
   [[ $spec == *=* && -n $name && $name =~ ^[A-Za-z0-9._-]+$ ]] || { echo "make-certs.sh: bad member '$spec' (want NAME=ADDR[,ADDR...])" >&2; exit 2; }
   IFS=, read -r -a addrs <<< "${spec#*=}"
   [ ${#addrs[@]} -ge 1 ] || { echo "make-certs.sh: member $name has no address" >&2; exit 2; }
+  all_addrs+=("${addrs[@]}" "$name")
   mkdir -p "$out/$name"
-  sign server "$name" serverAuth,clientAuth "$(sans "${addrs[@]}" "$name" localhost 127.0.0.1 ::1)" "$out/$name"
-  sign peer "$name" serverAuth,clientAuth "$(sans "${addrs[@]}" "$name")" "$out/$name"
+  sign "$out/$name/server.crt" "$out/$name/server.key" "$name" serverAuth,clientAuth "$(sans "${addrs[@]}" "$name" localhost 127.0.0.1 ::1)"
+  sign "$out/$name/peer.crt" "$out/$name/peer.key" "$name" serverAuth,clientAuth "$(sans "${addrs[@]}" "$name")"
 done
-sign client "$client_cn" clientAuth "" "$out"
+sign "$out/client.crt" "$out/client.key" "$client_cn" clientAuth ""
+sign "$out/kubernetes.pem" "$out/kubernetes-key.pem" kubernetes serverAuth,clientAuth \
+  "$(sans "${all_addrs[@]}" localhost 127.0.0.1 ::1 kubernetes kubernetes.default kubernetes.default.svc kubernetes.default.svc.cluster.local)"
+cp "$out/ca.crt" "$out/ca.pem"
 chmod 644 "$out/ca.crt"
-find "$out" -name "*.crt" -exec chmod 644 {} +
+find "$out" \( -name "*.crt" -o -name "ca.pem" -o -name "kubernetes.pem" \) -exec chmod 644 {} +
 find "$out" -type d -exec chmod 755 {} +

@@ -44,6 +44,16 @@ public sealed class CertsAndTlsTests(ITestOutputHelper output) : IDisposable
         var clientEku = await ExtAsync(openssl, client, "extendedKeyUsage");
         clientEku.Should().Contain("TLS Web Client Authentication").And.NotContain("Server");
 
+        // The example names of the common Kubernetes guides: ca.pem and one kubernetes.pem for every member and port.
+        (await File.ReadAllBytesAsync(Path.Combine(_dir, "ca.pem"))).Should().Equal(await File.ReadAllBytesAsync(ca));
+        var kubernetes = Path.Combine(_dir, "kubernetes.pem");
+        (await Tools.RunAsync(openssl, ["verify", "-CAfile", Path.Combine(_dir, "ca.pem"), kubernetes])).Stdout.Should().Be($"{kubernetes}: OK\n");
+        (await PublicKeyAsync(openssl, kubernetes, "x509")).Should().Be(await PublicKeyAsync(openssl, Path.Combine(_dir, "kubernetes-key.pem"), "pkey"));
+        (await ExtAsync(openssl, kubernetes, "extendedKeyUsage")).Should().Contain("TLS Web Server Authentication").And.Contain("TLS Web Client Authentication");
+        (await ExtAsync(openssl, kubernetes, "subjectAltName")).Should()
+            .Contain("IP Address:10.0.0.10").And.Contain("DNS:kv0.example.com").And.Contain("IP Address:10.0.0.11")
+            .And.Contain("DNS:kv2.example.com").And.Contain("IP Address:127.0.0.1").And.Contain("DNS:kubernetes.default.svc.cluster.local");
+
         // Adding a member later reuses the CA and leaves existing files alone.
         var before = await File.ReadAllBytesAsync(Path.Combine(_dir, "m0", "server.crt"));
         var again = await MakeCertsAsync("m0=10.0.0.10", "m3=10.0.0.13");
@@ -62,12 +72,13 @@ public sealed class CertsAndTlsTests(ITestOutputHelper output) : IDisposable
     {
         var r = await MakeCertsAsync("e2e=127.0.0.1");
         r.ExitCode.Should().Be(0, r.ToString());
-        var m = Path.Combine(_dir, "e2e");
+
+        // The server with the guides' file names (the per-member server.crt serves the same way in the other tests).
         _server = new ServerProcess(
             extraArgs:
             [
-                "--cert-file", Path.Combine(m, "server.crt"), "--key-file", Path.Combine(m, "server.key"),
-                "--trusted-ca-file", Path.Combine(_dir, "ca.crt"), "--client-cert-auth",
+                "--cert-file", Path.Combine(_dir, "kubernetes.pem"), "--key-file", Path.Combine(_dir, "kubernetes-key.pem"),
+                "--trusted-ca-file", Path.Combine(_dir, "ca.pem"), "--client-cert-auth",
             ],
             scheme: "https")
         {

@@ -2,8 +2,8 @@ using System.Text.Json;
 
 namespace KvStore.EndToEnd;
 
-/// <summary>etcdctl 3.4 (Debian etcd-client) with ETCDCTL_API=3 against one server.</summary>
-public sealed class Etcdctl(ServerProcess server)
+/// <summary>etcdctl 3.4 (Debian etcd-client) with ETCDCTL_API=3 against one server, as <paramref name="user"/> ("name:password") when given.</summary>
+public sealed class Etcdctl(ServerProcess server, string? user = null)
 {
     private readonly string _path = Tools.Require("etcdctl", "etcd-client");
 
@@ -20,6 +20,11 @@ public sealed class Etcdctl(ServerProcess server)
                 "--cert", Path.Combine(dir, "client.crt"),
                 "--key", Path.Combine(dir, "client.key"),
             ]);
+        }
+
+        if (user is not null)
+        {
+            all.Add("--user=" + user);
         }
 
         all.AddRange(args);

@@ -7,7 +7,8 @@ namespace KvStore.EndToEnd;
 /// <summary>
 /// Backups in etcd's format, both ways, with real etcd 3.4 and etcdctl 3.4: a KvStore snapshot restored by etcdctl
 /// serves the same in etcd, an etcd snapshot restored by `kvstore snapshot restore` serves the same in KvStore (keys,
-/// revisions, lease IDs, the compaction point, HashKV at the same revision), and both tools report the same status.
+/// revisions, lease IDs, the compaction point, HashKV at the same revision, users, roles, permissions and auth
+/// enabled with the same passwords), and both tools report the same status.
 /// </summary>
 public sealed class SnapshotMigrationTests(ITestOutputHelper output) : IDisposable
 {
@@ -51,6 +52,52 @@ public sealed class SnapshotMigrationTests(ITestOutputHelper output) : IDisposab
         }
 
         return (compact, lease);
+    }
+
+    private const string Root = "root:rootpw";
+
+    /// <summary>Users, roles and permissions, then auth enabled: every later call needs credentials.</summary>
+    private static async Task PopulateAuthAsync(Etcdctl ctl)
+    {
+        foreach (var command in new[]
+        {
+            "user add root:rootpw", "role add root", "user grant-role root root",
+            "user add alice:alicepw", "user add bob:bobpw", "role add app", "role add audit",
+            "role grant-permission app readwrite /m/ --prefix", "role grant-permission app write /w",
+            "role grant-permission audit read /m/a /m/c", "user grant-role alice app", "user grant-role bob audit",
+            "auth enable",
+        })
+        {
+            await ctl.OkAsync(command);
+        }
+    }
+
+    /// <summary>The auth store as etcdctl shows it to root, and that it is enforced with the same passwords and rules.</summary>
+    private static async Task<string> AuthStateAsync(ServerProcess server)
+    {
+        var root = new Etcdctl(server, Root);
+        var lines = new List<string> { await root.OkAsync("user list"), await root.OkAsync("role list") };
+        foreach (var name in new[] { "root", "alice", "bob" })
+        {
+            lines.Add(await root.OkAsync($"user get {name}"));
+        }
+
+        foreach (var name in new[] { "root", "app", "audit" })
+        {
+            lines.Add(await root.OkAsync($"role get {name}"));
+        }
+
+        var anonymous = await new Etcdctl(server).RunAsync("get /m/a");
+        lines.Add($"anonymous get: exit {anonymous.ExitCode} {anonymous.Stderr.Contains("user name is empty", StringComparison.Ordinal)}");
+        var alice = new Etcdctl(server, "alice:alicepw");
+        lines.Add("alice get: " + await alice.OkAsync("get /m/a --print-value-only"));
+        var bob = new Etcdctl(server, "bob:bobpw");
+        lines.Add("bob get: " + await bob.OkAsync("get /m/a --print-value-only"));
+        var denied = await bob.RunAsync("put /m/a x");
+        lines.Add($"bob put: exit {denied.ExitCode} {denied.Stderr.Contains("permission denied", StringComparison.Ordinal)}");
+        var wrong = await new Etcdctl(server, "alice:wrong").RunAsync("get /m/a");
+        lines.Add($"wrong password: exit {wrong.ExitCode} {wrong.Stderr.Contains("authentication failed", StringComparison.Ordinal)}");
+        return string.Join('\n', lines);
     }
 
     /// <summary>What must survive a migration, read through etcdctl.</summary>
@@ -99,9 +146,11 @@ public sealed class SnapshotMigrationTests(ITestOutputHelper output) : IDisposab
     {
         var source = Server(ServerProcess.KvStorePath);
         await source.StartAsync();
-        var ctl = new Etcdctl(source);
-        var (compact, lease) = await PopulateAsync(ctl);
+        var (compact, lease) = await PopulateAsync(new Etcdctl(source));
+        await PopulateAuthAsync(new Etcdctl(source));
+        var ctl = new Etcdctl(source, Root);
         var before = await StateAsync(ctl, compact);
+        var authBefore = await AuthStateAsync(source);
         var file = await SaveSnapshotAsync(ctl, "kvstore.db");
         await AssertSameStatusAsync(file);
 
@@ -113,9 +162,11 @@ public sealed class SnapshotMigrationTests(ITestOutputHelper output) : IDisposab
         restore.ExitCode.Should().Be(0, restore.ToString());
         await target.StartAsync();
 
-        var after = await StateAsync(new Etcdctl(target), compact);
+        var after = await StateAsync(new Etcdctl(target, Root), compact);
         after.Should().Be(before);
         before.Should().Contain(lease);
+        (await AuthStateAsync(target)).Should().Be(authBefore);
+        authBefore.Should().Contain("anonymous get: exit 1 True").And.Contain("bob put: exit 1 True").And.Contain("Role app").And.Contain("[/m/a, /m/c)");
     }
 
     [Fact]
@@ -123,9 +174,11 @@ public sealed class SnapshotMigrationTests(ITestOutputHelper output) : IDisposab
     {
         var source = Server(_etcd);
         await source.StartAsync();
-        var ctl = new Etcdctl(source);
-        var (compact, lease) = await PopulateAsync(ctl);
+        var (compact, lease) = await PopulateAsync(new Etcdctl(source));
+        await PopulateAuthAsync(new Etcdctl(source));
+        var ctl = new Etcdctl(source, Root);
         var before = await StateAsync(ctl, compact);
+        var authBefore = await AuthStateAsync(source);
         var file = await SaveSnapshotAsync(ctl, "etcd.db");
         await AssertSameStatusAsync(file);
 
@@ -137,11 +190,13 @@ public sealed class SnapshotMigrationTests(ITestOutputHelper output) : IDisposab
         restore.ExitCode.Should().Be(0, restore.ToString());
         restore.Stdout.Should().Contain("1 leases");
         await target.StartAsync();
-        var targetCtl = new Etcdctl(target);
+        var targetCtl = new Etcdctl(target, Root);
 
         var after = await StateAsync(targetCtl, compact);
         after.Should().Be(before);
         before.Should().Contain(lease);
+        (await AuthStateAsync(target)).Should().Be(authBefore);
+        authBefore.Should().Contain("anonymous get: exit 1 True").And.Contain("bob put: exit 1 True").And.Contain("Role app").And.Contain("[/m/a, /m/c)");
         (await targetCtl.OkAsync($"lease timetolive {lease}")).Should().Contain("granted with TTL(600s)");
 
         // The restored member is a working cluster of its own: writes continue the revision sequence.

@@ -13,6 +13,7 @@ public static class AuthServiceCollectionExtensions
         ArgumentNullException.ThrowIfNull(options);
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton<AuthStore>();
+        services.AddSingleton<IMemberCredentials>(sp => sp.GetRequiredService<AuthStore>());
         services.AddSingleton(sp => CreateTokenProvider(options, sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<RequestAuthenticator>();
         services.AddSingleton<AdminOnlyInterceptor>();

@@ -14,7 +14,7 @@ namespace KvStore.Server.Auth;
 /// context carried in the entry, so every member decides alike; reads are checked by the serving member against the
 /// same state before it answers.
 /// </summary>
-public sealed partial class AuthStore
+public sealed partial class AuthStore : IMemberCredentials
 {
     /// <summary>Meta bucket of the enabled flag and the revision (etcd's "auth" bucket and keys).</summary>
     public const string AuthBucket = "auth";
@@ -101,13 +101,13 @@ public sealed partial class AuthStore
     /// <summary>True if <paramref name="name"/> is a user of the current state.</summary>
     public bool UserExists(string name) => _state.Users.ContainsKey(name);
 
-    /// <summary>Read permission on [key, rangeEnd); null = permitted. <paramref name="info"/> null = the member itself.</summary>
+    /// <summary>Read permission on [key, rangeEnd); null = permitted. <paramref name="info"/> null = auth was off when the caller was resolved.</summary>
     public EtcdError? CheckRange(AuthInfo? info, ReadOnlySpan<byte> key, ReadOnlySpan<byte> rangeEnd) =>
         Check(_state, info, key, rangeEnd, write: false);
 
     /// <summary>
-    /// Root rights (auth management, maintenance, membership): always when auth is off or for the member itself,
-    /// otherwise the user must hold the root role.
+    /// Root rights (auth management, maintenance, membership): always when auth is off (or was, when the caller was
+    /// resolved: <paramref name="info"/> null), otherwise the user must hold the root role.
     /// </summary>
     public EtcdError? CheckAdmin(AuthInfo? info) => CheckAdmin(_state, info);
 
@@ -143,9 +143,17 @@ public sealed partial class AuthStore
         };
     }
 
-    /// <summary>The auth context of an entry: null for one the member proposed itself (auth revision 0).</summary>
-    public static AuthInfo? FromHeader(KvStore.Internal.InternalRequestHeader? header) =>
-        header is null || header.AuthRevision == 0 ? null : new AuthInfo(header.Username, header.AuthRevision);
+    /// <summary>
+    /// The auth context of an entry, exactly as the proposer wrote it: no header, or one without a user, is a client
+    /// that sent no credentials (refused with "user name is empty" while auth is on). Nothing else about the entry
+    /// or this member widens what it may do.
+    /// </summary>
+    public static AuthInfo FromHeader(KvStore.Internal.InternalRequestHeader? header) =>
+        header is null ? AuthInfo.Anonymous : new AuthInfo(header.Username, header.AuthRevision);
+
+    /// <inheritdoc/>
+    public KvStore.Internal.InternalRequestHeader MemberHeader() =>
+        new() { Username = AuthState.RootUser, AuthRevision = _state.Revision };
 
     private static EtcdError? CheckAdmin(AuthState state, AuthInfo? info)
     {

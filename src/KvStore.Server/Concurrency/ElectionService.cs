@@ -1,6 +1,8 @@
 using Etcdserverpb;
 using Google.Protobuf;
 using Grpc.Core;
+using KvStore.Internal;
+using KvStore.Server.Auth;
 using V3electionpb;
 
 namespace KvStore.Server.Concurrency;
@@ -12,14 +14,14 @@ namespace KvStore.Server.Concurrency;
 /// key created before the candidate's is deleted. Proclaim and Resign act only while the leader key still has the
 /// create revision the caller was elected with ("election: not leader" otherwise for Proclaim).
 /// </summary>
-public sealed class ElectionService(LocalClient client) : V3electionpb.Election.ElectionBase
+public sealed class ElectionService(LocalClient client, RequestAuthenticator auth) : V3electionpb.Election.ElectionBase
 {
     /// <inheritdoc/>
     public override Task<CampaignResponse> Campaign(CampaignRequest request, ServerCallContext context)
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(context);
-        return ConcurrencyErrors.RelayAsync(() => CampaignAsync(request, context.CancellationToken));
+        return ConcurrencyErrors.RelayAsync(() => CampaignAsync(request, auth.Header(context), context.CancellationToken));
     }
 
     /// <inheritdoc/>
@@ -30,7 +32,7 @@ public sealed class ElectionService(LocalClient client) : V3electionpb.Election.
         return ConcurrencyErrors.RelayAsync(async () =>
         {
             var leader = request.Leader ?? throw ConcurrencyErrors.MissingLeaderKey.Exception();
-            var header = await ProclaimAsync(leader.Key, leader.Rev, leader.Lease, request.Value, context.CancellationToken).ConfigureAwait(false);
+            var header = await ProclaimAsync(leader.Key, leader.Rev, leader.Lease, request.Value, auth.Header(context), context.CancellationToken).ConfigureAwait(false);
             return new ProclaimResponse { Header = header };
         });
     }
@@ -43,7 +45,7 @@ public sealed class ElectionService(LocalClient client) : V3electionpb.Election.
         return ConcurrencyErrors.RelayAsync(async () =>
         {
             var leader = request.Leader ?? throw ConcurrencyErrors.MissingLeaderKey.Exception();
-            var header = await ResignAsync(leader.Key, leader.Rev, context.CancellationToken).ConfigureAwait(false);
+            var header = await ResignAsync(leader.Key, leader.Rev, auth.Header(context), context.CancellationToken).ConfigureAwait(false);
             return new ResignResponse { Header = header };
         });
     }
@@ -83,7 +85,7 @@ public sealed class ElectionService(LocalClient client) : V3electionpb.Election.
 
     private static ByteString Prefix(ByteString name) => Waits.Concat(name, ByteString.CopyFromUtf8("/"));
 
-    private async Task<CampaignResponse> CampaignAsync(CampaignRequest request, CancellationToken cancellationToken)
+    private async Task<CampaignResponse> CampaignAsync(CampaignRequest request, InternalRequestHeader caller, CancellationToken cancellationToken)
     {
         var lease = request.Lease;
         if (lease == 0)
@@ -97,7 +99,7 @@ public sealed class ElectionService(LocalClient client) : V3electionpb.Election.
         txn.Compare.Add(new Compare { Key = key, Target = Compare.Types.CompareTarget.Create, Result = Compare.Types.CompareResult.Equal, CreateRevision = 0 });
         txn.Success.Add(new RequestOp { RequestPut = new PutRequest { Key = key, Value = request.Value, Lease = lease } });
         txn.Failure.Add(new RequestOp { RequestRange = new RangeRequest { Key = key } });
-        var response = await client.TxnAsync(txn, cancellationToken).ConfigureAwait(false);
+        var response = await client.TxnAsync(txn, caller, cancellationToken).ConfigureAwait(false);
         var revision = response.Header.Revision;
         if (!response.Succeeded)
         {
@@ -108,11 +110,11 @@ public sealed class ElectionService(LocalClient client) : V3electionpb.Election.
             {
                 try
                 {
-                    await ProclaimAsync(key, revision, lease, request.Value, cancellationToken).ConfigureAwait(false);
+                    await ProclaimAsync(key, revision, lease, request.Value, caller, cancellationToken).ConfigureAwait(false);
                 }
                 catch (RpcException)
                 {
-                    await TryResignAsync(key, revision).ConfigureAwait(false);
+                    await TryResignAsync(key, revision, caller).ConfigureAwait(false);
                     throw;
                 }
             }
@@ -125,7 +127,7 @@ public sealed class ElectionService(LocalClient client) : V3electionpb.Election.
         catch (OperationCanceledException)
         {
             // The candidate gave up: withdraw its key (etcd resigns only on cancellation).
-            await TryResignAsync(key, revision).ConfigureAwait(false);
+            await TryResignAsync(key, revision, caller).ConfigureAwait(false);
             throw;
         }
 
@@ -136,12 +138,12 @@ public sealed class ElectionService(LocalClient client) : V3electionpb.Election.
         };
     }
 
-    private async Task<ResponseHeader> ProclaimAsync(ByteString key, long revision, long lease, ByteString value, CancellationToken cancellationToken)
+    private async Task<ResponseHeader> ProclaimAsync(ByteString key, long revision, long lease, ByteString value, InternalRequestHeader caller, CancellationToken cancellationToken)
     {
         var txn = new TxnRequest();
         txn.Compare.Add(new Compare { Key = key, Target = Compare.Types.CompareTarget.Create, Result = Compare.Types.CompareResult.Equal, CreateRevision = revision });
         txn.Success.Add(new RequestOp { RequestPut = new PutRequest { Key = key, Value = value, Lease = lease } });
-        var response = await client.TxnAsync(txn, cancellationToken).ConfigureAwait(false);
+        var response = await client.TxnAsync(txn, caller, cancellationToken).ConfigureAwait(false);
         if (!response.Succeeded)
         {
             throw ConcurrencyErrors.ElectionNotLeader.Exception();
@@ -150,19 +152,19 @@ public sealed class ElectionService(LocalClient client) : V3electionpb.Election.
         return response.Header;
     }
 
-    private async Task<ResponseHeader> ResignAsync(ByteString key, long revision, CancellationToken cancellationToken)
+    private async Task<ResponseHeader> ResignAsync(ByteString key, long revision, InternalRequestHeader caller, CancellationToken cancellationToken)
     {
         var txn = new TxnRequest();
         txn.Compare.Add(new Compare { Key = key, Target = Compare.Types.CompareTarget.Create, Result = Compare.Types.CompareResult.Equal, CreateRevision = revision });
         txn.Success.Add(new RequestOp { RequestDeleteRange = new DeleteRangeRequest { Key = key } });
-        return (await client.TxnAsync(txn, cancellationToken).ConfigureAwait(false)).Header;
+        return (await client.TxnAsync(txn, caller, cancellationToken).ConfigureAwait(false)).Header;
     }
 
-    private async Task TryResignAsync(ByteString key, long revision)
+    private async Task TryResignAsync(ByteString key, long revision, InternalRequestHeader caller)
     {
         try
         {
-            await ResignAsync(key, revision, CancellationToken.None).ConfigureAwait(false);
+            await ResignAsync(key, revision, caller, CancellationToken.None).ConfigureAwait(false);
         }
         catch (RpcException)
         {

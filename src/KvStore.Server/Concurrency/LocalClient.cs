@@ -19,8 +19,8 @@ namespace KvStore.Server.Concurrency;
 /// </summary>
 public sealed class LocalClient(RaftHost node, MvccStore store, HeaderFactory headers, Quota quota, WatchHub hub, Lessor lessor, ServerOptions options)
 {
-    /// <summary>A write (or read-only) transaction.</summary>
-    public async Task<TxnResponse> TxnAsync(TxnRequest request, CancellationToken cancellationToken)
+    /// <summary>A write (or read-only) transaction, proposed with the auth context of the <paramref name="caller"/>.</summary>
+    public async Task<TxnResponse> TxnAsync(TxnRequest request, InternalRequestHeader caller, CancellationToken cancellationToken)
     {
         Throw(RequestValidator.Check(request, options.MaxTxnOps));
         if (Applier.IsReadOnly(request))
@@ -33,7 +33,7 @@ public sealed class LocalClient(RaftHost node, MvccStore store, HeaderFactory he
         }
 
         await quota.EnsureRoomAsync(Quota.Cost(request), cancellationToken).ConfigureAwait(false);
-        return (TxnResponse)await node.ProposeAsync(new InternalRequest { Txn = request }, cancellationToken).ConfigureAwait(false);
+        return (TxnResponse)await node.ProposeAsync(new InternalRequest { Txn = request, Header = caller.Clone() }, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>A linearizable range read.</summary>
@@ -47,20 +47,20 @@ public sealed class LocalClient(RaftHost node, MvccStore store, HeaderFactory he
         return response;
     }
 
-    /// <summary>Deletes one key.</summary>
-    public async Task<DeleteRangeResponse> DeleteAsync(ByteString key, CancellationToken cancellationToken)
+    /// <summary>Deletes one key, with the auth context of the <paramref name="caller"/>.</summary>
+    public async Task<DeleteRangeResponse> DeleteAsync(ByteString key, InternalRequestHeader caller, CancellationToken cancellationToken)
     {
         var request = new DeleteRangeRequest { Key = key };
         Throw(RequestValidator.Check(request));
-        return (DeleteRangeResponse)await node.ProposeAsync(new InternalRequest { DeleteRange = request }, cancellationToken).ConfigureAwait(false);
+        return (DeleteRangeResponse)await node.ProposeAsync(new InternalRequest { DeleteRange = request, Header = caller.Clone() }, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Best-effort cleanup of a waiter's key after it gave up; a failure leaves the key to its lease.</summary>
-    public async Task TryDeleteAsync(ByteString key)
+    public async Task TryDeleteAsync(ByteString key, InternalRequestHeader caller)
     {
         try
         {
-            await DeleteAsync(key, CancellationToken.None).ConfigureAwait(false);
+            await DeleteAsync(key, caller, CancellationToken.None).ConfigureAwait(false);
         }
         catch (Grpc.Core.RpcException)
         {

@@ -1,6 +1,8 @@
 using Etcdserverpb;
 using Google.Protobuf;
 using Grpc.Core;
+using KvStore.Internal;
+using KvStore.Server.Auth;
 using V3lockpb;
 
 namespace KvStore.Server.Concurrency;
@@ -11,14 +13,14 @@ namespace KvStore.Server.Concurrency;
 /// owner is the key created first under <c>&lt;name&gt;/</c>; a waiter holds the lock once every key created before its
 /// own is deleted. A waiter that gives up (client cancel, error) deletes its key.
 /// </summary>
-public sealed class LockService(LocalClient client) : V3lockpb.Lock.LockBase
+public sealed class LockService(LocalClient client, RequestAuthenticator auth) : V3lockpb.Lock.LockBase
 {
     /// <inheritdoc/>
     public override Task<LockResponse> Lock(LockRequest request, ServerCallContext context)
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(context);
-        return ConcurrencyErrors.RelayAsync(() => LockAsync(request, context.CancellationToken));
+        return ConcurrencyErrors.RelayAsync(() => LockAsync(request, auth.Header(context), context.CancellationToken));
     }
 
     /// <inheritdoc/>
@@ -28,12 +30,12 @@ public sealed class LockService(LocalClient client) : V3lockpb.Lock.LockBase
         ArgumentNullException.ThrowIfNull(context);
         return ConcurrencyErrors.RelayAsync(async () =>
         {
-            var deleted = await client.DeleteAsync(request.Key, context.CancellationToken).ConfigureAwait(false);
+            var deleted = await client.DeleteAsync(request.Key, auth.Header(context), context.CancellationToken).ConfigureAwait(false);
             return new UnlockResponse { Header = deleted.Header };
         });
     }
 
-    private async Task<LockResponse> LockAsync(LockRequest request, CancellationToken cancellationToken)
+    private async Task<LockResponse> LockAsync(LockRequest request, InternalRequestHeader caller, CancellationToken cancellationToken)
     {
         var lease = request.Lease;
         if (lease == 0)
@@ -51,7 +53,7 @@ public sealed class LockService(LocalClient client) : V3lockpb.Lock.LockBase
         txn.Success.Add(new RequestOp { RequestRange = Waits.FirstCreated(prefix) });
         txn.Failure.Add(new RequestOp { RequestRange = new RangeRequest { Key = myKey } });
         txn.Failure.Add(new RequestOp { RequestRange = Waits.FirstCreated(prefix) });
-        var response = await client.TxnAsync(txn, cancellationToken).ConfigureAwait(false);
+        var response = await client.TxnAsync(txn, caller, cancellationToken).ConfigureAwait(false);
         var myRevision = response.Succeeded ? response.Header.Revision : response.Responses[0].ResponseRange.Kvs[0].CreateRevision;
         var owner = response.Responses[1].ResponseRange.Kvs;
         if (owner.Count == 0 || owner[0].CreateRevision == myRevision)
@@ -69,7 +71,7 @@ public sealed class LockService(LocalClient client) : V3lockpb.Lock.LockBase
         }
         catch (Exception e) when (e is OperationCanceledException or RpcException)
         {
-            await client.TryDeleteAsync(myKey).ConfigureAwait(false);
+            await client.TryDeleteAsync(myKey, caller).ConfigureAwait(false);
             throw;
         }
 

@@ -23,7 +23,7 @@ public static partial class InitialHashCheck
         // The member table as this member last applied it (empty on a first start: then there is nothing to compare).
         var membership = new Membership();
         membership.Load(store);
-        var transport = new PeerTransportOptions { ClusterId = 0, LocalMemberId = memberId, SnapshotDirectory = string.Empty, Tls = ReplicationServiceCollectionExtensions.PeerTls(options) };
+        var transport = new PeerTransportOptions { ClusterId = 0, LocalMemberId = memberId, SnapshotDirectory = string.Empty, Tls = ReplicationServiceCollectionExtensions.ClientTls(options, logger) };
         var peers = new PeerHashClient(membership, memberId, transport);
         var timeout = TimeSpan.FromSeconds(5) + TimeSpan.FromMilliseconds(2 * options.ElectionTimeoutMs);
 

@@ -51,8 +51,9 @@ public static class ServerHost
             // A first start creates data-dir/member: its entry in the data dir must be synced, or a power cut loses the member.
             DurableDirectory.Create(memberDir);
             dataDirLock = LockDataDir(memberDir);
+            Tls.AutoTls.Apply(options, logger);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or OptionsException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or OptionsException or System.Security.Cryptography.CryptographicException)
         {
             await Console.Error.WriteLineAsync($"cannot use data directory {options.EffectiveDataDir}: {e.Message}");
             return 1;
@@ -61,7 +62,7 @@ public static class ServerHost
         try
         {
             // Stored identity wins; a first start with --initial-cluster-state existing asks the running cluster.
-            identity = await ClusterBootstrap.LoadOrJoinAsync(memberDir, options, ReplicationServiceCollectionExtensions.PeerTls(options), logger, CancellationToken.None);
+            identity = await ClusterBootstrap.LoadOrJoinAsync(memberDir, options, ReplicationServiceCollectionExtensions.PeerTls(options, logger), logger, CancellationToken.None);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or OptionsException)
         {
@@ -187,7 +188,12 @@ public static class ServerHost
         {
             services.AddSingleton(new Corruption.CorruptCheckInterval(options.CorruptCheckTime));
             services.AddSingleton(sp => new Corruption.PeerHashClient(
-                sp.GetRequiredService<RaftHost>().Membership, identity.MemberId, sp.GetRequiredService<Peer.PeerTransport>().Options));
+                sp.GetRequiredService<RaftHost>().Membership,
+                identity.MemberId,
+                sp.GetRequiredService<Peer.PeerTransport>().Options with
+                {
+                    Tls = ReplicationServiceCollectionExtensions.ClientTls(options, sp.GetRequiredService<ILoggerFactory>().CreateLogger("kvstore.tls")),
+                }));
             services.AddHostedService<Corruption.CorruptionMonitor>();
         }
 

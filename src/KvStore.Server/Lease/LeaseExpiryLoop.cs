@@ -1,5 +1,6 @@
 using Etcdserverpb;
 using KvStore.Internal;
+using KvStore.Server.Auth;
 using KvStore.Server.Node;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -12,7 +13,8 @@ namespace KvStore.Server.Lease;
 /// proposal being committed and applied, never by a local delete.
 /// </summary>
 public sealed class LeaseExpiryLoop(
-    Lessor lessor, IProposer proposer, ILeaderStatus leader, LessorOptions options, TimeProvider time, ILogger<LeaseExpiryLoop> logger)
+    Lessor lessor, IProposer proposer, ILeaderStatus leader, LessorOptions options, TimeProvider time, IMemberCredentials credentials,
+    ILogger<LeaseExpiryLoop> logger)
     : BackgroundService
 {
     private int _inFlight;
@@ -93,7 +95,8 @@ public sealed class LeaseExpiryLoop(
         try
         {
             Log.Expired(logger, id);
-            var request = new InternalRequest { LeaseRevoke = new LeaseRevokeRequest { ID = id } };
+            // Checked at apply like a client's revoke (write on every key of the lease), with root's rights.
+            var request = new InternalRequest { LeaseRevoke = new LeaseRevokeRequest { ID = id }, Header = credentials.MemberHeader() };
             await proposer.ProposeAsync(request, cancellationToken).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)

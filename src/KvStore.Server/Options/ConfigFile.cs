@@ -17,6 +17,8 @@ internal static class ConfigFile
         ["crl-file"] = "peer-crl-file",
         ["allowed-cn"] = "peer-cert-allowed-cn",
         ["allowed-hostname"] = "peer-cert-allowed-hostname",
+        ["client-cert-file"] = "peer-client-cert-file",
+        ["client-key-file"] = "peer-client-key-file",
     };
 
     private static readonly Dictionary<string, string> ClientSecurityNames = new(StringComparer.Ordinal)
@@ -28,6 +30,8 @@ internal static class ConfigFile
         ["auto-tls"] = "auto-tls",
         ["crl-file"] = "client-crl-file",
         ["allowed-hostname"] = "client-cert-allowed-hostname",
+        ["client-cert-file"] = "client-cert-file",
+        ["client-key-file"] = "client-key-file",
     };
 
     /// <summary>Loads the file as flag name → value.</summary>

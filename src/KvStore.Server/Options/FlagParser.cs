@@ -305,7 +305,7 @@ public static class FlagParser
 
         foreach (var url in options.ListenClientUrls.Concat(options.ListenMetricsUrls))
         {
-            if (url.Scheme == "https" && !options.ClientTls.Enabled)
+            if (url.Scheme == "https" && !options.ClientTls.Enabled && !options.ClientTls.AutoTls)
             {
                 throw new OptionsException($"TLS key/cert (--cert-file, --key-file) must be provided for client url {UrlText(url)} with HTTPS scheme");
             }
@@ -313,7 +313,7 @@ public static class FlagParser
 
         foreach (var url in options.ListenPeerUrls)
         {
-            if (url.Scheme == "https" && !options.PeerTls.Enabled)
+            if (url.Scheme == "https" && !options.PeerTls.Enabled && !options.PeerTls.AutoTls)
             {
                 throw new OptionsException($"TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url {UrlText(url)} with HTTPS scheme");
             }
@@ -327,6 +327,21 @@ public static class FlagParser
         if (options.PeerTls.ClientCertAuth && options.PeerTls.TrustedCaFile.Length == 0)
         {
             throw new OptionsException("--peer-client-cert-auth requires --peer-trusted-ca-file");
+        }
+
+        if ((options.ClientTls.ClientCertFile.Length == 0) != (options.ClientTls.ClientKeyFile.Length == 0))
+        {
+            throw new OptionsException("--client-cert-file and --client-key-file must be given together");
+        }
+
+        if ((options.PeerTls.ClientCertFile.Length == 0) != (options.PeerTls.ClientKeyFile.Length == 0))
+        {
+            throw new OptionsException("--peer-client-cert-file and --peer-client-key-file must be given together");
+        }
+
+        if (options.ClientTls.AllowedHostname.Length > 0 && !options.ClientTls.ClientCertAuth)
+        {
+            throw new OptionsException("--client-cert-allowed-hostname requires --client-cert-auth (it restricts which client certificates are accepted)");
         }
 
         var cluster = InitialCluster.Parse(options.InitialCluster);

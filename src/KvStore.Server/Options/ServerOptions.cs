@@ -112,6 +112,9 @@ public sealed class ServerOptions
 
     public TlsOptions PeerTls { get; set; } = new();
 
+    /// <summary>--self-signed-cert-validity: years the --auto-tls / --peer-auto-tls certificates are valid.</summary>
+    public ulong SelfSignedCertValidityYears { get; set; } = 1;
+
     /// <summary>Non-fatal remarks collected while parsing (unknown ETCD_* variables, no-effect flags); logged at start.</summary>
     public IList<string> Warnings { get; } = [];
 
@@ -146,4 +149,21 @@ public sealed class TlsOptions
 
     /// <summary>True when a certificate and key are configured (the listener must be https).</summary>
     public bool Enabled => CertFile.Length > 0 && KeyFile.Length > 0;
+
+    /// <summary>
+    /// --client-cert-file/--client-key-file (client side) or --peer-client-cert-file/--peer-client-key-file (peer side):
+    /// the certificate this member presents on its own outgoing connections instead of <see cref="CertFile"/>.
+    /// </summary>
+    public string ClientCertFile { get; set; } = string.Empty;
+
+    /// <summary>The key of <see cref="ClientCertFile"/>.</summary>
+    public string ClientKeyFile { get; set; } = string.Empty;
+
+    /// <summary>The files of this member's outgoing connections: the client certificate when given, else the listener's, and the same CA bundle.</summary>
+    public TlsOptions Outgoing() => new()
+    {
+        CertFile = ClientCertFile.Length > 0 ? ClientCertFile : CertFile,
+        KeyFile = ClientCertFile.Length > 0 ? ClientKeyFile : KeyFile,
+        TrustedCaFile = TrustedCaFile,
+    };
 }

@@ -36,45 +36,55 @@ internal static class PeerChannelFactory
         });
     }
 
-    private static SslClientAuthenticationOptions CreateSslOptions(PeerTlsOptions tls)
+    internal static SslClientAuthenticationOptions CreateSslOptions(PeerTlsOptions tls)
     {
-        var ssl = new SslClientAuthenticationOptions { EnabledSslProtocols = tls.Protocols, CipherSuitesPolicy = tls.CipherSuites };
-        if (tls.ClientCertificate is { } certificate)
+        var material = tls.Material;
+        var ssl = new SslClientAuthenticationOptions
         {
-            ssl.ClientCertificates = [certificate];
-        }
+            EnabledSslProtocols = tls.Protocols,
+            CipherSuitesPolicy = tls.CipherSuites,
 
-        if (tls.TrustedCertificateAuthorities.Count > 0)
+            // Asked per connection, so a rotated certificate is presented from the next connection on.
+            LocalCertificateSelectionCallback = (_, _, _, _, _) => material.Current.Certificate,
+        };
+        ssl.RemoteCertificateValidationCallback = (_, certificate, chain, errors) =>
         {
-            var roots = tls.TrustedCertificateAuthorities;
-            ssl.RemoteCertificateValidationCallback = (_, certificate, chain, errors) =>
+            if (tls.SkipVerification)
             {
-                if (certificate is null || (errors & (SslPolicyErrors.RemoteCertificateNotAvailable | SslPolicyErrors.RemoteCertificateNameMismatch)) != 0)
-                {
-                    return false;
-                }
+                return certificate is not null;
+            }
 
-                using var custom = new X509Chain();
-                custom.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-                custom.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-                custom.ChainPolicy.CustomTrustStore.AddRange(roots);
-                if (chain is not null)
-                {
-                    foreach (var element in chain.ChainElements)
-                    {
-                        custom.ChainPolicy.ExtraStore.Add(element.Certificate);
-                    }
-                }
+            var roots = material.Current.Roots;
+            if (roots.Count == 0)
+            {
+                return errors == SslPolicyErrors.None;
+            }
 
-                if (certificate is X509Certificate2 full)
-                {
-                    return custom.Build(full);
-                }
+            if (certificate is null || (errors & (SslPolicyErrors.RemoteCertificateNotAvailable | SslPolicyErrors.RemoteCertificateNameMismatch)) != 0)
+            {
+                return false;
+            }
 
-                using var loaded = X509CertificateLoader.LoadCertificate(certificate.GetRawCertData());
-                return custom.Build(loaded);
-            };
-        }
+            using var custom = new X509Chain();
+            custom.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+            custom.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+            custom.ChainPolicy.CustomTrustStore.AddRange(roots);
+            if (chain is not null)
+            {
+                foreach (var element in chain.ChainElements)
+                {
+                    custom.ChainPolicy.ExtraStore.Add(element.Certificate);
+                }
+            }
+
+            if (certificate is X509Certificate2 full)
+            {
+                return custom.Build(full);
+            }
+
+            using var loaded = X509CertificateLoader.LoadCertificate(certificate.GetRawCertData());
+            return custom.Build(loaded);
+        };
 
         return ssl;
     }

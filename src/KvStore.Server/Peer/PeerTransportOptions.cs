@@ -1,5 +1,3 @@
-using System.Security.Cryptography.X509Certificates;
-
 namespace KvStore.Server.Peer;
 
 /// <summary>Settings of a <see cref="PeerTransport"/>. Only <see cref="ClusterId"/>, <see cref="LocalMemberId"/> and
@@ -66,16 +64,20 @@ public sealed record PeerTransportOptions
 }
 
 /// <summary>
-/// Client side of peer mTLS (etcd's --peer-cert-file/--peer-key-file as <see cref="ClientCertificate"/>,
-/// --peer-trusted-ca-file as <see cref="TrustedCertificateAuthorities"/>). The server side (and --peer-client-cert-auth)
-/// is the peer listener's Kestrel configuration.
+/// Client side of a member's own TLS connections (to peers: --peer-client-cert-file or --peer-cert-file and
+/// --peer-trusted-ca-file; to other members' client URLs: --client-cert-file or --cert-file and --trusted-ca-file).
+/// The files are re-read when they change, so each new connection presents the current certificate and checks the
+/// server against the current CA bundle (an empty bundle = the system store). The server side (and
+/// --peer-client-cert-auth) is the listener's configuration.
 /// </summary>
-/// <param name="ClientCertificate">Presented to peers (with its private key); null = none.</param>
-/// <param name="TrustedCertificateAuthorities">Roots that a peer's certificate must chain to; empty = the system store.</param>
-public sealed record PeerTlsOptions(X509Certificate2? ClientCertificate, X509Certificate2Collection TrustedCertificateAuthorities)
+/// <param name="Material">The certificate presented and the CA bundle trusted, reloaded on change.</param>
+public sealed record PeerTlsOptions(KvStore.Server.Hosting.Tls.TlsMaterial Material)
 {
     /// <summary>TLS versions for connections to peers (--tls-min-version/--tls-max-version); None = platform default.</summary>
     public System.Security.Authentication.SslProtocols Protocols { get; init; }
+
+    /// <summary>True with --peer-auto-tls: peers present self-signed certificates, which are not verified (as etcd).</summary>
+    public bool SkipVerification { get; init; }
 
     /// <summary>Cipher suites for connections to peers (--cipher-suites); null = platform default.</summary>
     public System.Net.Security.CipherSuitesPolicy? CipherSuites { get; init; }

@@ -1,4 +1,3 @@
-using System.Security.Cryptography.X509Certificates;
 using KvStore.Server.Apply;
 using KvStore.Server.Http;
 using KvStore.Server.Identity;
@@ -58,7 +57,7 @@ public static class ReplicationServiceCollectionExtensions
                 LocalMemberId = identity.MemberId,
                 SnapshotDirectory = Path.Combine(memberDir, "snap", "incoming"),
                 MaxMessageBytes = Math.Max(16 << 20, 2 * options.GrpcMaxReceiveBytes),
-                Tls = PeerTls(options),
+                Tls = PeerTls(options, _.GetRequiredService<ILoggerFactory>().CreateLogger("kvstore.tls")),
                 DropIncomingFrom = TestPeerFilter.FromEnvironment() is { } filter ? filter.DropsFrom : null,
             },
             sp => sp.GetRequiredService<RaftHost>());
@@ -86,8 +85,11 @@ public static class ReplicationServiceCollectionExtensions
         ClusterInfoService.MapClusterInfo(endpoints, isPeerConnection);
     }
 
-    /// <summary>The client side of peer TLS (null for plain-HTTP peer URLs).</summary>
-    public static PeerTlsOptions? PeerTls(ServerOptions options)
+    /// <summary>
+    /// The client side of peer TLS (null for plain-HTTP peer URLs): --peer-client-cert-file (else --peer-cert-file)
+    /// presented to peers, --peer-trusted-ca-file checked, both re-read when they change.
+    /// </summary>
+    public static PeerTlsOptions? PeerTls(ServerOptions options, ILogger? logger = null)
     {
         var https = options.InitialAdvertisePeerUrls.Concat(options.ListenPeerUrls).Any(u => u.Scheme == "https");
         if (!https || !options.PeerTls.Enabled)
@@ -95,14 +97,20 @@ public static class ReplicationServiceCollectionExtensions
             return null;
         }
 
-        var certificate = X509Certificate2.CreateFromPemFile(options.PeerTls.CertFile, options.PeerTls.KeyFile);
-        var roots = new X509Certificate2Collection();
-        if (options.PeerTls.TrustedCaFile.Length > 0)
-        {
-            roots.ImportFromPemFile(options.PeerTls.TrustedCaFile);
-        }
+        return Outgoing(options, options.PeerTls, "outgoing peer", logger);
+    }
 
-        var policy = KvStore.Server.Hosting.Tls.TlsPolicy.From(options);
-        return new PeerTlsOptions(certificate, roots) { Protocols = policy.Protocols, CipherSuites = policy.CipherSuitesPolicy };
+    /// <summary>
+    /// The client side of this member's calls to other members' client URLs (HashKV for the corruption checks): with
+    /// client TLS configured, --client-cert-file (else --cert-file) presented, --trusted-ca-file checked; null otherwise.
+    /// </summary>
+    public static PeerTlsOptions? ClientTls(ServerOptions options, ILogger? logger = null) =>
+        options.ClientTls.Enabled ? Outgoing(options, options.ClientTls, "outgoing client", logger) : null;
+
+    private static PeerTlsOptions Outgoing(ServerOptions options, TlsOptions port, string name, ILogger? logger)
+    {
+        var policy = Hosting.Tls.TlsPolicy.From(options);
+        var material = new Hosting.Tls.TlsMaterial(port.Outgoing(), name, logger ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        return new PeerTlsOptions(material) { Protocols = policy.Protocols, CipherSuites = policy.CipherSuitesPolicy, SkipVerification = port.AutoTls };
     }
 }

@@ -83,8 +83,31 @@ public sealed class AuthApplyTests : IDisposable
         AsWrite("app", new InternalRequest { DeleteRange = new() { Key = Bytes("/app/"), RangeEnd = Bytes("/app0") } }).Error.Should().Be(EtcdErrors.PermissionDenied, "write is granted on the single key /app/w only");
         AsWrite("root", Put("/other")).Error.Should().BeNull("root may write anything");
         AsWrite(string.Empty, Put("/app/w")).Error.Should().Be(EtcdErrors.UserEmpty);
-        _f.Apply(Put("/other")).Error.Should().BeNull("an entry the member proposed itself (auth revision 0) runs as root");
+        AsWrite("root", Put("/other")).Error.Should().BeNull();
         _f.Store.CurrentRevision.Should().Be(4, "three writes were permitted; denied ones leave no trace");
+    }
+
+    [Fact]
+    public void With_auth_on_an_entry_without_a_user_is_refused_whatever_its_origin()
+    {
+        SetUpApp();
+        var before = _f.Store.CurrentRevision;
+        _f.Apply(Put("/app/w")).Error.Should().Be(EtcdErrors.UserEmpty, "no header at all: nobody sent credentials");
+        As(string.Empty, Put("/app/w"), revision: 0).Error.Should().Be(EtcdErrors.UserEmpty, "auth revision 0 does not mean the member itself");
+        As(string.Empty, Put("/app/w"), revision: 1).Error.Should().Be(EtcdErrors.UserEmpty, "proposed while auth was off, applied after it was enabled");
+        _f.Leases.Granted.Add(9);
+        _f.Leases.Attached[9] = [Bytes("/app/w").ToByteArray()];
+        As(string.Empty, new InternalRequest { LeaseRevoke = new() { ID = 9 } }).Error.Should().Be(EtcdErrors.UserEmpty);
+        _f.Leases.Granted.Should().Contain(9);
+        As(string.Empty, new InternalRequest { AuthRoleAdd = new() { Name = "x" } }).Error.Should().Be(EtcdErrors.UserEmpty);
+        _f.Store.CurrentRevision.Should().Be(before, "refused entries write nothing");
+        _f.Auth.State.Roles.Keys.Should().NotContain("x");
+
+        var member = _f.Auth.MemberHeader();
+        member.Username.Should().Be("root");
+        _f.Apply(new InternalRequest { Put = Put("/other").Put, Header = member }).Error.Should().BeNull("the member's own requests carry root's name and the current revision");
+        As("root", new InternalRequest { AuthRoleAdd = new() { Name = "y" } }).Error.Should().BeNull();
+        _f.Apply(new InternalRequest { Put = Put("/other").Put, Header = member }).Error.Should().Be(EtcdErrors.AuthOldRevision, "an auth change between propose and apply refuses it, on every member alike");
     }
 
     [Fact]

@@ -112,6 +112,113 @@ public sealed class TlsTests : IDisposable
         material.Current.Certificate.Subject.Should().Be("CN=server-2", "a broken file keeps the previous certificate");
     }
 
+    [Fact]
+    public void Outgoing_certificate_flags_come_in_pairs_and_the_client_host_name_needs_client_cert_auth()
+    {
+        var options = Parse("--client-cert-file=c.crt", "--client-key-file=c.key", "--peer-client-cert-file=p.crt", "--peer-client-key-file=p.key");
+        (options.ClientTls.Outgoing().CertFile, options.ClientTls.Outgoing().KeyFile).Should().Be(("c.crt", "c.key"));
+        (options.PeerTls.Outgoing().CertFile, options.PeerTls.Outgoing().KeyFile).Should().Be(("p.crt", "p.key"));
+        Parse("--peer-cert-file=s.crt", "--peer-key-file=s.key").PeerTls.Outgoing().CertFile.Should().Be("s.crt", "without a client certificate the listener's is presented");
+        ((Action)(() => Parse("--client-cert-file=c.crt"))).Should().Throw<OptionsException>().WithMessage("--client-cert-file and --client-key-file must be given together");
+        ((Action)(() => Parse("--peer-client-key-file=p.key"))).Should().Throw<OptionsException>().WithMessage("--peer-client-cert-file and --peer-client-key-file must be given together");
+        ((Action)(() => Parse("--client-cert-allowed-hostname=app.example"))).Should().Throw<OptionsException>().WithMessage("--client-cert-allowed-hostname requires --client-cert-auth*");
+        Parse("--client-cert-auth", "--trusted-ca-file=ca.crt", "--client-cert-allowed-hostname=app.example").ClientTls.AllowedHostname.Should().Be("app.example");
+    }
+
+    [Fact]
+    public async Task Outgoing_peer_connections_present_the_peer_client_certificate_and_a_rotated_one_from_the_next_connection()
+    {
+        WriteServerPair(Issue("CN=listener", ["127.0.0.1"], serial: 30));
+        WritePair("client", Issue("CN=outgoing-1", ["127.0.0.1"], serial: 31));
+        const string Url = "https://127.0.0.1:2380";
+        var options = Parse(
+            "--listen-peer-urls=" + Url, "--initial-advertise-peer-urls=" + Url, "--initial-cluster=default=" + Url,
+            "--peer-cert-file=" + Path.Combine(_dir, "server.crt"), "--peer-key-file=" + Path.Combine(_dir, "server.key"),
+            "--peer-trusted-ca-file=" + Path.Combine(_dir, "ca.crt"), "--peer-client-cert-auth",
+            "--peer-client-cert-file=" + Path.Combine(_dir, "client.crt"), "--peer-client-key-file=" + Path.Combine(_dir, "client.key"));
+        KvStore.Server.Replication.ReplicationServiceCollectionExtensions.PeerTls(options)!.Material.Current.Certificate.Subject.Should().Be("CN=outgoing-1");
+
+        var time = new Lease.ManualTimeProvider();
+        var outgoing = new KvStore.Server.Peer.PeerTlsOptions(new TlsMaterial(options.PeerTls.Outgoing(), "outgoing peer", NullLogger.Instance, time));
+        var listener = new ServerTls(options.PeerTls, TlsPolicy.From(options), "peer", NullLogger.Instance);
+        (await HandshakeAsync(listener, outgoing)).Should().Be("CN=outgoing-1", "the listener sees the peer client certificate, not the listener's own");
+
+        WritePair("client", Issue("CN=outgoing-2", ["127.0.0.1"], serial: 32));
+        File.SetLastWriteTimeUtc(Path.Combine(_dir, "client.crt"), DateTime.UtcNow.AddSeconds(5));
+        time.Advance(TimeSpan.FromSeconds(2));
+        (await HandshakeAsync(listener, outgoing)).Should().Be("CN=outgoing-2", "the rotated file is presented from the next connection on, without a restart");
+    }
+
+    [Fact]
+    public async Task Auto_tls_makes_a_self_signed_certificate_in_fixtures_once_and_peers_accept_it_unverified()
+    {
+        const string Url = "https://127.0.0.1:2380";
+        var options = Parse(
+            "--data-dir=" + Path.Combine(_dir, "data"), "--listen-peer-urls=" + Url, "--initial-advertise-peer-urls=" + Url,
+            "--initial-cluster=default=" + Url, "--peer-auto-tls", "--auto-tls", "--self-signed-cert-validity=2",
+            "--listen-client-urls=https://localhost:2379", "--advertise-client-urls=https://localhost:2379");
+        AutoTls.Apply(options, NullLogger.Instance);
+        var peerCert = Path.Combine(_dir, "data", "fixtures", "peer", "cert.pem");
+        options.PeerTls.CertFile.Should().Be(peerCert);
+        options.ClientTls.CertFile.Should().Be(Path.Combine(_dir, "data", "fixtures", "client", "cert.pem"));
+        using var made = X509Certificate2.CreateFromPemFile(peerCert, options.PeerTls.KeyFile);
+        made.Subject.Should().Be("O=etcd");
+        made.NotAfter.Should().BeAfter(DateTime.UtcNow.AddYears(2).AddDays(-1)).And.BeBefore(DateTime.UtcNow.AddYears(2).AddDays(1));
+        made.MatchesHostname("127.0.0.1").Should().BeTrue();
+        X509Certificate2.CreateFromPemFile(options.ClientTls.CertFile, options.ClientTls.KeyFile).MatchesHostname("localhost").Should().BeTrue();
+        if (!OperatingSystem.IsWindows())
+        {
+            File.GetUnixFileMode(options.PeerTls.KeyFile).Should().Be(UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
+
+        var again = Parse("--data-dir=" + Path.Combine(_dir, "data"), "--peer-auto-tls", "--listen-peer-urls=" + Url, "--initial-advertise-peer-urls=" + Url, "--initial-cluster=default=" + Url);
+        AutoTls.Apply(again, NullLogger.Instance);
+        (await File.ReadAllTextAsync(again.PeerTls.CertFile)).Should().Be(made.ExportCertificatePem(), "a later start reuses the certificate");
+
+        var outgoing = KvStore.Server.Replication.ReplicationServiceCollectionExtensions.PeerTls(options)!;
+        outgoing.SkipVerification.Should().BeTrue("a self-signed peer certificate proves nothing to verify, as in etcd");
+        var listener = new ServerTls(options.PeerTls, TlsPolicy.From(options), "peer", NullLogger.Instance);
+        (await HandshakeAsync(listener, outgoing)).Should().Be("(no client certificate)", "the handshake completes against the self-signed listener without a CA");
+
+        var given = Parse("--peer-auto-tls", "--peer-cert-file=x.crt", "--peer-key-file=x.key");
+        AutoTls.Apply(given, NullLogger.Instance);
+        (given.PeerTls.CertFile, given.PeerTls.AutoTls).Should().Be(("x.crt", false), "given files win over auto TLS, as in etcd");
+    }
+
+    /// <summary>One TLS handshake over loopback: the listener's options against the outgoing side's; returns the client certificate the listener saw (if it asked for one).</summary>
+    private static async Task<string> HandshakeAsync(ServerTls listener, KvStore.Server.Peer.PeerTlsOptions outgoing)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var port = LoopbackPorts.TakeOne();
+        var tcp = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, port);
+        tcp.Start();
+        try
+        {
+            var accept = tcp.AcceptTcpClientAsync(timeout.Token).AsTask();
+            using var client = new System.Net.Sockets.TcpClient();
+            await client.ConnectAsync(System.Net.IPAddress.Loopback, port, timeout.Token);
+            using var serverSide = await accept;
+            await using var serverStream = new SslStream(serverSide.GetStream());
+            await using var clientStream = new SslStream(client.GetStream());
+            var clientOptions = KvStore.Server.Peer.PeerChannelFactory.CreateSslOptions(outgoing);
+            clientOptions.TargetHost = "127.0.0.1";
+            await Task.WhenAll(
+                serverStream.AuthenticateAsServerAsync(listener.Options("test"), timeout.Token),
+                clientStream.AuthenticateAsClientAsync(clientOptions, timeout.Token));
+            return serverStream.RemoteCertificate?.Subject ?? "(no client certificate)";
+        }
+        finally
+        {
+            tcp.Stop();
+        }
+    }
+
+    private void WritePair(string name, X509Certificate2 certificate)
+    {
+        File.WriteAllText(Path.Combine(_dir, name + ".crt"), certificate.ExportCertificatePem());
+        File.WriteAllText(Path.Combine(_dir, name + ".key"), certificate.GetECDsaPrivateKey()!.ExportPkcs8PrivateKeyPem());
+    }
+
     private ServerTls Server(string allowedCn, string allowedHost) =>
         new(Files(allowedCn, allowedHost), TlsPolicy.From(Parse()), "peer", NullLogger.Instance);
 

@@ -29,7 +29,7 @@ public sealed class LeaseCheckpointTests : IDisposable
     public async Task The_leader_proposes_remaining_ttls_each_interval_and_a_new_leader_resumes_from_them()
     {
         var proposer = new RecordingProposer();
-        var loop = new LeaseExpiryLoop(_lessor, proposer, new SwitchableLeader(), _options, _time, NullLogger<LeaseExpiryLoop>.Instance);
+        var loop = new LeaseExpiryLoop(_lessor, proposer, new SwitchableLeader(), _options, _time, new RootCredentials(), NullLogger<LeaseExpiryLoop>.Instance);
         loop.CheckOnce(default);
         Grant(1, 100);
         Grant(2, 8); // shorter than one interval: never checkpointed (etcd)

@@ -56,3 +56,9 @@ public sealed class ListRecoverySource(Dictionary<string, byte[]> meta, params (
     public IEnumerable<(byte[] Key, long Lease)> ReadLeasedKeys() =>
         keys.Select(k => (System.Text.Encoding.UTF8.GetBytes(k.Key), k.Lease));
 }
+
+/// <summary>The member's own auth context: root at a fixed auth revision.</summary>
+public sealed class RootCredentials : KvStore.Server.Auth.IMemberCredentials
+{
+    public KvStore.Internal.InternalRequestHeader MemberHeader() => new() { Username = "root", AuthRevision = 7 };
+}

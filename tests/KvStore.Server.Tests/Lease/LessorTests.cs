@@ -150,7 +150,7 @@ public sealed class LessorTests : IDisposable
     {
         var proposer = new RecordingProposer();
         var leader = new SwitchableLeader();
-        var loop = new LeaseExpiryLoop(_lessor, proposer, leader, _options, _time, NullLogger<LeaseExpiryLoop>.Instance);
+        var loop = new LeaseExpiryLoop(_lessor, proposer, leader, _options, _time, new RootCredentials(), NullLogger<LeaseExpiryLoop>.Instance);
         Grant(1, 5);
         Grant(2, 60);
 
@@ -162,6 +162,7 @@ public sealed class LessorTests : IDisposable
         loop.CheckOnce(default).Should().Equal(1L);
         await WaitForProposals(loop);
         proposer.Proposals.Should().ContainSingle().Which.LeaseRevoke.ID.Should().Be(1);
+        proposer.Proposals[0].Header.Username.Should().Be("root", "the member revokes with root's rights, checked at apply like any revoke");
         _lessor.Exists(1).Should().BeTrue("only the applied revoke removes a lease");
 
         _time.Advance(TimeSpan.FromSeconds(1));

@@ -123,7 +123,7 @@ public sealed class FlagParserTests
     }
 
     [Theory]
-    [InlineData("--auto-tls")]
+    [InlineData("--socket-reuse-port")]
     [InlineData("--enable-v2=true")]
     [InlineData("--discovery=https://discovery.etcd.io/x")]
     public void Unsupported_flags_fail_naming_the_flag(string arg)
