@@ -12,6 +12,8 @@ namespace KvStore.Storage.Mvcc;
 /// </summary>
 public sealed partial class MvccStore
 {
+    private const long FlushEveryBytes = 16L << 20;
+
     private readonly long _logCompactionMinBytes;
 
     // Log bytes per live byte measured right after the last log compaction (record headers, alignment, page slack).
@@ -168,6 +170,7 @@ public sealed partial class MvccStore
         // Everything below the cut becomes read-only, so an upsert of one of those keys appends a new record.
         _backend.ShiftReadOnlyAddress(cut);
         long copied = 0;
+        long flushed = 0;
         using var session = _backend.NewSession();
         Span<byte> rk = stackalloc byte[17];
         foreach (var rev in live)
@@ -177,6 +180,13 @@ public sealed partial class MvccStore
             {
                 FasterBackend.Upsert(session, rk, record);
                 copied += record.Length + 17;
+                if (copied - flushed >= FlushEveryBytes)
+                {
+                    // Flushed as they go: a checkpoint the applier takes meanwhile (every --snapshot-count entries)
+                    // must not find hundreds of MB of copies to flush while it holds up apply.
+                    _backend.ShiftReadOnlyAddress(_backend.LogTailAddress);
+                    flushed = copied;
+                }
             }
         }
 
