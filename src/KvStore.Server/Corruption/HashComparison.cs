@@ -63,6 +63,22 @@ public static class HashComparison
     }
 
     /// <summary>
+    /// The leader's check of itself (etcd 3.4 and 3.5 do the same): its key space hashed twice, before and after asking the
+    /// followers. With no write and no compaction in between (same revision, same compact revision) the two hashes must
+    /// be equal; if they are not, the leader's own store changed under it and the leader is the inconsistent member.
+    /// </summary>
+    /// <param name="before">The leader's hash before asking the followers.</param>
+    /// <param name="after">The leader's hash once they answered.</param>
+    public static HashMismatch? LeaderSelf(MemberHash before, MemberHash after)
+    {
+        ArgumentNullException.ThrowIfNull(before);
+        ArgumentNullException.ThrowIfNull(after);
+        return before.Revision == after.Revision && before.CompactRevision == after.CompactRevision && before.Hash != after.Hash
+            ? new HashMismatch(before.MemberId, before.Revision, before.Hash, after.Hash, "the leader's own hash changed at the same revision")
+            : null;
+    }
+
+    /// <summary>
     /// The check before serving (etcd's initial check): a peer that hashed this member's revision differently while
     /// compacted at the same point is inconsistent. A different hash after a different compaction is not comparable.
     /// </summary>

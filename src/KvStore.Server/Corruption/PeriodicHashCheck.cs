@@ -18,7 +18,9 @@ public interface IPeerHashSource
 
 /// <summary>
 /// One round of the leader's periodic check: hash the local key space at the current revision, ask the followers for
-/// HashKV at that same revision, compare (<see cref="HashComparison.Periodic"/>), then log every inconsistent member
+/// HashKV at that same revision, hash the local key space again (<see cref="HashComparison.LeaderSelf"/>: unchanged
+/// revisions with a changed hash mean the leader's own store is damaged), compare the followers
+/// (<see cref="HashComparison.Periodic"/>), then log every inconsistent member
 /// with the revision and both hashes and propose its CORRUPT alarm through the log, so every member refuses writes.
 /// </summary>
 public sealed partial class PeriodicHashCheck(
@@ -35,11 +37,21 @@ public sealed partial class PeriodicHashCheck(
 
         var local = new MemberHash(memberId, before.Revision, before.CompactRevision, before.Hash);
         var answers = await peers.AskPeersAsync(before.Revision, peerTimeout, cancellationToken).ConfigureAwait(false);
+        var after = store.HashKV(0);
         var compactNow = store.CompactRevision == 0 ? -1 : store.CompactRevision;
-        var mismatches = HashComparison.Periodic(local, store.CurrentRevision, compactNow, answers);
-        foreach (var mismatch in mismatches)
+        var mismatches = new List<HashMismatch>();
+        if (after.Error == MvccError.None
+            && HashComparison.LeaderSelf(local, new MemberHash(memberId, after.Revision, after.CompactRevision, after.Hash)) is { } self)
+        {
+            SelfMismatch(logger, Hex(memberId), self.Revision, self.LocalHash, self.PeerHash);
+            mismatches.Add(self);
+            await RaiseCorruptAsync(memberId, cancellationToken).ConfigureAwait(false);
+        }
+
+        foreach (var mismatch in HashComparison.Periodic(local, store.CurrentRevision, compactNow, answers))
         {
             Mismatch(logger, Hex(mismatch.MemberId), Hex(memberId), mismatch.Revision, mismatch.LocalHash, mismatch.PeerHash, mismatch.Reason);
+            mismatches.Add(mismatch);
             await RaiseCorruptAsync(mismatch.MemberId, cancellationToken).ConfigureAwait(false);
         }
 
@@ -69,6 +81,9 @@ public sealed partial class PeriodicHashCheck(
 
     [LoggerMessage(EventId = 1730, Level = LogLevel.Error, Message = "corruption check: member {MemberId} is inconsistent with leader {LeaderId} at revision {Revision}: leader hash {LeaderHash}, member hash {MemberHash} ({Reason}); raising the CORRUPT alarm")]
     private static partial void Mismatch(ILogger logger, string memberId, string leaderId, long revision, uint leaderHash, uint memberHash, string reason);
+
+    [LoggerMessage(EventId = 1735, Level = LogLevel.Error, Message = "corruption check: leader {LeaderId}'s own hash changed at revision {Revision} with no write in between: hash {HashBefore}, then {HashAfter}; raising the CORRUPT alarm for itself")]
+    private static partial void SelfMismatch(ILogger logger, string leaderId, long revision, uint hashBefore, uint hashAfter);
 
     [LoggerMessage(EventId = 1731, Level = LogLevel.Warning, Message = "corruption check: proposing the CORRUPT alarm for member {MemberId} failed: {Detail}")]
     private static partial void RaiseFailed(ILogger logger, string memberId, string detail);

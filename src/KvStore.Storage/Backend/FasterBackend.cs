@@ -58,6 +58,9 @@ internal sealed unsafe class FasterBackend : IDisposable
     /// <summary>Makes every record below address read-only (flushed), so an upsert of such a key appends a new copy at the tail.</summary>
     public void ShiftReadOnlyAddress(long address) => _kv.Log.ShiftReadOnlyAddress(address, wait: true);
 
+    /// <summary>Drops the in-memory pages below address (flushed already, see <see cref="ShiftReadOnlyAddress"/>); reads of them go to disk.</summary>
+    public void EvictBelow(long address) => _kv.Log.ShiftHeadAddress(address, wait: true);
+
     /// <summary>
     /// Moves the begin address (snapped down to a page start) in memory only: files stay until the next checkpoint,
     /// which records the new begin address and only then lets FASTER delete the segments below it.
@@ -340,6 +343,29 @@ internal sealed unsafe class FasterBackend : IDisposable
         if (!success)
         {
             throw new IOException($"FasterKV checkpoint into '{_checkpointDir}' failed");
+        }
+    }
+
+    /// <summary>
+    /// A checkpoint of the hash index alone. It is fuzzy: writes may run meanwhile, because recovery replays the log
+    /// from the address where this checkpoint began up to the log checkpoint taken after it (<see cref="CheckpointLog"/>).
+    /// </summary>
+    public void CheckpointIndex()
+    {
+        var (success, _) = _kv.TakeIndexCheckpointAsync().AsTask().GetAwaiter().GetResult();
+        if (!success)
+        {
+            throw new IOException($"FasterKV index checkpoint into '{_checkpointDir}' failed");
+        }
+    }
+
+    /// <summary>A durable fold-over checkpoint of the log alone; recovery pairs it with the last index checkpoint.</summary>
+    public void CheckpointLog()
+    {
+        var (success, _) = _kv.TakeHybridLogCheckpointAsync(CheckpointType.FoldOver).AsTask().GetAwaiter().GetResult();
+        if (!success)
+        {
+            throw new IOException($"FasterKV log checkpoint into '{_checkpointDir}' failed");
         }
     }
 

@@ -12,6 +12,8 @@ namespace KvStore.Storage.Mvcc;
 /// </summary>
 public sealed partial class MvccStore
 {
+    private const long FlushEveryBytes = 16L << 20;
+
     private readonly long _logCompactionMinBytes;
 
     // Log bytes per live byte measured right after the last log compaction (record headers, alignment, page slack).
@@ -44,14 +46,22 @@ public sealed partial class MvccStore
                 _ =>
                 {
                     var before = DbSizeBytes;
+                    var took = System.Diagnostics.Stopwatch.StartNew();
                     CompactLog();
-                    CheckpointAfterCompaction();
+                    var compacted = took.Elapsed;
+                    var blocked = CheckpointAfterCompaction();
                     if (!_backend.WaitForSegmentsBelowBeginDeleted(TimeSpan.FromSeconds(10)))
                     {
                         _logger.LogWarning("Defragment: segment files below the begin address are not deleted yet");
                     }
 
-                    _logger.LogInformation("Defragmented: {Before} -> {After} bytes on disk", before, DbSizeBytes);
+                    _logger.LogInformation(
+                        "Defragmented: {Before} -> {After} bytes on disk in {Seconds:F2}s (log compaction {Compaction:F2}s, writes held off for the checkpoint {Blocked:F3}s)",
+                        before,
+                        DbSizeBytes,
+                        took.Elapsed.TotalSeconds,
+                        compacted.TotalSeconds,
+                        blocked.TotalSeconds);
                 },
                 CancellationToken.None,
                 TaskContinuationOptions.None,
@@ -90,12 +100,23 @@ public sealed partial class MvccStore
         }
     }
 
-    private void CheckpointAfterCompaction()
+    /// <summary>
+    /// The checkpoint that makes a log compaction durable, with writes held off as briefly as possible: the records
+    /// compacted forward (possibly hundreds of MB) are flushed and the hash index (which the copies rewrote) is
+    /// checkpointed while writes go on; only the log checkpoint, which must fall between write txns, holds them off, and
+    /// it flushes just what was appended since. Returns how long write txns were held off.
+    /// </summary>
+    private TimeSpan CheckpointAfterCompaction()
     {
+        _backend.ShiftReadOnlyAddress(_backend.LogTailAddress);
+        _backend.CheckpointIndex();
         _txnGate.Wait();
+        var held = System.Diagnostics.Stopwatch.StartNew();
         try
         {
-            CheckpointBetweenTxns();
+            _backend.CheckpointLog();
+            _logger.LogInformation("Checkpoint taken at consistent index {Index}, revision {Revision}", ConsistentIndex, CurrentRevision);
+            return held.Elapsed;
         }
         finally
         {
@@ -113,7 +134,10 @@ public sealed partial class MvccStore
     {
         long cut;
         List<Revision> live = [];
+        var held = new System.Diagnostics.Stopwatch();
+        var heldCollecting = TimeSpan.Zero;
         _txnGate.Wait();
+        held.Start();
         try
         {
             // No txn is open: every revision record below the tail is in the key index (or is garbage).
@@ -135,6 +159,8 @@ public sealed partial class MvccStore
         }
         finally
         {
+            held.Stop();
+            heldCollecting = held.Elapsed;
             _txnGate.Release();
         }
 
@@ -144,6 +170,7 @@ public sealed partial class MvccStore
         // Everything below the cut becomes read-only, so an upsert of one of those keys appends a new record.
         _backend.ShiftReadOnlyAddress(cut);
         long copied = 0;
+        long flushed = 0;
         using var session = _backend.NewSession();
         Span<byte> rk = stackalloc byte[17];
         foreach (var rev in live)
@@ -153,10 +180,21 @@ public sealed partial class MvccStore
             {
                 FasterBackend.Upsert(session, rk, record);
                 copied += record.Length + 17;
+                if (copied - flushed >= FlushEveryBytes)
+                {
+                    // Flushed as they go: a checkpoint the applier takes meanwhile (every --snapshot-count entries)
+                    // must not find hundreds of MB of copies to flush while it holds up apply.
+                    _backend.ShiftReadOnlyAddress(_backend.LogTailAddress);
+                    flushed = copied;
+                }
             }
         }
 
+        // Evicting the pages below the cut waits for every thread to leave its epoch: done here, writes go on meanwhile,
+        // and moving the begin address below finds nothing left to evict.
+        _backend.EvictBelow(cut);
         _txnGate.Wait();
+        held.Start();
         try
         {
             if (FasterBackend.TryRead(session, [StatePrefix], out var state))
@@ -187,6 +225,7 @@ public sealed partial class MvccStore
         }
         finally
         {
+            held.Stop();
             _txnGate.Release();
         }
 
@@ -194,10 +233,12 @@ public sealed partial class MvccStore
         _footprintRatio = Math.Max(1.0, (double)(_backend.LogTailAddress - _backend.LogBeginAddress) / live2);
         Interlocked.Increment(ref _logCompactions);
         _logger.LogInformation(
-            "FasterKV log compacted: begin address {Old} -> {New}, {Records} live revisions ({Bytes} bytes) copied forward",
+            "FasterKV log compacted: begin address {Old} -> {New}, {Records} live revisions ({Bytes} bytes) copied forward; writes held off {Held:F3}s ({Collecting:F3}s listing live revisions)",
             begin,
             _backend.LogBeginAddress,
             live.Count,
-            copied);
+            copied,
+            held.Elapsed.TotalSeconds,
+            heldCollecting.TotalSeconds);
     }
 }

@@ -63,4 +63,17 @@ public sealed class HashComparisonTests
     [Fact]
     public void Initial_check_passes_when_every_answer_matches() =>
         HashComparison.Initial(Leader, [new MemberHash(2, 130, 40, 0xAAAA)]).Should().BeEmpty();
+
+    [Fact]
+    public void A_leader_whose_own_hash_changes_at_the_same_revision_names_itself_with_both_hashes() =>
+        HashComparison.LeaderSelf(Leader, Leader with { Hash = 0xEEEE }).Should().BeEquivalentTo(
+            new HashMismatch(1, 100, 0xAAAA, 0xEEEE, "the leader's own hash changed at the same revision"));
+
+    [Fact]
+    public void A_leader_hash_that_changed_with_a_write_or_a_compaction_in_between_is_not_compared()
+    {
+        HashComparison.LeaderSelf(Leader, Leader).Should().BeNull();
+        HashComparison.LeaderSelf(Leader, Leader with { Revision = 101, Hash = 0xEEEE }).Should().BeNull();
+        HashComparison.LeaderSelf(Leader, Leader with { CompactRevision = 60, Hash = 0xEEEE }).Should().BeNull();
+    }
 }

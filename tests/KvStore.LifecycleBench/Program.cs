@@ -1,0 +1,243 @@
+using System.Diagnostics;
+using System.Globalization;
+using Etcdserverpb;
+using Google.Protobuf;
+using Grpc.Net.Client;
+
+// lifecyclebench: for each server binary given, starts one member on 127.0.0.1, writes KEYS keys of VALUE bytes ROUNDS
+// times and compacts (so a defrag has garbage to drop), then runs CLIENTS concurrent putters and records every put's
+// latency in three phases of the same shape: nothing else running, `etcdctl defrag`, `etcdctl snapshot save`. A phase
+// records the puts that started while the operation ran (or during SECONDS for the baseline). Prints p50/p99/max per
+// phase, the operation's duration and dbSize before and after the defrag. Bounded: every phase ends with its
+// operation (killed after 5 minutes); each member is killed at the end and its data dir removed.
+var o = Options.Parse(args);
+if (o is null)
+{
+    await Console.Error.WriteLineAsync("usage: lifecyclebench --server PATH [--server PATH2] [--keys 60000] [--value 2048] [--rounds 3] [--clients 16] [--seconds 5] [--etcdctl /usr/bin/etcdctl]");
+    return 2;
+}
+
+Console.WriteLine($"load average at start: {File.ReadAllText("/proc/loadavg").Trim()}");
+foreach (var server in o.Servers)
+{
+    await RunAsync(server, o);
+}
+
+Console.WriteLine($"load average at end: {File.ReadAllText("/proc/loadavg").Trim()}");
+return 0;
+
+static async Task RunAsync(string serverPath, Options o)
+{
+    var dataDir = Directory.CreateTempSubdirectory("kvstore-lifecyclebench-").FullName;
+    var ports = LoopbackPorts.Take(2);
+    var clientUrl = $"http://127.0.0.1:{ports[0]}";
+    var peerUrl = $"http://127.0.0.1:{ports[1]}";
+    using var server = Process.Start(new ProcessStartInfo(serverPath)
+    {
+        ArgumentList =
+        {
+            "--name", "bench", "--data-dir", dataDir, "--listen-client-urls", clientUrl, "--advertise-client-urls", clientUrl,
+            "--listen-peer-urls", peerUrl, "--initial-advertise-peer-urls", peerUrl, "--initial-cluster", $"bench={peerUrl}",
+            "--quota-backend-bytes", (8L << 30).ToString(CultureInfo.InvariantCulture),
+        },
+        RedirectStandardOutput = true,
+        RedirectStandardError = true,
+    })!;
+    // The member's own account of a defrag (kvstore logs how long writes were held off) goes into the report.
+    server.OutputDataReceived += (_, e) => EchoDefrag(e.Data);
+    server.ErrorDataReceived += (_, e) => EchoDefrag(e.Data);
+    server.BeginOutputReadLine();
+    server.BeginErrorReadLine();
+    try
+    {
+        var channels = Enumerable.Range(0, o.Clients).Select(_ => GrpcChannel.ForAddress(clientUrl)).ToList();
+        var kv = new KV.KVClient(channels[0]);
+        var maintenance = new Maintenance.MaintenanceClient(channels[0]);
+        await WaitReadyAsync(kv);
+        var fill = Stopwatch.StartNew();
+        var value = ByteString.CopyFrom(new byte[o.ValueBytes]);
+        long revision = 0;
+        for (var round = 0; round < o.Rounds; round++)
+        {
+            var next = 0;
+            await Task.WhenAll(channels.Select(async ch =>
+            {
+                var c = new KV.KVClient(ch);
+                int i;
+                while ((i = Interlocked.Increment(ref next) - 1) < o.Keys)
+                {
+                    var r = await c.PutAsync(new PutRequest { Key = Key(i), Value = value });
+                    InterlockedMax(ref revision, r.Header.Revision);
+                }
+            }));
+        }
+
+        await kv.CompactAsync(new CompactionRequest { Revision = revision, Physical = true });
+        var before = (await maintenance.StatusAsync(new StatusRequest())).DbSize;
+        Console.WriteLine($"{Path.GetFileName(serverPath)}: {o.Keys} keys x {o.ValueBytes} B written {o.Rounds} times in {fill.Elapsed.TotalSeconds:F1} s, compacted at {revision}; dbSize {Mib(before)} MiB");
+
+        var endpoint = clientUrl["http://".Length..];
+        await PhaseAsync("no maintenance", channels, o, null);
+        await PhaseAsync("defrag", channels, o, () => Ctl(o.Etcdctl, endpoint, "defrag"));
+        var after = (await maintenance.StatusAsync(new StatusRequest())).DbSize;
+        Console.WriteLine($"  dbSize after defrag {Mib(after)} MiB (before {Mib(before)} MiB)");
+        var snapshot = Path.Combine(dataDir, "bench-snapshot.db");
+        await PhaseAsync("snapshot save", channels, o, () => Ctl(o.Etcdctl, endpoint, "snapshot", "save", snapshot));
+        Console.WriteLine($"  snapshot {Mib(new FileInfo(snapshot).Length)} MiB");
+        foreach (var ch in channels)
+        {
+            ch.Dispose();
+        }
+    }
+    finally
+    {
+        server.Kill();
+        await server.WaitForExitAsync();
+        Directory.Delete(dataDir, recursive: true);
+    }
+}
+
+// Putters run from the start of the phase until the operation (or the baseline's SECONDS) is over; only puts started
+// inside that window count. The operation starts one second into the phase, so the putters are warm.
+static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o, Func<Process>? operation)
+{
+    var latencies = new List<double>[channels.Count];
+    using var stop = new CancellationTokenSource();
+    long windowStart = long.MaxValue;
+    long windowEnd = long.MaxValue;
+    var failures = 0;
+    var clock = Stopwatch.StartNew();
+    var putters = channels.Select((ch, n) => Task.Run(async () =>
+    {
+        var c = new KV.KVClient(ch);
+        var mine = latencies[n] = [];
+        var value = ByteString.CopyFrom(new byte[o.ValueBytes]);
+        var rng = new Random(n);
+        while (!stop.IsCancellationRequested)
+        {
+            var start = clock.ElapsedTicks;
+            try
+            {
+                await c.PutAsync(new PutRequest { Key = Key(rng.Next(o.Keys)), Value = value });
+            }
+            catch (Grpc.Core.RpcException)
+            {
+                // A put that failed (etcd's "request timed out" while a defrag holds its writes) counts with its latency.
+                Interlocked.Increment(ref failures);
+            }
+
+            var end = clock.ElapsedTicks;
+            if (start >= Volatile.Read(ref windowStart) && start < Volatile.Read(ref windowEnd))
+            {
+                mine.Add((end - start) * 1000.0 / Stopwatch.Frequency);
+            }
+        }
+    })).ToList();
+    await Task.Delay(1000);
+    Volatile.Write(ref windowStart, clock.ElapsedTicks);
+    var took = Stopwatch.StartNew();
+    string result;
+    if (operation is null)
+    {
+        await Task.Delay(TimeSpan.FromSeconds(o.Seconds));
+        result = "ok";
+    }
+    else
+    {
+        using var p = operation();
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        using var limit = new CancellationTokenSource(TimeSpan.FromMinutes(5));
+        await p.WaitForExitAsync(limit.Token);
+        result = p.ExitCode == 0 ? "ok" : $"exit {p.ExitCode}: {(await stderr).Trim()} {(await stdout).Trim()}";
+    }
+
+    Volatile.Write(ref windowEnd, clock.ElapsedTicks);
+    var opSeconds = took.Elapsed.TotalSeconds;
+    await stop.CancelAsync();
+    await Task.WhenAll(putters);
+    var all = latencies.SelectMany(l => l).Order().ToList();
+    var p50 = all.Count > 0 ? all[all.Count / 2] : 0;
+    var p99 = all.Count > 0 ? all[Math.Min(all.Count - 1, (int)(all.Count * 0.99))] : 0;
+    var max = all.Count > 0 ? all[^1] : 0;
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        $"  {name,-15} {opSeconds,6:F2} s ({result}), {all.Count} puts ({failures} failed): p50 {p50:F1} ms, p99 {p99:F1} ms, max {max:F1} ms; load {File.ReadAllText("/proc/loadavg").Split(' ')[0]}"));
+}
+
+static void EchoDefrag(string? line)
+{
+    if (line is not null && (line.Contains("Defragmented", StringComparison.Ordinal) || line.Contains("log compacted", StringComparison.Ordinal)))
+    {
+        Console.WriteLine("    server: " + line);
+    }
+}
+
+static Process Ctl(string etcdctl, string endpoint, params string[] args)
+{
+    var psi = new ProcessStartInfo(etcdctl) { RedirectStandardOutput = true, RedirectStandardError = true };
+    psi.Environment["ETCDCTL_API"] = "3";
+    psi.ArgumentList.Add("--endpoints");
+    psi.ArgumentList.Add(endpoint);
+    psi.ArgumentList.Add("--command-timeout=300s");
+    foreach (var a in args)
+    {
+        psi.ArgumentList.Add(a);
+    }
+
+    return Process.Start(psi)!;
+}
+
+static async Task WaitReadyAsync(KV.KVClient kv)
+{
+    var deadline = Stopwatch.StartNew();
+    while (true)
+    {
+        try
+        {
+            await kv.RangeAsync(new RangeRequest { Key = ByteString.CopyFromUtf8("ready") }, deadline: DateTime.UtcNow.AddSeconds(2));
+            return;
+        }
+        catch (Grpc.Core.RpcException) when (deadline.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            await Task.Delay(200);
+        }
+    }
+}
+
+static void InterlockedMax(ref long target, long value)
+{
+    long seen;
+    while ((seen = Interlocked.Read(ref target)) < value && Interlocked.CompareExchange(ref target, value, seen) != seen)
+    {
+    }
+}
+
+static string Mib(long bytes) => (bytes / 1048576.0).ToString("F0", CultureInfo.InvariantCulture);
+
+static ByteString Key(int i) => ByteString.CopyFromUtf8(string.Create(CultureInfo.InvariantCulture, $"/bench/k{i:D6}"));
+
+internal sealed record Options(IReadOnlyList<string> Servers, int Keys, int ValueBytes, int Rounds, int Clients, int Seconds, string Etcdctl)
+{
+    public static Options? Parse(string[] args)
+    {
+        var servers = new List<string>();
+        int keys = 60_000, value = 2048, rounds = 3, clients = 16, seconds = 5;
+        var etcdctl = "/usr/bin/etcdctl";
+        for (var i = 0; i + 1 < args.Length; i += 2)
+        {
+            switch (args[i])
+            {
+                case "--server": servers.Add(args[i + 1]); break;
+                case "--keys": keys = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
+                case "--value": value = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
+                case "--rounds": rounds = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
+                case "--clients": clients = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
+                case "--seconds": seconds = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
+                case "--etcdctl": etcdctl = args[i + 1]; break;
+                default: return null;
+            }
+        }
+
+        return servers.Count == 0 || args.Length % 2 != 0 ? null : new Options(servers, keys, value, rounds, clients, seconds, etcdctl);
+    }
+}
