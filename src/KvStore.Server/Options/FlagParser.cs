@@ -273,6 +273,11 @@ public static class FlagParser
             throw new OptionsException($"error verifying flags, invalid value \"{options.LogFormat}\" for flag -log-format: valid values are \"text\", \"json\"");
         }
 
+        if (options.Metrics is not ("basic" or "extensive"))
+        {
+            throw new OptionsException($"error verifying flags, invalid value \"{options.Metrics}\" for flag -metrics: valid values are \"basic\", \"extensive\"");
+        }
+
         if (options.HeartbeatIntervalMs <= 0 || options.ElectionTimeoutMs < 5 * options.HeartbeatIntervalMs)
         {
             throw new OptionsException($"--election-timeout[{options.ElectionTimeoutMs}ms] should be at least as 5 times as --heartbeat-interval[{options.HeartbeatIntervalMs}ms]");

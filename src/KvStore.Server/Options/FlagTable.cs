@@ -90,7 +90,7 @@ internal static class FlagTable
 
         // Profiling and monitoring.
         U("enable-pprof", FlagKind.Bool, "false"),
-        N("metrics", FlagKind.String, "basic"),
+        S("metrics", FlagKind.String, "basic", (o, v) => o.Metrics = v),
         S("listen-metrics-urls", FlagKind.Urls, string.Empty, (o, v) => o.ListenMetricsUrls = Urls(v)),
 
         // Logging.

@@ -36,6 +36,9 @@ public sealed class ServerOptions
 
     public IReadOnlyList<Uri> ListenMetricsUrls { get; set; } = [];
 
+    /// <summary>--metrics: "basic", or "extensive" (adds gRPC handling-time histograms).</summary>
+    public string Metrics { get; set; } = "basic";
+
     public string InitialCluster { get; set; } = DefaultInitialCluster;
 
     public string InitialClusterState { get; set; } = "new";

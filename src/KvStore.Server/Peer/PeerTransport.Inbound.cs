@@ -46,6 +46,7 @@ public sealed partial class PeerTransport
     /// genuine (another sender except for forwarded proposals and reads, another recipient, snapshots, local-only kinds).</summary>
     internal async ValueTask DeliverAsync(ulong from, RaftEnvelope envelope, CancellationToken cancellationToken)
     {
+        Options.Metrics?.PeerReceivedBytes.WithLabels(Monitoring.ServerMetrics.PeerLabel(from)).Inc(envelope.CalculateSize());
         foreach (var wire in envelope.Messages)
         {
             var type = (MessageType)(int)wire.Type;

@@ -6,7 +6,7 @@ using KvStore.Internal;
 using KvStore.Raft;
 using KvStore.Server.Api;
 using KvStore.Server.Apply;
-using KvStore.Server.Http;
+using KvStore.Server.Monitoring;
 using KvStore.Server.Identity;
 using KvStore.Server.Node;
 using KvStore.Server.Options;
@@ -45,7 +45,7 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     private readonly RaftLogStore _raftLog;
     private readonly string _snapshotDirectory;
     private readonly NodeState _state;
-    private readonly Metrics _metrics;
+    private readonly ServerMetrics _metrics;
     private readonly Membership _membership;
     private readonly ILogger _logger;
     private readonly IHostApplicationLifetime? _lifetime;
@@ -91,7 +91,7 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         Func<MvccStore, Applier> applierFactory,
         string snapshotDirectory,
         NodeState state,
-        Metrics metrics,
+        ServerMetrics metrics,
         Func<PeerTransport> transportFactory,
         ILogger<RaftHost> logger,
         IHostApplicationLifetime? lifetime = null)
@@ -173,9 +173,13 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         if (!_inbox.Writer.TryWrite(new Proposal(id, data)))
         {
             _waiters.TryRemove(id, out _);
+            _metrics.ProposalsFailed.Inc();
             throw EtcdErrors.Stopped.Exception();
         }
 
+        // As etcd counts them: pending while this member waits for its proposal to be applied; failed when it
+        // cannot be proposed or the caller's deadline passes first (an error the applier returns is a result).
+        _metrics.ProposalsPending.Inc();
         try
         {
             return await waiter.Task.WaitAsync(_requestTimeout, cancellationToken);
@@ -183,12 +187,18 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         catch (TimeoutException)
         {
             _waiters.TryRemove(id, out _);
+            _metrics.ProposalsFailed.Inc();
             throw (_state.HasLeader ? EtcdErrors.Timeout : ClusterErrors.TimeoutLeaderFail).Exception();
         }
         catch (OperationCanceledException)
         {
             _waiters.TryRemove(id, out _);
+            _metrics.ProposalsFailed.Inc();
             throw;
+        }
+        finally
+        {
+            _metrics.ProposalsPending.Dec();
         }
     }
 
