@@ -31,7 +31,8 @@ internal static class Usage
           --election-timeout '1000'             Election timeout in milliseconds.
           --listen-peer-urls 'http://localhost:2380'
           --listen-client-urls 'http://localhost:2379'
-          --listen-metrics-urls ''              Extra URLs serving /metrics and /health only.
+          --listen-metrics-urls ''              Extra URLs serving /metrics, /health, /livez and /readyz only.
+          --metrics 'basic'                     basic, or extensive (adds gRPC handling-time histograms).
           --quota-backend-bytes '0'             Raise the NOSPACE alarm above this size (0 = 2 GiB).
           --max-txn-ops '128'                   Maximum operations in one transaction.
           --max-request-bytes '1572864'         Maximum client request size in bytes.

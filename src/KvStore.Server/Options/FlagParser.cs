@@ -147,7 +147,8 @@ public static class FlagParser
                 case FlagSupport.Unsupported:
                     if (!EqualsDefault(spec, value))
                     {
-                        throw new OptionsException($"flag --{name} is not supported by kvstore yet (given \"{value}\"; only etcd's default \"{spec.Default}\" is accepted)");
+                        var reason = spec.Reason is null ? string.Empty : $": {spec.Reason}";
+                        throw new OptionsException($"flag --{name} is not supported by kvstore yet{reason} (given \"{value}\"; only etcd's default \"{spec.Default}\" is accepted)");
                     }
 
                     break;
