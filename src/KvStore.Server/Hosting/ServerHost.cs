@@ -184,6 +184,7 @@ public static class ServerHost
             return lessor;
         });
         services.AddSingleton<LocalClient>();
+        services.AddSingleton<Gateway.LoopbackChannel>();
         services.AddHostedService<QuotaMonitor>();
         if (options.CorruptCheckTime > TimeSpan.Zero)
         {
@@ -220,6 +221,11 @@ public static class ServerHost
         app.MapGrpcService<ElectionService>();
         app.MapGrpcService<LockService>();
         HttpEndpoints.Map(app);
+        if (options.EnableGrpcGateway)
+        {
+            Gateway.JsonGateway.Map(app);
+        }
+
         RegisterGauges(app.Services);
         return app;
     }

@@ -164,7 +164,7 @@ internal static class FlagTable
         U("peer-skip-client-san-verification", FlagKind.Bool, "false", "peer certificates are always verified"),
         U("raft-read-timeout", FlagKind.Duration, "5s", "peer streams use HTTP/2 keep-alive pings instead"),
         U("raft-write-timeout", FlagKind.Duration, "5s", "peer streams use HTTP/2 keep-alive pings instead"),
-        U("enable-grpc-gateway", FlagKind.Bool, "true", "the JSON gateway cannot be turned off"),
+        S("enable-grpc-gateway", FlagKind.Bool, "true", (o, v) => o.EnableGrpcGateway = Bool(v)),
         U("enable-distributed-tracing", FlagKind.Bool, "false", "distributed tracing is not implemented"),
         U("distributed-tracing-address", FlagKind.String, "localhost:4317", "distributed tracing is not implemented"),
         U("distributed-tracing-service-name", FlagKind.String, "etcd", "distributed tracing is not implemented"),
