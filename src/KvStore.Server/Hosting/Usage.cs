@@ -50,10 +50,10 @@ internal static class Usage
           --peer-cert-file, --peer-key-file, --peer-client-cert-auth, --peer-trusted-ca-file   peer port TLS
 
         Logging:
-          --logger 'zap'                        zap or capnslog (accepted; the format is chosen by --log-format).
+          --logger 'zap'                        zap or capnslog; an explicit zap writes etcd's JSON lines.
           --log-level 'info'                    debug, info, warn, error, panic, fatal.
           --log-outputs 'default'               default (= stderr), stderr, stdout, or file paths, comma separated.
-          --log-format 'text'                   text (readable lines) or json (one object per line). kvstore only.
+          --log-format 'text'                   text (readable lines) or json (etcd's zap fields). kvstore only.
 
         Every other etcd flag is recognised: flags without an equivalent in kvstore are accepted
         with a warning or rejected at start naming the flag (see docs/configuration.md).

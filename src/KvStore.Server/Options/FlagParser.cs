@@ -236,6 +236,12 @@ public static class FlagParser
 
     private static void ApplyDerivedDefaults(ServerOptions options, Dictionary<string, string> values)
     {
+        // Asking for etcd's zap logger asks for its JSON lines; --log-format (ours) still decides when given.
+        if (values.TryGetValue("logger", out var logger) && logger == "zap" && !values.ContainsKey("log-format"))
+        {
+            options.LogFormat = "json";
+        }
+
         // etcd: a member named other than "default" with the default --initial-cluster bootstraps as "<name>=<advertised peer urls>".
         if (!values.ContainsKey("initial-cluster") && options.Name != ServerOptions.DefaultName)
         {
