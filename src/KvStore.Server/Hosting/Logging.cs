@@ -3,15 +3,14 @@ using Serilog;
 using Serilog.Core;
 using Serilog.Events;
 using Serilog.Formatting;
-using Serilog.Formatting.Compact;
 using Serilog.Formatting.Display;
 
 namespace KvStore.Server.Hosting;
 
 /// <summary>
 /// Serilog configuration from etcd's logging flags: --log-level, --log-outputs (default = stderr, stdout, or file paths)
-/// and our --log-format (text = readable lines, json = one JSON object per line). --logger is accepted as zap or capnslog
-/// and does not change the format (see docs/configuration.md).
+/// and our --log-format: text = readable lines; json = etcd's zap fields, one JSON object per line. An explicit
+/// --logger zap (etcd 3.5's default, which writes JSON) selects json unless --log-format says otherwise.
 /// </summary>
 public static class Logging
 {
@@ -23,7 +22,7 @@ public static class Logging
         ArgumentNullException.ThrowIfNull(options);
         var level = ToLevel(options.LogLevel);
         ITextFormatter formatter = options.LogFormat == "json"
-            ? new RenderedCompactJsonFormatter()
+            ? new ZapJsonFormatter()
             : new MessageTemplateTextFormatter(TextTemplate, null);
 
         var config = new LoggerConfiguration()

@@ -8,6 +8,7 @@ using KvStore.Server.Concurrency;
 using KvStore.Server.Http;
 using KvStore.Server.Identity;
 using KvStore.Server.Lease;
+using KvStore.Server.Monitoring;
 using KvStore.Server.Node;
 using KvStore.Server.Options;
 using KvStore.Server.Replication;
@@ -152,7 +153,7 @@ public static class ServerHost
         services.AddSingleton(listeners);
         services.AddSingleton(forwarder);
         services.AddSingleton<NodeState>();
-        services.AddSingleton<Metrics>();
+        services.AddSingleton(new ServerMetrics(options.Metrics == "extensive" ? MetricsLevel.Extensive : MetricsLevel.Basic));
         services.AddSingleton<HeaderFactory>();
         services.AddSingleton<AlarmState>();
         services.AddSingleton<Quota>();
@@ -183,6 +184,7 @@ public static class ServerHost
             return lessor;
         });
         services.AddSingleton<LocalClient>();
+        services.AddSingleton<Gateway.LoopbackChannel>();
         services.AddHostedService<QuotaMonitor>();
         if (options.CorruptCheckTime > TimeSpan.Zero)
         {
@@ -205,6 +207,7 @@ public static class ServerHost
             o.MaxReceiveMessageSize = options.GrpcMaxReceiveBytes;
             o.MaxSendMessageSize = int.MaxValue;
             o.EnableDetailedErrors = false;
+            o.Interceptors.Add<GrpcMetricsInterceptor>();
             o.Interceptors.Add<UnimplementedInterceptor>();
             o.Interceptors.Add<RequireLeaderInterceptor>();
             o.Interceptors.Add<AdminOnlyInterceptor>();
@@ -224,6 +227,11 @@ public static class ServerHost
         app.MapGrpcService<ElectionService>();
         app.MapGrpcService<LockService>();
         HttpEndpoints.Map(app);
+        if (options.EnableGrpcGateway)
+        {
+            Gateway.JsonGateway.Map(app);
+        }
+
         RegisterGauges(app.Services);
         return app;
     }
@@ -261,22 +269,31 @@ public static class ServerHost
         return Task.CompletedTask;
     };
 
+    /// <summary>Values etcd keeps as gauges, read from their owners at scrape time.</summary>
     private static void RegisterGauges(IServiceProvider services)
     {
-        var metrics = services.GetRequiredService<Metrics>();
+        var metrics = services.GetRequiredService<ServerMetrics>();
         var state = services.GetRequiredService<NodeState>();
-        var store = services.GetRequiredService<MvccStore>();
         var identity = services.GetRequiredService<MemberIdentity>();
-        metrics.Gauge("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", () => state.HasLeader ? 1 : 0);
-        metrics.Gauge("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", () => state.LeaderId == identity.MemberId ? 1 : 0);
-        metrics.Gauge("etcd_server_proposals_pending", "The current number of pending proposals to commit.", () => state.CommittedIndex - state.AppliedIndex);
-        metrics.Gauge("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.", () => store.DbSizeBytes);
-        metrics.Gauge("etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes.", () => store.DbSizeInUseBytes);
-        metrics.Gauge("etcd_debugging_mvcc_current_revision", "The current revision of store.", () => store.CurrentRevision);
-        metrics.Gauge("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.", () => store.CompactRevision);
-        metrics.Gauge("etcd_server_term", "The current term.", () => state.Term);
-        metrics.Gauge("etcd_server_applied_index", "The current applied index.", () => state.AppliedIndex);
-        metrics.Gauge("etcd_server_committed_index", "The current committed index.", () => state.CommittedIndex);
+        var quota = services.GetRequiredService<Quota>();
+        metrics.ServerId.WithLabels(Hex(identity.MemberId)).Set(1);
+        metrics.ServerVersion.WithLabels(Versions.EtcdServer).Set(1);
+        metrics.ClusterVersion.WithLabels(Versions.EtcdCluster).Set(1);
+        GrpcMetricsInterceptor.Preregister(metrics);
+        metrics.Registry.AddBeforeCollectCallback(() =>
+        {
+            // A snapshot install may replace the store instance: read the one the services use now.
+            var current = services.GetRequiredService<RaftHost>().Store;
+            metrics.HasLeader.Set(state.HasLeader ? 1 : 0);
+            metrics.IsLeader.Set(state.LeaderId == identity.MemberId ? 1 : 0);
+            metrics.ProposalsCommitted.Set(state.CommittedIndex);
+            metrics.ProposalsApplied.Set(state.AppliedIndex);
+            metrics.QuotaBackendBytes.Set(quota.QuotaBytes);
+            metrics.DbTotalSize.Set(current.DbSizeBytes);
+            metrics.DbInUseSize.Set(current.DbSizeInUseBytes);
+            metrics.CurrentRevision.Set(current.CurrentRevision);
+            metrics.CompactRevision.Set(current.CompactRevision);
+        });
     }
 
     private static FileStream LockDataDir(string memberDir)

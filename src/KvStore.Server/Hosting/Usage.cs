@@ -31,7 +31,8 @@ internal static class Usage
           --election-timeout '1000'             Election timeout in milliseconds.
           --listen-peer-urls 'http://localhost:2380'
           --listen-client-urls 'http://localhost:2379'
-          --listen-metrics-urls ''              Extra URLs serving /metrics and /health only.
+          --listen-metrics-urls ''              Extra URLs serving /metrics, /health, /livez and /readyz only.
+          --metrics 'basic'                     basic, or extensive (adds gRPC handling-time histograms).
           --quota-backend-bytes '0'             Raise the NOSPACE alarm above this size (0 = 2 GiB).
           --max-txn-ops '128'                   Maximum operations in one transaction.
           --max-request-bytes '1572864'         Maximum client request size in bytes.
@@ -49,10 +50,10 @@ internal static class Usage
           --peer-cert-file, --peer-key-file, --peer-client-cert-auth, --peer-trusted-ca-file   peer port TLS
 
         Logging:
-          --logger 'zap'                        zap or capnslog (accepted; the format is chosen by --log-format).
+          --logger 'zap'                        zap or capnslog; an explicit zap writes etcd's JSON lines.
           --log-level 'info'                    debug, info, warn, error, panic, fatal.
           --log-outputs 'default'               default (= stderr), stderr, stdout, or file paths, comma separated.
-          --log-format 'text'                   text (readable lines) or json (one object per line). kvstore only.
+          --log-format 'text'                   text (readable lines) or json (etcd's zap fields). kvstore only.
 
         Every other etcd flag is recognised: flags without an equivalent in kvstore are accepted
         with a warning or rejected at start naming the flag (see docs/configuration.md).

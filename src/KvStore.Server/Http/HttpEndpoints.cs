@@ -1,5 +1,6 @@
 using KvStore.Server.Apply;
 using Grpc.Core;
+using KvStore.Server.Monitoring;
 using KvStore.Server.Node;
 using KvStore.Server.Replication;
 using KvStore.Storage.Mvcc;
@@ -20,7 +21,11 @@ public static class HttpEndpoints
         endpoints.MapGet("/livez", Live);
         endpoints.MapGet("/version", () => Results.Text(
             $"{{\"etcdserver\":\"{Versions.EtcdServer}\",\"etcdcluster\":\"{Versions.EtcdCluster}\"}}", "application/json"));
-        endpoints.MapGet("/metrics", (Metrics metrics) => Results.Text(metrics.Render(), "text/plain; version=0.0.4; charset=utf-8"));
+        endpoints.MapGet("/metrics", async (HttpContext context, ServerMetrics metrics) =>
+        {
+            context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+            await metrics.ExportAsync(context.Response.Body, context.RequestAborted);
+        });
     }
 
     /// <summary>

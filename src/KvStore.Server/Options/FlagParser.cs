@@ -147,7 +147,8 @@ public static class FlagParser
                 case FlagSupport.Unsupported:
                     if (!EqualsDefault(spec, value))
                     {
-                        throw new OptionsException($"flag --{name} is not supported by kvstore yet (given \"{value}\"; only etcd's default \"{spec.Default}\" is accepted)");
+                        var reason = spec.Reason is null ? string.Empty : $": {spec.Reason}";
+                        throw new OptionsException($"flag --{name} is not supported by kvstore yet{reason} (given \"{value}\"; only etcd's default \"{spec.Default}\" is accepted)");
                     }
 
                     break;
@@ -234,6 +235,12 @@ public static class FlagParser
 
     private static void ApplyDerivedDefaults(ServerOptions options, Dictionary<string, string> values)
     {
+        // Asking for etcd's zap logger asks for its JSON lines; --log-format (ours) still decides when given.
+        if (values.TryGetValue("logger", out var logger) && logger == "zap" && !values.ContainsKey("log-format"))
+        {
+            options.LogFormat = "json";
+        }
+
         // etcd: a member named other than "default" with the default --initial-cluster bootstraps as "<name>=<advertised peer urls>".
         if (!values.ContainsKey("initial-cluster") && options.Name != ServerOptions.DefaultName)
         {
@@ -270,6 +277,11 @@ public static class FlagParser
         if (options.LogFormat is not ("text" or "json"))
         {
             throw new OptionsException($"error verifying flags, invalid value \"{options.LogFormat}\" for flag -log-format: valid values are \"text\", \"json\"");
+        }
+
+        if (options.Metrics is not ("basic" or "extensive"))
+        {
+            throw new OptionsException($"error verifying flags, invalid value \"{options.Metrics}\" for flag -metrics: valid values are \"basic\", \"extensive\"");
         }
 
         if (options.HeartbeatIntervalMs <= 0 || options.ElectionTimeoutMs < 5 * options.HeartbeatIntervalMs)

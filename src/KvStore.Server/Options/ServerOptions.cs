@@ -36,6 +36,12 @@ public sealed class ServerOptions
 
     public IReadOnlyList<Uri> ListenMetricsUrls { get; set; } = [];
 
+    /// <summary>--enable-grpc-gateway: the JSON API under /v3/ on the client port.</summary>
+    public bool EnableGrpcGateway { get; set; } = true;
+
+    /// <summary>--metrics: "basic", or "extensive" (adds gRPC handling-time histograms).</summary>
+    public string Metrics { get; set; } = "basic";
+
     public string InitialCluster { get; set; } = DefaultInitialCluster;
 
     public string InitialClusterState { get; set; } = "new";

@@ -3,6 +3,7 @@ using Grpc.Core;
 using Grpc.Net.Client;
 using KvStore.Raft;
 using KvStore.Raft.Wire;
+using KvStore.Server.Monitoring;
 using Microsoft.Extensions.Logging;
 
 namespace KvStore.Server.Peer;
@@ -77,6 +78,7 @@ internal sealed partial class PeerSender : IAsyncDisposable
         }
 
         Interlocked.Increment(ref _dropped);
+        _options.Metrics?.PeerSentFailures.WithLabels(ServerMetrics.PeerLabel(_peerId)).Inc();
         if (Interlocked.Exchange(ref _queueFull, 1) == 0)
         {
             Log.QueueFull(_logger, _peerId, _options.QueueCapacity);
@@ -200,6 +202,8 @@ internal sealed partial class PeerSender : IAsyncDisposable
                     Log.ConnectFailed(_logger, _peerId, endpoint.Url, backoff, e);
                 }
 
+                _options.Metrics?.PeerSentFailures.WithLabels(ServerMetrics.PeerLabel(_peerId)).Inc();
+
                 _handler.ReportUnreachable(_peerId);
                 lock (_lock)
                 {
@@ -261,6 +265,8 @@ internal sealed partial class PeerSender : IAsyncDisposable
         var headers = PeerHeaders.Create(_options.ClusterId, _options.LocalMemberId, _peerId);
         using var call = client.Stream(new CallOptions(headers: headers, cancellationToken: cancellationToken));
 
+        // Opening a stream is one request and its acknowledgement: the round trip etcd's prober measures.
+        var opened = System.Diagnostics.Stopwatch.GetTimestamp();
         using (var handshake = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
         {
             handshake.CancelAfter(_options.DialTimeout);
@@ -269,6 +275,8 @@ internal sealed partial class PeerSender : IAsyncDisposable
                 throw new IOException("the peer closed the stream without acknowledging it");
             }
         }
+
+        _options.Metrics?.PeerRoundTrip.WithLabels(ServerMetrics.PeerLabel(_peerId)).Observe(System.Diagnostics.Stopwatch.GetElapsedTime(opened).TotalSeconds);
 
         var ack = call.ResponseStream.Current;
         if (ack.ClusterId != _options.ClusterId || ack.MemberId != _peerId)
@@ -356,6 +364,7 @@ internal sealed partial class PeerSender : IAsyncDisposable
             if (envelope.Messages.Count > 0)
             {
                 await requests.WriteAsync(envelope, cancellationToken);
+                _options.Metrics?.PeerSentBytes.WithLabels(ServerMetrics.PeerLabel(_peerId)).Inc(size);
             }
         }
     }

@@ -51,6 +51,7 @@ public sealed partial class PeerTransport
             return; // a partition made by a fault test: lost on the wire
         }
 
+        Options.Metrics?.PeerReceivedBytes.WithLabels(Monitoring.ServerMetrics.PeerLabel(from)).Inc(envelope.CalculateSize());
         foreach (var wire in envelope.Messages)
         {
             var type = (MessageType)(int)wire.Type;

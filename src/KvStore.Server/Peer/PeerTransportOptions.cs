@@ -1,9 +1,16 @@
+using System.Security.Cryptography.X509Certificates;
+
+using KvStore.Server.Monitoring;
+
 namespace KvStore.Server.Peer;
 
 /// <summary>Settings of a <see cref="PeerTransport"/>. Only <see cref="ClusterId"/>, <see cref="LocalMemberId"/> and
 /// <see cref="SnapshotDirectory"/> have no sensible default.</summary>
 public sealed record PeerTransportOptions
 {
+    /// <summary>Where peer traffic, send failures and round trips are counted (none in tests that do not care).</summary>
+    public ServerMetrics? Metrics { get; init; }
+
     /// <summary>This member's cluster; peers of another cluster are refused in both directions.</summary>
     public required ulong ClusterId { get; init; }
 

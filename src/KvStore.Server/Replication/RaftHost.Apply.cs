@@ -10,6 +10,9 @@ public sealed partial class RaftHost
 {
     private static readonly InternalRequest EmptyRequest = new();
 
+    /// <summary>etcd's default --experimental-warning-apply-duration: an entry slower than this counts as a slow apply.</summary>
+    private static readonly TimeSpan SlowApplyThreshold = TimeSpan.FromMilliseconds(100);
+
     private ulong _appliedSinceSnapshot;
 
     private async Task RunApplyLoopAsync()
@@ -53,6 +56,7 @@ public sealed partial class RaftHost
                 continue;
             }
 
+            var entryStarted = Stopwatch.GetTimestamp();
             try
             {
                 if (entry.Type == EntryType.ConfChange)
@@ -71,10 +75,14 @@ public sealed partial class RaftHost
             }
 
             _state.AppliedIndex = entry.Index;
-            _metrics.ProposalsApplied.Add();
+            if (Stopwatch.GetElapsedTime(entryStarted) > SlowApplyThreshold)
+            {
+                _metrics.SlowApply.Inc();
+            }
         }
 
-        _metrics.ApplyBatch.Observe(Stopwatch.GetElapsedTime(started));
+        // The store takes the batch's writes here (its durable checkpoint comes with the raft snapshot).
+        _metrics.BackendCommit.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
         Interlocked.Exchange(ref _appliedSignal, NewSignal()).TrySetResult();
 
         _appliedSinceSnapshot += (ulong)entries.Count;
@@ -109,7 +117,6 @@ public sealed partial class RaftHost
 
         if (error is not null)
         {
-            _metrics.ProposalsFailed.Add();
             waiter.TrySetException(error.Exception());
         }
         else
@@ -253,7 +260,7 @@ public sealed partial class RaftHost
         var index = store.ConsistentIndex;
         var started = Stopwatch.GetTimestamp();
         store.Checkpoint();
-        _metrics.BackendCommit.Observe(Stopwatch.GetElapsedTime(started));
+        _metrics.SnapshotSave.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
         _raftLog.CreateSnapshot(index, _membership.ToConfState());
         await _raftLog.SyncAsync();
         var compactIndex = index > CatchUpEntries ? index - CatchUpEntries : 0;

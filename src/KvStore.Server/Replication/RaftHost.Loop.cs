@@ -248,8 +248,7 @@ public sealed partial class RaftHost
             {
                 var started = Stopwatch.GetTimestamp();
                 await _raftLog.SyncAsync();
-                _metrics.WalFsync.Observe(Stopwatch.GetElapsedTime(started));
-                _metrics.Batches.Add();
+                _metrics.WalFsync.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
                 if (rd.HardState is { } synced)
                 {
                     _syncedTerm = synced.Term;
@@ -265,7 +264,6 @@ public sealed partial class RaftHost
 
         if (rd.CommittedEntries.Count > 0)
         {
-            _metrics.ProposalsCommitted.Add(rd.CommittedEntries.Count);
             _state.CommittedIndex = rd.CommittedEntries[^1].Index;
             _applyQueue.Writer.TryWrite(rd.CommittedEntries);
         }
@@ -290,6 +288,11 @@ public sealed partial class RaftHost
         _state.LeaderId = soft.Leader;
         if (soft.Leader != _lastLeader)
         {
+            if (soft.Leader != 0)
+            {
+                _metrics.LeaderChanges.Inc();
+            }
+
             Log.LeaderChanged(_logger, Hex(_lastLeader), Hex(soft.Leader), node.Term, soft.Role.ToString());
             _lastLeader = soft.Leader;
         }

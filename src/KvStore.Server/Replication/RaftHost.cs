@@ -5,7 +5,7 @@ using Google.Protobuf;
 using KvStore.Internal;
 using KvStore.Raft;
 using KvStore.Server.Apply;
-using KvStore.Server.Http;
+using KvStore.Server.Monitoring;
 using KvStore.Server.Identity;
 using KvStore.Server.Node;
 using KvStore.Server.Options;
@@ -44,7 +44,7 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     private readonly RaftLogStore _raftLog;
     private readonly string _snapshotDirectory;
     private readonly NodeState _state;
-    private readonly Metrics _metrics;
+    private readonly ServerMetrics _metrics;
     private readonly Membership _membership;
     private readonly ILogger _logger;
     private readonly IHostApplicationLifetime? _lifetime;
@@ -90,7 +90,7 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         Func<MvccStore, Applier> applierFactory,
         string snapshotDirectory,
         NodeState state,
-        Metrics metrics,
+        ServerMetrics metrics,
         Func<PeerTransport> transportFactory,
         ILogger<RaftHost> logger,
         IHostApplicationLifetime? lifetime = null)
@@ -172,9 +172,13 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         if (!_inbox.Writer.TryWrite(new Proposal(id, data)))
         {
             _waiters.TryRemove(id, out _);
+            _metrics.ProposalsFailed.Inc();
             throw EtcdErrors.Stopped.Exception();
         }
 
+        // As etcd counts them: pending while this member waits for its proposal to be applied; failed when it
+        // cannot be proposed or the caller's deadline passes first (an error the applier returns is a result).
+        _metrics.ProposalsPending.Inc();
         try
         {
             return await waiter.Task.WaitAsync(_requestTimeout, cancellationToken);
@@ -182,12 +186,18 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         catch (TimeoutException)
         {
             _waiters.TryRemove(id, out _);
+            _metrics.ProposalsFailed.Inc();
             throw (_state.HasLeader ? EtcdErrors.Timeout : ClusterErrors.TimeoutLeaderFail).Exception();
         }
         catch (OperationCanceledException)
         {
             _waiters.TryRemove(id, out _);
+            _metrics.ProposalsFailed.Inc();
             throw;
+        }
+        finally
+        {
+            _metrics.ProposalsPending.Dec();
         }
     }
 

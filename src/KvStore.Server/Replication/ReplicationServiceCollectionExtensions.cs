@@ -1,5 +1,5 @@
 using KvStore.Server.Apply;
-using KvStore.Server.Http;
+using KvStore.Server.Monitoring;
 using KvStore.Server.Identity;
 using KvStore.Server.Lease;
 using KvStore.Server.Node;
@@ -41,7 +41,7 @@ public static class ReplicationServiceCollectionExtensions
             _ => sp.GetRequiredService<Applier>(),
             Path.Combine(memberDir, "snap", "outgoing"),
             sp.GetRequiredService<NodeState>(),
-            sp.GetRequiredService<Metrics>(),
+            sp.GetRequiredService<ServerMetrics>(),
             () => sp.GetRequiredService<PeerTransport>(),
             sp.GetRequiredService<ILogger<RaftHost>>(),
             sp.GetRequiredService<IHostApplicationLifetime>());
@@ -51,14 +51,15 @@ public static class ReplicationServiceCollectionExtensions
         services.AddSingleton<IProposer>(sp => sp.GetRequiredService<RaftHost>());
         services.AddSingleton<RequireLeaderInterceptor>();
         services.AddPeerTransport(
-            _ => new PeerTransportOptions
+            sp => new PeerTransportOptions
             {
                 ClusterId = identity.ClusterId,
                 LocalMemberId = identity.MemberId,
                 SnapshotDirectory = Path.Combine(memberDir, "snap", "incoming"),
                 MaxMessageBytes = Math.Max(16 << 20, 2 * options.GrpcMaxReceiveBytes),
-                Tls = PeerTls(options, _.GetRequiredService<ILoggerFactory>().CreateLogger("kvstore.tls")),
+                Tls = PeerTls(options, sp.GetRequiredService<ILoggerFactory>().CreateLogger("kvstore.tls")),
                 DropIncomingFrom = TestPeerFilter.FromEnvironment() is { } filter ? filter.DropsFrom : null,
+                Metrics = sp.GetRequiredService<ServerMetrics>(),
             },
             sp => sp.GetRequiredService<RaftHost>());
         services.AddHostedService(sp => sp.GetRequiredService<RaftHost>());

@@ -142,7 +142,7 @@ internal sealed class ClusterMemberHost : IAsyncDisposable
             s => new Applier(s, new NoLeases(), new NoWatch(), new HeaderFactory(identity, nodeState), new AlarmState(s), new KvStore.Server.Auth.AuthStore(s), new KvStore.Server.Auth.SimpleTokenProvider(TimeSpan.FromMinutes(5), TimeProvider.System)),
             Path.Combine(dataDir, "snap", "outgoing"),
             nodeState,
-            new Metrics(),
+            new KvStore.Server.Monitoring.ServerMetrics(),
             () => sp.GetRequiredService<PeerTransport>(),
             NullLogger<RaftHost>.Instance,
             lifetime: null)

@@ -1,0 +1,308 @@
+using System.Globalization;
+using System.Net;
+using Etcdserverpb;
+using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
+using KvStore.Server.Hosting;
+using KvStore.Server.Identity;
+using KvStore.Server.Options;
+using KvStore.Server.Replication;
+using KvStore.Storage.Mvcc;
+using KvStore.Storage.Wal;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace KvStore.Server.Tests.Monitoring;
+
+/// <summary>
+/// /metrics of three full members in one process, scraped over HTTP/1.1 on the client port and parsed: every metric
+/// the etcd mixin and etcd's dashboards use is there with etcd's type, and the counters move with writes, failed
+/// requests, a leader change and a member going down.
+/// </summary>
+public sealed class MetricsTests
+{
+    private static readonly Dictionary<string, string> Expected = new(StringComparer.Ordinal)
+    {
+        ["etcd_server_has_leader"] = "gauge",
+        ["etcd_server_is_leader"] = "gauge",
+        ["etcd_server_leader_changes_seen_total"] = "counter",
+        ["etcd_server_proposals_committed_total"] = "gauge",
+        ["etcd_server_proposals_applied_total"] = "gauge",
+        ["etcd_server_proposals_pending"] = "gauge",
+        ["etcd_server_proposals_failed_total"] = "counter",
+        ["etcd_server_quota_backend_bytes"] = "gauge",
+        ["etcd_server_id"] = "gauge",
+        ["etcd_server_version"] = "gauge",
+        ["etcd_cluster_version"] = "gauge",
+        ["etcd_mvcc_db_total_size_in_bytes"] = "gauge",
+        ["etcd_mvcc_db_total_size_in_use_in_bytes"] = "gauge",
+        ["etcd_disk_wal_fsync_duration_seconds"] = "histogram",
+        ["etcd_disk_backend_commit_duration_seconds"] = "histogram",
+        ["etcd_network_peer_sent_failures_total"] = "counter",
+        ["etcd_network_peer_round_trip_time_seconds"] = "histogram",
+        ["etcd_network_peer_sent_bytes_total"] = "counter",
+        ["etcd_network_peer_received_bytes_total"] = "counter",
+        ["etcd_network_client_grpc_sent_bytes_total"] = "counter",
+        ["etcd_network_client_grpc_received_bytes_total"] = "counter",
+        ["grpc_server_started_total"] = "counter",
+        ["grpc_server_handled_total"] = "counter",
+        ["grpc_server_msg_received_total"] = "counter",
+        ["grpc_server_msg_sent_total"] = "counter",
+        ["process_cpu_seconds_total"] = "counter",
+        ["process_start_time_seconds"] = "gauge",
+        ["process_open_fds"] = "gauge",
+        ["process_virtual_memory_bytes"] = "gauge",
+        ["process_resident_memory_bytes"] = "gauge",
+    };
+
+    [Fact]
+    public async Task Every_mixin_metric_is_exposed_with_etcds_type_and_moves_with_writes_elections_and_peer_failures()
+    {
+        var root = Path.Combine(Path.GetTempPath(), "kvstore-metrics-" + Guid.NewGuid().ToString("N")[..8]);
+        var peerPorts = LoopbackPorts.Take(3);
+        var clientPorts = LoopbackPorts.Take(3);
+        var initial = string.Join(',', peerPorts.Select((p, i) => $"m{i}=http://127.0.0.1:{p}"));
+        var servers = new List<Member>();
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(30) };
+        try
+        {
+            for (var i = 0; i < 3; i++)
+            {
+                // The third member runs with --metrics basic: no handling-time histograms there.
+                servers.Add(await Member.StartAsync(root, i, peerPorts[i], clientPorts[i], initial, i < 2 ? "extensive" : "basic"));
+            }
+
+            var leader = await WaitLeaderAsync(servers);
+            var before = await Scrape(http, leader);
+            foreach (var (name, type) in Expected)
+            {
+                before.Types.Should().ContainKey(name).WhoseValue.Should().Be(type, "{0} has etcd's type", name);
+            }
+
+            before.Value("etcd_server_has_leader").Should().Be(1);
+            before.Value("etcd_server_is_leader").Should().Be(1);
+            before.Value("etcd_server_leader_changes_seen_total").Should().BeGreaterThanOrEqualTo(1);
+            before.Value("etcd_server_quota_backend_bytes").Should().Be(ServerOptions.DefaultQuotaBytes);
+            before.Value("etcd_server_id", ("server_id", leader.Host.MemberId.ToString("x", CultureInfo.InvariantCulture))).Should().Be(1);
+            before.Value("etcd_server_version", ("server_version", Versions.EtcdServer)).Should().Be(1);
+            before.Types.Should().ContainKey("grpc_server_handling_seconds", "--metrics extensive adds gRPC latency histograms");
+            (await Scrape(http, servers[2])).Types.Should().NotContainKey("grpc_server_handling_seconds", "--metrics basic has none");
+
+            // Writes through the client API move the proposal, disk, gRPC and byte counters.
+            using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{leader.ClientPort}");
+            var kv = new KV.KVClient(channel);
+            for (var i = 0; i < 5; i++)
+            {
+                await kv.PutAsync(new PutRequest { Key = ByteString.CopyFromUtf8("k" + i), Value = ByteString.CopyFromUtf8("v") });
+            }
+
+            var empty = async () => await kv.PutAsync(new PutRequest { Key = ByteString.Empty, Value = ByteString.CopyFromUtf8("v") });
+            (await empty.Should().ThrowAsync<RpcException>()).Which.StatusCode.Should().Be(StatusCode.InvalidArgument);
+
+            var after = await Scrape(http, leader);
+            var put = new[] { ("grpc_type", "unary"), ("grpc_service", "etcdserverpb.KV"), ("grpc_method", "Put") };
+            (after.Value("grpc_server_started_total", put) - before.Value("grpc_server_started_total", put)).Should().Be(6);
+            (after.Value("grpc_server_handled_total", [.. put, ("grpc_code", "OK")]) - before.Value("grpc_server_handled_total", [.. put, ("grpc_code", "OK")])).Should().Be(5);
+            (after.Value("grpc_server_handled_total", [.. put, ("grpc_code", "InvalidArgument")]) - before.Value("grpc_server_handled_total", [.. put, ("grpc_code", "InvalidArgument")])).Should().Be(1);
+            after.Value("grpc_server_handling_seconds_count", put).Should().BeGreaterThanOrEqualTo(6);
+            after.Value("etcd_server_proposals_committed_total").Should().BeGreaterThanOrEqualTo(before.Value("etcd_server_proposals_committed_total") + 5);
+            after.Value("etcd_server_proposals_applied_total").Should().BeGreaterThanOrEqualTo(before.Value("etcd_server_proposals_applied_total") + 5);
+            after.Value("etcd_disk_wal_fsync_duration_seconds_count").Should().BeGreaterThan(before.Value("etcd_disk_wal_fsync_duration_seconds_count"));
+            after.Value("etcd_disk_backend_commit_duration_seconds_count").Should().BeGreaterThan(before.Value("etcd_disk_backend_commit_duration_seconds_count"));
+            after.Value("etcd_network_client_grpc_received_bytes_total").Should().BeGreaterThan(before.Value("etcd_network_client_grpc_received_bytes_total"));
+            after.Value("etcd_network_client_grpc_sent_bytes_total").Should().BeGreaterThan(before.Value("etcd_network_client_grpc_sent_bytes_total"));
+            foreach (var peer in servers.Where(s => s != leader))
+            {
+                var label = peer.Host.MemberId.ToString("x", CultureInfo.InvariantCulture);
+                after.Value("etcd_network_peer_sent_bytes_total", ("To", label)).Should().BeGreaterThan(0);
+                after.Value("etcd_network_peer_received_bytes_total", ("From", label)).Should().BeGreaterThan(0);
+                after.Value("etcd_network_peer_round_trip_time_seconds_count", ("To", label)).Should().BeGreaterThan(0);
+            }
+
+            // A leader change is counted by the members that see it.
+            var target = servers.First(s => s != leader);
+            var seenBefore = (await Scrape(http, target)).Value("etcd_server_leader_changes_seen_total");
+            using (var timeout = Timeout())
+            {
+                await leader.Host.MoveLeaderAsync(target.Host.MemberId, timeout.Token);
+            }
+
+            leader = await WaitLeaderAsync(servers);
+            leader.Should().BeSameAs(target);
+            var moved = await Scrape(http, target);
+            moved.Value("etcd_server_leader_changes_seen_total").Should().Be(seenBefore + 1);
+            moved.Value("etcd_server_is_leader").Should().Be(1);
+
+            // A member going down shows up as send failures toward it on the leader.
+            var victim = servers.First(s => s != leader);
+            var victimLabel = victim.Host.MemberId.ToString("x", CultureInfo.InvariantCulture);
+            await victim.DisposeAsync();
+            using (var timeout = Timeout())
+            {
+                while ((await Scrape(http, leader)).Value("etcd_network_peer_sent_failures_total", ("To", victimLabel)) == 0)
+                {
+                    await Task.Delay(50, timeout.Token);
+                }
+            }
+        }
+        finally
+        {
+            foreach (var s in servers)
+            {
+                await s.DisposeAsync();
+            }
+
+            try
+            {
+                Directory.Delete(root, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    private static CancellationTokenSource Timeout(int seconds = 30) => new(TimeSpan.FromSeconds(seconds));
+
+    private static async Task<Exposition> Scrape(HttpClient http, Member member)
+    {
+        using var response = await http.GetAsync(new Uri($"http://127.0.0.1:{member.ClientPort}/metrics"));
+        response.StatusCode.Should().Be(HttpStatusCode.OK);
+        response.Content.Headers.ContentType!.MediaType.Should().Be("text/plain");
+        return Exposition.Parse(await response.Content.ReadAsStringAsync());
+    }
+
+    private static async Task<Member> WaitLeaderAsync(List<Member> servers)
+    {
+        using var timeout = Timeout();
+        while (true)
+        {
+            var id = servers[0].State.LeaderId;
+            var leader = servers.FirstOrDefault(s => s.Host.MemberId == id);
+            if (leader is not null && servers.All(s => s.State.LeaderId == id))
+            {
+                return leader;
+            }
+
+            await Task.WhenAny(servers.Select(s => s.Host.NextChangeAsync(timeout.Token)));
+            timeout.Token.ThrowIfCancellationRequested();
+        }
+    }
+
+    /// <summary>The text exposition format, parsed: each family's type and each sample's labels and value.</summary>
+    private sealed class Exposition
+    {
+        public Dictionary<string, string> Types { get; } = new(StringComparer.Ordinal);
+
+        public List<(string Name, Dictionary<string, string> Labels, double Value)> Samples { get; } = [];
+
+        public static Exposition Parse(string text)
+        {
+            var result = new Exposition();
+            foreach (var line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+            {
+                if (line.StartsWith("# TYPE ", StringComparison.Ordinal))
+                {
+                    var parts = line.Split(' ');
+                    result.Types[parts[2]] = parts[3];
+                    continue;
+                }
+
+                if (line.StartsWith('#'))
+                {
+                    continue;
+                }
+
+                var brace = line.IndexOf('{', StringComparison.Ordinal);
+                var space = line.LastIndexOf(' ');
+                var name = brace >= 0 ? line[..brace] : line[..space];
+                var labels = new Dictionary<string, string>(StringComparer.Ordinal);
+                if (brace >= 0)
+                {
+                    var body = line[(brace + 1)..line.LastIndexOf('}')];
+                    foreach (var pair in body.Split("\",", StringSplitOptions.RemoveEmptyEntries))
+                    {
+                        var eq = pair.IndexOf('=', StringComparison.Ordinal);
+                        labels[pair[..eq]] = pair[(eq + 2)..].TrimEnd('"');
+                    }
+                }
+
+                result.Samples.Add((name, labels, double.Parse(line[(space + 1)..], CultureInfo.InvariantCulture)));
+            }
+
+            return result;
+        }
+
+        /// <summary>The value of the one sample with this name carrying these labels (0 when there is none).</summary>
+        public double Value(string name, params (string Key, string Value)[] labels) =>
+            Samples.Where(s => s.Name == name && labels.All(l => s.Labels.GetValueOrDefault(l.Key) == l.Value)).Select(s => s.Value).DefaultIfEmpty(0).Sum();
+    }
+
+    /// <summary>One member as the real server builds it.</summary>
+    private sealed class Member : IAsyncDisposable
+    {
+        private readonly WebApplication _app;
+        private readonly WriteAheadLog _wal;
+        private readonly MvccStore _store;
+        private bool _stopped;
+
+        private Member(WebApplication app, WriteAheadLog wal, MvccStore store, int clientPort)
+        {
+            _app = app;
+            _wal = wal;
+            _store = store;
+            ClientPort = clientPort;
+            Host = app.Services.GetRequiredService<RaftHost>();
+            State = app.Services.GetRequiredService<Node.NodeState>();
+        }
+
+        public int ClientPort { get; }
+
+        public RaftHost Host { get; }
+
+        public Node.NodeState State { get; }
+
+        public static async Task<Member> StartAsync(string root, int i, int peerPort, int clientPort, string initialCluster, string metrics)
+        {
+            var options = new ServerOptions
+            {
+                Name = $"m{i}",
+                DataDir = Path.Combine(root, $"m{i}"),
+                InitialCluster = initialCluster,
+                InitialClusterToken = "metrics",
+                HeartbeatIntervalMs = 20,
+                ElectionTimeoutMs = 200,
+                Metrics = metrics,
+                ListenClientUrls = [new Uri($"http://127.0.0.1:{clientPort}")],
+                AdvertiseClientUrls = [new Uri($"http://127.0.0.1:{clientPort}")],
+                ListenPeerUrls = [new Uri($"http://127.0.0.1:{peerPort}")],
+                InitialAdvertisePeerUrls = [new Uri($"http://127.0.0.1:{peerPort}")],
+            };
+            var identity = MemberIdentity.FromOptions(options);
+            var memberDir = Path.Combine(options.EffectiveDataDir, "member");
+            Directory.CreateDirectory(memberDir);
+            var wal = WriteAheadLog.Open(Path.Combine(memberDir, "wal"), NullLogger.Instance);
+            var store = MvccStore.Open(new MvccStoreOptions { DataDirectory = Path.Combine(memberDir, "kv"), MemorySizeBits = 22, PageSizeBits = 16, IndexBuckets = 1 << 12 }, NullLogger.Instance);
+            var app = ServerHost.Build(options, identity, store, wal, Serilog.Core.Logger.None);
+            await app.StartAsync();
+            return new Member(app, wal, store, clientPort);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            if (_stopped)
+            {
+                return;
+            }
+
+            _stopped = true;
+            using var timeout = Timeout();
+            await _app.StopAsync(timeout.Token);
+            await _app.DisposeAsync();
+            _store.Dispose();
+            await _wal.DisposeAsync();
+        }
+    }
+}
