@@ -30,7 +30,8 @@ public static class Logging
             .MinimumLevel.Override("Microsoft", Max(level, LogEventLevel.Warning))
             .MinimumLevel.Override("Grpc", Max(level, LogEventLevel.Warning))
             .Enrich.FromLogContext()
-            .Enrich.WithProperty("SourceContext", "kvstore");
+            .Enrich.WithProperty("SourceContext", "kvstore")
+            .Enrich.With<OneSourceNamingScheme>();
 
         foreach (var output in options.LogOutputs)
         {
@@ -61,4 +62,23 @@ public static class Logging
         "error" => LogEventLevel.Error,
         _ => LogEventLevel.Fatal,
     };
+
+    /// <summary>
+    /// Loggers named after our types ("KvStore.Server.Replication.RaftHost") are shown as "kvstore.&lt;area&gt;"
+    /// ("kvstore.replication"), the scheme the hand-named ones ("kvstore.mvcc", "kvstore.wal") already use.
+    /// </summary>
+    private sealed class OneSourceNamingScheme : ILogEventEnricher
+    {
+        public void Enrich(LogEvent logEvent, ILogEventPropertyFactory propertyFactory)
+        {
+            if (logEvent.Properties.TryGetValue("SourceContext", out var value)
+                && value is ScalarValue { Value: string name }
+                && name.StartsWith("KvStore.", StringComparison.Ordinal))
+            {
+                var parts = name.Split('.');
+                var area = parts.Length > 3 ? parts[2] : parts[^1];
+                logEvent.AddOrUpdateProperty(propertyFactory.CreateProperty("SourceContext", "kvstore." + area.ToLowerInvariant()));
+            }
+        }
+    }
 }

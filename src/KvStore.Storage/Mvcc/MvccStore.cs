@@ -50,6 +50,8 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
     private long _consistentIndex;
     private long _liveBytes;
     private MvccWriteTxn? _openTxn;
+    private long _stateSaves;
+    private (long StateSaves, long Begin, long Tail)? _lastCheckpoint;
     private bool _disposed;
 
     private MvccStore(MvccStoreOptions options, ILogger logger)
@@ -176,9 +178,14 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
     private void CheckpointBetweenTxns()
     {
         _backend.Checkpoint();
+        _lastCheckpoint = CheckpointFingerprint();
 
         _logger.LogInformation("Checkpoint taken at consistent index {Index}, revision {Revision}", ConsistentIndex, CurrentRevision);
     }
+
+    /// <summary>What a checkpoint captured: every committed write saves the state record; other writes move the log's ends.</summary>
+    private (long StateSaves, long Begin, long Tail) CheckpointFingerprint() =>
+        (Interlocked.Read(ref _stateSaves), _backend.LogBeginAddress, _backend.LogTailAddress);
 
     public IEnumerable<KeyValuePair<byte[], byte[]>> ReadMeta(string bucket)
     {
@@ -263,7 +270,9 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
         try
         {
             WaitPhysicalCompaction();
-            if (checkpoint && _openTxn is null)
+            // The host usually checkpoints just before disposing; a second checkpoint of the same state would only
+            // repeat the I/O (and the log line).
+            if (checkpoint && _openTxn is null && _lastCheckpoint != CheckpointFingerprint())
             {
                 Checkpoint();
             }
@@ -426,6 +435,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
         BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(24), Crc32C.Compute(b.AsSpan(0, 24)));
         FasterBackend.Upsert(_writerSession, [StatePrefix], b);
         Volatile.Write(ref _consistentIndex, (long)consistentIndex);
+        Interlocked.Increment(ref _stateSaves);
     }
 
     internal void TxnFinished(MvccWriteTxn txn, bool changed)

@@ -86,6 +86,11 @@ public sealed partial class EtcdFlagListTests
         ["proxy"] = ["on"],
         ["backend-bbolt-freelist-type"] = ["array"],
         ["experimental-backend-bbolt-freelist-type"] = ["map"],
+        ["client-cert-file"] = ["client.pem", "--client-key-file=client-key.pem"],
+        ["client-key-file"] = ["client-key.pem", "--client-cert-file=client.pem"],
+        ["peer-client-cert-file"] = ["peer-client.pem", "--peer-client-key-file=peer-client-key.pem"],
+        ["peer-client-key-file"] = ["peer-client-key.pem", "--peer-client-cert-file=peer-client.pem"],
+        ["client-cert-allowed-hostname"] = ["client.example", "--client-cert-auth=true", "--trusted-ca-file=ca.pem"],
     };
 
     private static readonly IDictionary NoEnvironment = new Hashtable();
