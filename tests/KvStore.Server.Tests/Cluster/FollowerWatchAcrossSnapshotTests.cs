@@ -166,14 +166,22 @@ public sealed partial class SnapshotInstallTests
     private static async Task<WatchResponse> ReceiveUntilAsync(Channel<WatchResponse> responses, List<Mvccpb.Event> received, Func<WatchResponse, bool> done)
     {
         using var timeout = Timeout(60);
-        while (true)
+        try
         {
-            var r = await responses.Reader.ReadAsync(timeout.Token);
-            received.AddRange(r.Events);
-            if (done(r))
+            while (true)
             {
-                return r;
+                var r = await responses.Reader.ReadAsync(timeout.Token);
+                received.AddRange(r.Events);
+                if (done(r))
+                {
+                    return r;
+                }
             }
+        }
+        catch (OperationCanceledException) when (timeout.IsCancellationRequested)
+        {
+            var last = received.Count > 0 ? received[^1].Kv.ModRevision : 0;
+            throw new TimeoutException($"no awaited watch response within 60 s: {received.Count} events received, the last at revision {last}");
         }
     }
 
