@@ -8,6 +8,9 @@ namespace KvStore.Server.Apply;
 /// </summary>
 public interface IWatchEventSink
 {
-    /// <summary>Called after a write transaction at <paramref name="revision"/> was committed to the store.</summary>
+    /// <summary>
+    /// Called after a write transaction at <paramref name="revision"/> was committed to the store. The sink may keep
+    /// <paramref name="events"/> (queued for slow streams): the caller must not change or reuse the list afterwards.
+    /// </summary>
     void OnCommitted(long revision, IReadOnlyList<MvccEvent> events);
 }

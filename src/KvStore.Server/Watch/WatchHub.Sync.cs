@@ -102,7 +102,7 @@ public sealed partial class WatchHub
                 var wanted = watcher.Filter(events!);
                 if (wanted.Count > 0)
                 {
-                    if (!watcher.Stream.TryQueueEvents(watcher, next - 1, wanted, Options))
+                    if (!watcher.Stream.TryQueueEvents(watcher, next - 1, new EventBatch(wanted), Options))
                     {
                         continue; // still full; try again next pass
                     }

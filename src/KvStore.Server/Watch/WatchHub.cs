@@ -94,6 +94,12 @@ public sealed partial class WatchHub : IWatchEventSink, IDisposable
                 return;
             }
 
+            if (events.Count == 1)
+            {
+                DeliverOne(revision, new EventBatch(events));
+                return;
+            }
+
             var batches = CollectBatches(revision, events);
             if (batches is null)
             {
@@ -102,27 +108,83 @@ public sealed partial class WatchHub : IWatchEventSink, IDisposable
 
             foreach (var (watcher, batch) in batches)
             {
-                var wanted = watcher.Filter(batch);
-                if (wanted.Count == 0)
-                {
-                    watcher.MinRevision = revision + 1;
-                    continue;
-                }
-
-                if (watcher.Stream.TryQueueEvents(watcher, revision, wanted, Options))
-                {
-                    watcher.MinRevision = revision + 1;
-                    watcher.ProgressDue = false;
-                }
-                else
-                {
-                    // The client is slow: never wait for it here. Catch it up from the store from this revision on.
-                    watcher.MinRevision = revision;
-                    MoveToUnsynced(watcher);
-                    Log.WatcherFellBehind(_logger, watcher.Id, revision);
-                }
+                Deliver(watcher, revision, new EventBatch(batch));
             }
         }
+    }
+
+    /// <summary>
+    /// The common commit of one event: every synced watcher of its key gets the same batch, so its wire form is built
+    /// once. Watchers that fall behind leave the synced groups only after the walk over them.
+    /// </summary>
+    private void DeliverOne(long revision, EventBatch batch)
+    {
+        var key = batch.Events[0].Kv.Key;
+        List<Watcher>? behind = null;
+        if (_syncedKeys.TryGetValue(key, out var exact))
+        {
+            foreach (var watcher in exact)
+            {
+                TryDeliver(watcher, revision, batch, ref behind);
+            }
+        }
+
+        foreach (var watcher in _syncedRanges)
+        {
+            if (watcher.Matches(key))
+            {
+                TryDeliver(watcher, revision, batch, ref behind);
+            }
+        }
+
+        foreach (var watcher in behind ?? [])
+        {
+            FellBehind(watcher, revision);
+        }
+
+        void TryDeliver(Watcher watcher, long revision, EventBatch batch, ref List<Watcher>? behind)
+        {
+            if (watcher.MinRevision <= revision && !Queue(watcher, revision, batch))
+            {
+                (behind ??= []).Add(watcher);
+            }
+        }
+    }
+
+    private void Deliver(Watcher watcher, long revision, EventBatch batch)
+    {
+        if (!Queue(watcher, revision, batch))
+        {
+            FellBehind(watcher, revision);
+        }
+    }
+
+    /// <summary>Queues the events this watcher wants; false if its stream is full (nothing is queued then).</summary>
+    private bool Queue(Watcher watcher, long revision, EventBatch batch)
+    {
+        var wanted = watcher.Filter(batch.Events);
+        if (wanted.Count == 0)
+        {
+            watcher.MinRevision = revision + 1;
+            return true;
+        }
+
+        if (!watcher.Stream.TryQueueEvents(watcher, revision, ReferenceEquals(wanted, batch.Events) ? batch : new EventBatch(wanted), Options))
+        {
+            return false;
+        }
+
+        watcher.MinRevision = revision + 1;
+        watcher.ProgressDue = false;
+        return true;
+    }
+
+    /// <summary>The client is slow: never wait for it here. Catch it up from the store from this revision on.</summary>
+    private void FellBehind(Watcher watcher, long revision)
+    {
+        watcher.MinRevision = revision;
+        MoveToUnsynced(watcher);
+        Log.WatcherFellBehind(_logger, watcher.Id, revision);
     }
 
     /// <summary>

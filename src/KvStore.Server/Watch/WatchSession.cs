@@ -67,21 +67,20 @@ public sealed class WatchSession : IDisposable
     /// Queues an event response unless the stream is full (<see cref="IsFull"/>). Called under the hub's lock, which
     /// makes the check and the enqueue one step; the send loop only ever lowers the counters.
     /// </summary>
-    internal bool TryQueueEvents(Watcher watcher, long revision, IReadOnlyList<MvccEvent> events, WatchOptions options)
+    internal bool TryQueueEvents(Watcher watcher, long revision, EventBatch batch, WatchOptions options)
     {
         if (IsFull(options))
         {
             return false;
         }
 
-        var bytes = EventBytes(events);
-        if (!_queue.Writer.TryWrite(new EventsItem(watcher, revision, events, bytes)))
+        if (!_queue.Writer.TryWrite(new EventsItem(watcher, revision, batch)))
         {
             return false;
         }
 
         Interlocked.Increment(ref _queuedEvents);
-        Interlocked.Add(ref _queuedBytes, bytes);
+        Interlocked.Add(ref _queuedBytes, batch.Bytes);
         return true;
     }
 
@@ -141,7 +140,7 @@ public sealed class WatchSession : IDisposable
                 case EventsItem events:
                     await WriteEventsAsync(events, write, header).ConfigureAwait(false);
                     Interlocked.Decrement(ref _queuedEvents);
-                    Interlocked.Add(ref _queuedBytes, -events.Bytes);
+                    Interlocked.Add(ref _queuedBytes, -events.Batch.Bytes);
                     break;
             }
         }
@@ -165,20 +164,19 @@ public sealed class WatchSession : IDisposable
     {
         var watcher = item.Watcher;
         var response = new WatchResponse { Header = header(item.Revision), WatchId = watcher.Id };
-        foreach (var e in item.Events)
+        var wire = item.Batch.Wire;
+        for (var i = 0; i < wire.Length; i++)
         {
-            var ev = new Mvccpb.Event
-            {
-                Type = e.Type == EventType.Put ? Mvccpb.Event.Types.EventType.Put : Mvccpb.Event.Types.EventType.Delete,
-                Kv = ToProto(e.Kv),
-            };
+            var ev = wire[i];
+            var e = item.Batch.Events[i];
             var isCreate = e.Type == EventType.Put && e.Kv.CreateRevision == e.Kv.ModRevision;
             if (watcher.PrevKv && !isCreate)
             {
                 var prev = _hub.Store.ReadAt(e.Kv.Key, e.Kv.ModRevision - 1);
                 if (prev is not null)
                 {
-                    ev.PrevKv = ToProto(prev);
+                    // The shared event stays as it is: this watcher's copy carries the previous value.
+                    ev = new Mvccpb.Event { Type = ev.Type, Kv = ev.Kv, PrevKv = ToProto(prev) };
                 }
             }
 
@@ -227,7 +225,7 @@ public sealed class WatchSession : IDisposable
 
     private abstract record StreamItem;
 
-    private sealed record EventsItem(Watcher Watcher, long Revision, IReadOnlyList<MvccEvent> Events, long Bytes) : StreamItem;
+    private sealed record EventsItem(Watcher Watcher, long Revision, EventBatch Batch) : StreamItem;
 
     private sealed record ControlItem(WatchResponse Response, long Revision) : StreamItem;
 }
