@@ -30,7 +30,11 @@ public sealed class WatchService(
 
         using var session = hub.OpenSession();
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
-        var send = session.RunSendLoopAsync(r => responseStream.WriteAsync(r), headers.Create, stop.Token);
+        // Responses are buffered and flushed once per batch the send loop drains (grpc's BufferHint).
+        context.WriteOptions = new WriteOptions(WriteFlags.BufferHint);
+        var body = context.GetHttpContext().Response.BodyWriter;
+        var send = session.RunSendLoopAsync(
+            r => responseStream.WriteAsync(r), headers.Create, stop.Token, async () => await body.FlushAsync(stop.Token).ConfigureAwait(false));
         var receive = ReceiveAsync(requestStream, session, create => IsWatchPermitted(context, create), stop.Token);
         var leaderLost = requireLeader ? WaitForLeaderLossAsync(stop.Token) : Task.Delay(Timeout.Infinite, stop.Token);
         try

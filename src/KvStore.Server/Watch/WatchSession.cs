@@ -109,9 +109,12 @@ public sealed class WatchSession : IDisposable
 
     /// <summary>
     /// Writes queued responses to the client until cancelled: fills headers, adds prev_kv (read at mod_revision - 1),
-    /// fragments large responses of fragmenting watchers, and sends periodic progress notifications.
+    /// fragments large responses of fragmenting watchers, and sends periodic progress notifications. When
+    /// <paramref name="flush"/> is given, <paramref name="write"/> may buffer and the loop flushes once per batch of
+    /// queued responses, so one commit fanned out to many watchers of a stream leaves in a few frames, not one each.
     /// </summary>
-    public async Task RunSendLoopAsync(Func<WatchResponse, Task> write, Func<long, ResponseHeader> header, CancellationToken cancellationToken)
+    public async Task RunSendLoopAsync(
+        Func<WatchResponse, Task> write, Func<long, ResponseHeader> header, CancellationToken cancellationToken, Func<Task>? flush = null)
     {
         ArgumentNullException.ThrowIfNull(write);
         ArgumentNullException.ThrowIfNull(header);
@@ -119,7 +122,10 @@ public sealed class WatchSession : IDisposable
             static state => ((WatchSession)state!).ProgressTick(), this, _hub.Options.ProgressNotifyInterval, _hub.Options.ProgressNotifyInterval);
         while (await _queue.Reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            await DrainAsync(write, header).ConfigureAwait(false);
+            if (await DrainAsync(write, header).ConfigureAwait(false) > 0 && flush is not null)
+            {
+                await flush().ConfigureAwait(false);
+            }
         }
     }
 
