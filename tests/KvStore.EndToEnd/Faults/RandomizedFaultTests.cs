@@ -16,7 +16,7 @@ namespace KvStore.EndToEnd.Faults;
 /// </summary>
 /// <remarks>
 /// CI runs a few fixed seeds. KVSTORE_FAULT_SEED=n runs seed n only (a failure prints its seed);
-/// KVSTORE_FAULT_SOAK=n runs seeds 1..n; KVSTORE_FAULT_STEPS sets the number of faults per seed (default 4).
+/// KVSTORE_FAULT_SOAK=n runs seeds 1..n; KVSTORE_FAULT_STEPS sets the number of faults per seed (default 5).
 /// See docs/testing.md.
 /// </remarks>
 [Collection(ClusterTestGroup.Name)]
@@ -44,7 +44,7 @@ public sealed class RandomizedFaultTests(ITestOutputHelper output)
         return [1, 2];
     }
 
-    private static int Steps => int.TryParse(Environment.GetEnvironmentVariable("KVSTORE_FAULT_STEPS"), CultureInfo.InvariantCulture, out var n) && n > 0 ? n : 4;
+    private static int Steps => int.TryParse(Environment.GetEnvironmentVariable("KVSTORE_FAULT_STEPS"), CultureInfo.InvariantCulture, out var n) && n > 0 ? n : 5;
 
     [Theory]
     [MemberData(nameof(Seeds))]
@@ -93,6 +93,7 @@ public sealed class RandomizedFaultTests(ITestOutputHelper output)
 
         var availability = Availability.Measure(ops, nemesis.Events, runEnd);
         output.WriteLine($"faults: {string.Join("; ", nemesis.Events)}");
+        output.WriteLine($"faults per kind: {string.Join(", ", nemesis.Events.GroupBy(e => e.Step.Kind).Select(g => $"{g.Key} {g.Count()}"))}");
         output.WriteLine($"operations: {ops.Count} ({Summarize(ops)}); acknowledged writes {acked.Count}");
         output.WriteLine($"availability: {availability}");
 
