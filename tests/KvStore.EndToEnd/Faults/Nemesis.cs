@@ -69,6 +69,9 @@ public sealed class Nemesis
     private readonly IReadOnlyList<string> _dropFiles;
     private readonly List<FaultEvent> _events = [];
 
+    // Twice the period at which a member reads its peer filter file again (TestPeerFilter, in the server).
+    private static readonly TimeSpan FilterPickup = TimeSpan.FromMilliseconds(100);
+
     /// <param name="dropFiles">Per member (same order as the cluster's), the peer filter file its process reads.</param>
     public Nemesis(TestCluster cluster, HistoryRecorder clock, IReadOnlyList<string> dropFiles)
     {
@@ -139,8 +142,8 @@ public sealed class Nemesis
 
     private async Task<(long, string, string)> PauseAsync(ClusterMember m, TimeSpan paused)
     {
-        var started = _clock.Now;
         await m.SignalAsync("STOP");
+        var started = _clock.Now; // once stopped: sending the signal takes a moment in which writes still commit
         try
         {
             await Task.Delay(paused);
@@ -161,8 +164,8 @@ public sealed class Nemesis
     private async Task<(long, string, string)> IsolateAsync(ClusterMember m, TimeSpan cut, bool leader = false)
     {
         var others = _cluster.Members.Where(o => o != m).ToList();
-        var started = _clock.Now;
         var note = string.Empty;
+        long started;
         try
         {
             Drop(m, others);
@@ -172,6 +175,10 @@ public sealed class Nemesis
             }
 
             var until = Task.Delay(cut);
+            // The members read their files again within 50 ms; writes still commit until then, so the cut (and the
+            // availability figures measured from it) starts once that has surely happened. No event tells it sooner.
+            await Task.Delay(FilterPickup);
+            started = _clock.Now;
             if (leader)
             {
                 var successor = await _cluster.WaitLeaderAsync(others, TimeSpan.FromSeconds(30));
@@ -231,11 +238,14 @@ public sealed class Nemesis
     {
         var leader = await LeaderAsync();
         var deaf = _cluster.Members[target] == leader ? _cluster.Members[(target + 1) % _cluster.Members.Count] : _cluster.Members[target];
-        var started = _clock.Now;
+        long started;
         try
         {
             Drop(deaf, [leader]);
-            await Task.Delay(cut);
+            var until = Task.Delay(cut);
+            await Task.Delay(FilterPickup);
+            started = _clock.Now;
+            await until;
         }
         finally
         {
