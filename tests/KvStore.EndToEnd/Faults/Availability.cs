@@ -9,7 +9,8 @@ namespace KvStore.EndToEnd.Faults;
 /// <param name="LongestOutageMs">The longest time without an acknowledged write, from the first one to the end of the run.</param>
 /// <param name="ResumeAfterLeaderKillMs">Per leader kill: time from the SIGKILL to the first acknowledged write sent after it.</param>
 /// <param name="ResumeAfterLeaderIsolationMs">The same per partition of the leader, from the cut.</param>
-public sealed record Availability(int WindowsWithWrite, int Windows, long LongestOutageMs, IReadOnlyList<long> ResumeAfterLeaderKillMs, IReadOnlyList<long> ResumeAfterLeaderIsolationMs)
+/// <param name="ResumeAfterLeaderPauseMs">The same per SIGSTOP of the leader, from the stop.</param>
+public sealed record Availability(int WindowsWithWrite, int Windows, long LongestOutageMs, IReadOnlyList<long> ResumeAfterLeaderKillMs, IReadOnlyList<long> ResumeAfterLeaderIsolationMs, IReadOnlyList<long> ResumeAfterLeaderPauseMs)
 {
     public static Availability Measure(IReadOnlyList<KvOperation> ops, IReadOnlyList<FaultEvent> faults, long runEndUs)
     {
@@ -28,12 +29,12 @@ public sealed record Availability(int WindowsWithWrite, int Windows, long Longes
         List<long> ResumeAfter(FaultKind kind) => faults.Where(f => f.Step.Kind == kind)
             .Select(f => writes.Where(o => o.Invoked >= f.StartedUs).Select(o => o.Completed).DefaultIfEmpty(runEndUs).Min() - f.StartedUs)
             .Select(us => us / 1000).ToList();
-        return new Availability(withWrite, windows, longest / 1000, ResumeAfter(FaultKind.KillLeader), ResumeAfter(FaultKind.IsolateLeader));
+        return new Availability(withWrite, windows, longest / 1000, ResumeAfter(FaultKind.KillLeader), ResumeAfter(FaultKind.IsolateLeader), ResumeAfter(FaultKind.PauseLeader));
     }
 
     public override string ToString() =>
         $"writes acknowledged in {WindowsWithWrite}/{Windows} one-second windows ({100.0 * WindowsWithWrite / Windows:F0}%), " +
-        $"longest write outage {LongestOutageMs} ms, writes resumed after leader kills in [{Ms(ResumeAfterLeaderKillMs)}], after leader partitions in [{Ms(ResumeAfterLeaderIsolationMs)}]";
+        $"longest write outage {LongestOutageMs} ms, writes resumed after leader kills in [{Ms(ResumeAfterLeaderKillMs)}], after leader partitions in [{Ms(ResumeAfterLeaderIsolationMs)}], after leader pauses in [{Ms(ResumeAfterLeaderPauseMs)}]";
 
     private static string Ms(IReadOnlyList<long> values) => string.Join(", ", values.Select(m => m.ToString(CultureInfo.InvariantCulture) + " ms"));
 }

@@ -30,13 +30,22 @@ public enum FaultKind
 
     /// <summary>SIGKILL a majority (two members of three) at once, restart both after a pause: no quorum meanwhile.</summary>
     KillMajority,
+
+    /// <summary>
+    /// SIGSTOP the current leader for 5-6.5 s, then SIGCONT: it wakes up believing it still leads, as after a clock
+    /// jump (the server's timers are monotonic, so a wall-clock jump changes nothing; see docs/testing.md).
+    /// </summary>
+    PauseLeader,
+
+    /// <summary>SIGKILL one follower, delete its data dir, member remove, member add (same name and URLs), restart it with state existing.</summary>
+    RemoveAddMember,
 }
 
 /// <summary>One planned fault: what, on which member (an index; the leader is resolved when it runs), for how long, after how long a calm.</summary>
 public sealed record FaultStep(FaultKind Kind, int Target, TimeSpan CalmBefore, TimeSpan Duration)
 {
     public override string ToString() =>
-        $"{Kind}{(Kind is FaultKind.KillMember or FaultKind.PauseMember or FaultKind.MoveLeader or FaultKind.IsolateMember or FaultKind.KillMajority or FaultKind.LeaderOneWay ? $"(m{Target})" : string.Empty)} after {CalmBefore.TotalMilliseconds:F0} ms calm, for {Duration.TotalMilliseconds:F0} ms";
+        $"{Kind}{(Kind is FaultKind.KillMember or FaultKind.PauseMember or FaultKind.MoveLeader or FaultKind.IsolateMember or FaultKind.KillMajority or FaultKind.LeaderOneWay or FaultKind.RemoveAddMember ? $"(m{Target})" : string.Empty)} after {CalmBefore.TotalMilliseconds:F0} ms calm, for {Duration.TotalMilliseconds:F0} ms";
 }
 
 /// <summary>A fault as it happened: when (µs since the run started), on whom, and how it went.</summary>
@@ -60,6 +69,9 @@ public sealed class Nemesis
     private readonly IReadOnlyList<string> _dropFiles;
     private readonly List<FaultEvent> _events = [];
 
+    // Twice the period at which a member reads its peer filter file again (TestPeerFilter, in the server).
+    private static readonly TimeSpan FilterPickup = TimeSpan.FromMilliseconds(100);
+
     /// <param name="dropFiles">Per member (same order as the cluster's), the peer filter file its process reads.</param>
     public Nemesis(TestCluster cluster, HistoryRecorder clock, IReadOnlyList<string> dropFiles)
     {
@@ -73,14 +85,14 @@ public sealed class Nemesis
     /// <summary>
     /// The schedule for a seed: <paramref name="count"/> faults over <paramref name="members"/> members. The kinds
     /// cycle so that every run of as many consecutive faults as there are kinds holds each kind once: the first
-    /// cycle in declaration order, starting four kinds further for each seed (seeds 1 and 2 with four faults each
-    /// try every kind), later cycles in a seeded order.
+    /// cycle in declaration order, starting <paramref name="count"/> kinds further for each seed (seeds 1 and 2 with
+    /// five faults each try every kind), later cycles in a seeded order. A leader pause lasts 5-6.5 s.
     /// </summary>
     public static IReadOnlyList<FaultStep> Plan(int seed, int count, int members)
     {
         var rng = new Random(seed);
         var all = Enum.GetValues<FaultKind>();
-        var start = (int)((4L * (seed - 1)) % all.Length + all.Length) % all.Length;
+        var start = (int)(((long)count * (seed - 1)) % all.Length + all.Length) % all.Length;
         var kinds = all.Skip(start).Concat(all.Take(start)).ToList();
         while (kinds.Count < count)
         {
@@ -91,7 +103,7 @@ public sealed class Nemesis
             kind,
             rng.Next(members),
             TimeSpan.FromMilliseconds(rng.Next(800, 2500)),
-            TimeSpan.FromMilliseconds(rng.Next(500, 3000))))];
+            TimeSpan.FromMilliseconds(kind == FaultKind.PauseLeader ? rng.Next(5000, 6501) : rng.Next(500, 3000))))];
     }
 
     public async Task RunAsync(IReadOnlyList<FaultStep> plan)
@@ -106,8 +118,10 @@ public sealed class Nemesis
                 FaultKind.PauseMember => await PauseAsync(_cluster.Members[step.Target], step.Duration),
                 FaultKind.MoveLeader => await MoveLeaderAsync(step.Target),
                 FaultKind.IsolateMember => await IsolateAsync(_cluster.Members[step.Target], step.Duration),
-                FaultKind.IsolateLeader => await IsolateAsync(await LeaderAsync(), step.Duration),
+                FaultKind.IsolateLeader => await IsolateAsync(await LeaderAsync(), step.Duration, leader: true),
                 FaultKind.LeaderOneWay => await LeaderOneWayAsync(step.Target, step.Duration),
+                FaultKind.PauseLeader => await PauseAsync(await LeaderAsync(), step.Duration),
+                FaultKind.RemoveAddMember => await RemoveAndAddWipedAsync(step.Target),
                 _ => await KillMajorityAsync(step.Target, step.Duration),
             };
             _events.Add(new FaultEvent(step, started, _clock.Now, member, note));
@@ -128,8 +142,8 @@ public sealed class Nemesis
 
     private async Task<(long, string, string)> PauseAsync(ClusterMember m, TimeSpan paused)
     {
-        var started = _clock.Now;
         await m.SignalAsync("STOP");
+        var started = _clock.Now; // once stopped: sending the signal takes a moment in which writes still commit
         try
         {
             await Task.Delay(paused);
@@ -142,11 +156,16 @@ public sealed class Nemesis
         return (started, m.Name, string.Empty);
     }
 
-    /// <summary>Cuts <paramref name="m"/> off from every other member both ways, then heals after <paramref name="cut"/>.</summary>
-    private async Task<(long, string, string)> IsolateAsync(ClusterMember m, TimeSpan cut)
+    /// <summary>
+    /// Cuts <paramref name="m"/> off from every other member both ways, then heals after <paramref name="cut"/>. When
+    /// <paramref name="m"/> leads, the cut lasts at least until the others have elected a leader among themselves:
+    /// proof that the partition really stops peer traffic (a filter that cut nothing once went unnoticed).
+    /// </summary>
+    private async Task<(long, string, string)> IsolateAsync(ClusterMember m, TimeSpan cut, bool leader = false)
     {
         var others = _cluster.Members.Where(o => o != m).ToList();
-        var started = _clock.Now;
+        var note = string.Empty;
+        long started;
         try
         {
             Drop(m, others);
@@ -155,14 +174,63 @@ public sealed class Nemesis
                 Drop(o, [m]);
             }
 
-            await Task.Delay(cut);
+            var until = Task.Delay(cut);
+            // The members read their files again within 50 ms; writes still commit until then, so the cut (and the
+            // availability figures measured from it) starts once that has surely happened. No event tells it sooner.
+            await Task.Delay(FilterPickup);
+            started = _clock.Now;
+            if (leader)
+            {
+                var successor = await _cluster.WaitLeaderAsync(others, TimeSpan.FromSeconds(30));
+                note = $"{successor.Name} elected {(_clock.Now - started) / 1000} ms after the cut";
+            }
+
+            await until;
         }
         finally
         {
             Heal();
         }
 
-        return (started, m.Name, string.Empty);
+        return (started, m.Name, note);
+    }
+
+    /// <summary>
+    /// Member <paramref name="target"/> (or the next one when it leads) is killed, loses its data dir, is removed from
+    /// the cluster and added again under the same name and URLs (a new ID), and restarts with state existing; it must
+    /// catch up from the others. etcd refuses a reconfiguration while a member has been connected for less than 5 s,
+    /// so both calls are retried, bounded.
+    /// </summary>
+    private async Task<(long, string, string)> RemoveAndAddWipedAsync(int target)
+    {
+        var leader = await LeaderAsync();
+        var m = _cluster.Members[target] == leader ? _cluster.Members[(target + 1) % _cluster.Members.Count] : _cluster.Members[target];
+        var oldId = m.HexId;
+        var started = _clock.Now;
+        m.Kill();
+        Directory.Delete(m.DataDir, recursive: true);
+        await CtlRetriedAsync(leader, ["member", "remove", oldId]);
+        await CtlRetriedAsync(leader, ["member", "add", m.Name, "--peer-urls=" + m.PeerUrl]);
+        await _cluster.RestartAsync(m);
+        return (started, m.Name, $"{oldId} removed, rejoined as {m.HexId}");
+    }
+
+    private async Task CtlRetriedAsync(ClusterMember via, IReadOnlyList<string> args)
+    {
+        var last = "not tried";
+        for (var attempt = 0; attempt < 40; attempt++)
+        {
+            var r = await _cluster.CtlAsync(via, args, TimeSpan.FromSeconds(10));
+            if (r.ExitCode == 0)
+            {
+                return;
+            }
+
+            last = TestCluster.ErrorLine(r);
+            await Task.Delay(500);
+        }
+
+        throw new InvalidOperationException($"etcdctl {string.Join(' ', args)} via {via.Name} kept failing: {last}");
     }
 
     /// <summary>Member <paramref name="target"/> (or the next one when it leads) stops hearing the leader for a while.</summary>
@@ -170,11 +238,14 @@ public sealed class Nemesis
     {
         var leader = await LeaderAsync();
         var deaf = _cluster.Members[target] == leader ? _cluster.Members[(target + 1) % _cluster.Members.Count] : _cluster.Members[target];
-        var started = _clock.Now;
+        long started;
         try
         {
             Drop(deaf, [leader]);
-            await Task.Delay(cut);
+            var until = Task.Delay(cut);
+            await Task.Delay(FilterPickup);
+            started = _clock.Now;
+            await until;
         }
         finally
         {

@@ -16,7 +16,7 @@ namespace KvStore.EndToEnd.Faults;
 /// </summary>
 /// <remarks>
 /// CI runs a few fixed seeds. KVSTORE_FAULT_SEED=n runs seed n only (a failure prints its seed);
-/// KVSTORE_FAULT_SOAK=n runs seeds 1..n; KVSTORE_FAULT_STEPS sets the number of faults per seed (default 4).
+/// KVSTORE_FAULT_SOAK=n runs seeds 1..n; KVSTORE_FAULT_STEPS sets the number of faults per seed (default 5).
 /// See docs/testing.md.
 /// </remarks>
 [Collection(ClusterTestGroup.Name)]
@@ -26,6 +26,8 @@ public sealed class RandomizedFaultTests(ITestOutputHelper output)
     private const int Clients = 4;
     private const int Keys = 5;
     private const int MaxOpsPerClient = 20_000;
+    private const int LeaseClients = 2;
+    private const int MaxLeasesPerClient = 300;
     private static readonly TimeSpan OpTimeout = TimeSpan.FromSeconds(3);
     private static readonly TimeSpan SettleTimeout = TimeSpan.FromSeconds(60);
 
@@ -44,7 +46,7 @@ public sealed class RandomizedFaultTests(ITestOutputHelper output)
         return [1, 2];
     }
 
-    private static int Steps => int.TryParse(Environment.GetEnvironmentVariable("KVSTORE_FAULT_STEPS"), CultureInfo.InvariantCulture, out var n) && n > 0 ? n : 4;
+    private static int Steps => int.TryParse(Environment.GetEnvironmentVariable("KVSTORE_FAULT_STEPS"), CultureInfo.InvariantCulture, out var n) && n > 0 ? n : 5;
 
     [Theory]
     [MemberData(nameof(Seeds))]
@@ -67,11 +69,16 @@ public sealed class RandomizedFaultTests(ITestOutputHelper output)
         using var stopClients = new CancellationTokenSource();
         var watching = Task.WhenAll(watchers.Select(w => w.RunAsync(stopWatching.Token)));
         var clients = new KvWorkload(c.Members, channels, history, seed, Clients, Keys, OpTimeout).RunAsync(MaxOpsPerClient, stopClients.Token);
+        var leases = new LeaseWorkload(c.Members, channels, history, seed, LeaseClients, OpTimeout);
+        var leaseClients = leases.RunAsync(MaxLeasesPerClient, stopClients.Token);
 
         Exception? nemesisFailure = null;
+        long calmSince = 0;
         try
         {
             await nemesis.RunAsync(plan);
+            await c.WaitLeaderAsync(c.Members, TimeSpan.FromSeconds(30));
+            calmSince = history.Now; // no leader change (which extends every lease) after this
             await Task.Delay(1000); // a calm second of traffic after the last fault
         }
         catch (Exception e) when (e is TimeoutException or InvalidOperationException or Grpc.Core.RpcException)
@@ -81,6 +88,7 @@ public sealed class RandomizedFaultTests(ITestOutputHelper output)
 
         await stopClients.CancelAsync();
         await clients.WaitAsync(OpTimeout + TimeSpan.FromSeconds(30));
+        await leaseClients.WaitAsync((4 * OpTimeout) + TimeSpan.FromSeconds(30));
         var runEnd = history.Now;
         var ops = history.Operations();
         var acked = history.Acknowledged();
@@ -91,8 +99,19 @@ public sealed class RandomizedFaultTests(ITestOutputHelper output)
             throw context.Fail("the nemesis could not bring the cluster back", nemesisFailure.ToString());
         }
 
+        // Leases, before anything reads the final state: every lease key must go, and in time; nothing writes after that.
+        var (leaseViolations, maxOverstayMs) = await leases.CheckExpiryAsync(calmSince, TestCluster.ElectionTimeout, CancellationToken.None);
+        var leaseList = leases.Leases();
+        output.WriteLine($"leases: {leaseList.Count} granted (or maybe), {leaseList.Count(l => l.RevokedAtUs is not null)} revoked with an answer, {leaseViolations.Count} keys late or never gone; a key was seen at most {maxOverstayMs} ms after its lease's end (allowed: TTL + {TestCluster.ElectionTimeout.TotalMilliseconds:F0} ms)");
+        if (leaseViolations.Count > 0)
+        {
+            await stopWatching.CancelAsync();
+            throw context.Fail("a key outlived its lease by more than the TTL plus an election timeout", string.Join('\n', leaseViolations.Take(20)));
+        }
+
         var availability = Availability.Measure(ops, nemesis.Events, runEnd);
         output.WriteLine($"faults: {string.Join("; ", nemesis.Events)}");
+        output.WriteLine($"faults per kind: {string.Join(", ", nemesis.Events.GroupBy(e => e.Step.Kind).Select(g => $"{g.Key} {g.Count()}"))}");
         output.WriteLine($"operations: {ops.Count} ({Summarize(ops)}); acknowledged writes {acked.Count}");
         output.WriteLine($"availability: {availability}");
 
