@@ -9,20 +9,36 @@ using Session = ClientSession<SpanByte, SpanByte, SpanByte, SpanByteAndMemory, E
 /// <summary>
 /// FasterKV&lt;SpanByte, SpanByte&gt; behind a narrow byte-oriented surface. Sessions are not thread-safe:
 /// each caller owns one (the writer one, readers rent from a pool). Status is a value: NotFound is not an error.
+/// <para>
+/// Every stored value ends with a CRC-32C of its key and value (FasterKV's records carry no checksum, so a flipped
+/// byte on disk would otherwise be served as data). Reads verify and strip it; opening a store checks every record of
+/// the log files first (<see cref="DataLogCheck"/>). The <see cref="FormatFileName"/> file marks a store written this way.
+/// </para>
 /// </summary>
 internal sealed unsafe class FasterBackend : IDisposable
 {
+    /// <summary>The file in the store's directory naming its record format.</summary>
+    public const string FormatFileName = "FORMAT";
+
+    private const string Format = "kvstore-store 2 (crc32c per record)";
+    private const int ChecksumLength = sizeof(uint);
+    private const int StackCopyLimit = 1024;
+
     private readonly FasterKV<SpanByte, SpanByte> _kv;
     private readonly IDevice _device;
     private readonly string _checkpointDir;
-    private readonly SpanByteFunctions<Empty> _functions = new();
+    private readonly SpanByteFunctions<Empty> _functions = new AppendOnlyFunctions();
     private readonly int _segmentBits;
+    private readonly int _pageBits;
+    private Dictionary<byte[], byte[]?>? _recoveredRecords; // every key's latest record as the checked log files hold it
 
     /// <param name="wrapLogDevice">Tests only: wraps the log device (power-cut simulation); null in the server.</param>
     public FasterBackend(string dataDirectory, long indexBuckets, int memoryBits, int pageBits, int segmentBits, ILogger logger, Func<IDevice, IDevice>? wrapLogDevice = null)
     {
         _checkpointDir = Path.Combine(dataDirectory, "checkpoints");
         _segmentBits = segmentBits;
+        _pageBits = pageBits;
+        CheckOrWriteFormat(dataDirectory);
         DurableDirectory.Create(_checkpointDir);
         _device = Devices.CreateLogDevice(Path.Combine(dataDirectory, "kv.log"), preallocateFile: false, deleteOnClose: false);
         if (wrapLogDevice is not null)
@@ -96,6 +112,70 @@ internal sealed unsafe class FasterBackend : IDisposable
         }
     }
 
+    /// <summary>
+    /// A new store gets the format file (durably, before any record is written); an existing one must have the same:
+    /// a store without it was written by an earlier version whose records carry no checksum.
+    /// </summary>
+    private static void CheckOrWriteFormat(string dataDirectory)
+    {
+        var path = Path.Combine(dataDirectory, FormatFileName);
+        if (File.Exists(path))
+        {
+            var found = File.ReadAllText(path).TrimEnd('\n');
+            if (found != Format)
+            {
+                throw new InvalidDataException($"store format file '{path}' says '{Truncated(found)}', expected '{Format}': the file is damaged or the store was written by another version");
+            }
+
+            return;
+        }
+
+        var hasData = Directory.Exists(Path.Combine(dataDirectory, "checkpoints")) || Directory.EnumerateFiles(dataDirectory, "kv.log.*").Any();
+        if (hasData)
+        {
+            throw new InvalidDataException(
+                $"store in '{dataDirectory}' has no '{FormatFileName}' file: it was written by an earlier KvStore version whose records carry no checksum (or the file was lost); take a snapshot with that version and restore it with this one");
+        }
+
+        Directory.CreateDirectory(dataDirectory);
+        using (var file = new FileStream(path, FileMode.CreateNew, FileAccess.Write))
+        {
+            file.Write(System.Text.Encoding.ASCII.GetBytes(Format + "\n"));
+            file.Flush(flushToDisk: true);
+        }
+
+        DurableDirectory.Sync(dataDirectory);
+    }
+
+    private static string Truncated(string s) => s.Length <= 64 ? s : s[..64] + "...";
+
+    private static uint Checksum(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
+    {
+        var crc = Crc32C.Create();
+        crc.Append(key);
+        crc.Append(value);
+        return crc.Current;
+    }
+
+    /// <summary>The value of a stored record (value + checksum), when the checksum matches the key and value.</summary>
+    public static bool TryStripChecksum(ReadOnlySpan<byte> key, ReadOnlySpan<byte> stored, out ReadOnlySpan<byte> value)
+    {
+        value = stored.Length >= ChecksumLength ? stored[..^ChecksumLength] : default;
+        return stored.Length >= ChecksumLength
+            && Checksum(key, value) == System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(stored[^ChecksumLength..]);
+    }
+
+    private static ReadOnlySpan<byte> Verified(ReadOnlySpan<byte> key, ReadOnlySpan<byte> stored)
+    {
+        if (!TryStripChecksum(key, stored, out var value))
+        {
+            throw new InvalidDataException(
+                $"FasterKV record of key {Convert.ToHexString(key[..Math.Min(key.Length, 32)])} fails its checksum on a read: the store's data log (kv.log.*) is damaged");
+        }
+
+        return value;
+    }
+
     private bool TryRecover(ILogger logger)
     {
         var hasCheckpoint = Directory.Exists(Path.Combine(_checkpointDir, "cpr-checkpoints"))
@@ -105,6 +185,8 @@ internal sealed unsafe class FasterBackend : IDisposable
             return false;
         }
 
+        // Before FasterKV reads the log: it trusts every length field it meets.
+        _recoveredRecords = DataLogCheck.Read(_checkpointDir, DataFilePrefix, _pageBits, _segmentBits);
         try
         {
             _kv.Recover();
@@ -146,7 +228,7 @@ internal sealed unsafe class FasterBackend : IDisposable
                 return false;
             }
 
-            value = ToArray(ref output);
+            value = ToArray(key, ref output);
             return true;
         }
     }
@@ -173,7 +255,7 @@ internal sealed unsafe class FasterBackend : IDisposable
                 }
                 else if (status.Found)
                 {
-                    results[i] = ToArray(ref output);
+                    results[i] = ToArray(keys[i], ref output);
                 }
                 else
                 {
@@ -196,7 +278,7 @@ internal sealed unsafe class FasterBackend : IDisposable
                 var key = outputs.Current.Key.AsReadOnlySpan().ToArray();
                 if (outputs.Current.Status.Found && pending.TryGetValue(key, out var index))
                 {
-                    results[index] = ToArray(ref output);
+                    results[index] = ToArray(key, ref output);
                 }
                 else
                 {
@@ -206,25 +288,41 @@ internal sealed unsafe class FasterBackend : IDisposable
         }
     }
 
-    private static byte[] ToArray(ref SpanByteAndMemory output)
+    private static byte[] ToArray(ReadOnlySpan<byte> key, ref SpanByteAndMemory output)
     {
         if (output.IsSpanByte)
         {
-            return output.SpanByte.AsReadOnlySpan().ToArray();
+            return Verified(key, output.SpanByte.AsReadOnlySpan()).ToArray();
         }
 
         using IMemoryOwner<byte> memory = output.Memory;
-        return memory.Memory.Span[..output.Length].ToArray();
+        return Verified(key, memory.Memory.Span[..output.Length]).ToArray();
     }
 
+    /// <summary>Writes <paramref name="value"/> followed by its checksum.</summary>
     public static void Upsert(Session session, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
     {
-        fixed (byte* k = key)
-        fixed (byte* v = value)
+        var length = value.Length + ChecksumLength;
+        byte[]? rented = null;
+        var stored = length <= StackCopyLimit ? stackalloc byte[length] : (rented = ArrayPool<byte>.Shared.Rent(length)).AsSpan(0, length);
+        try
         {
-            var keySb = SpanByte.FromPointer(k, key.Length);
-            var valueSb = SpanByte.FromPointer(v, value.Length);
-            session.Upsert(ref keySb, ref valueSb);
+            value.CopyTo(stored);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(stored[value.Length..], Checksum(key, value));
+            fixed (byte* k = key)
+            fixed (byte* v = stored)
+            {
+                var keySb = SpanByte.FromPointer(k, key.Length);
+                var valueSb = SpanByte.FromPointer(v, length);
+                session.Upsert(ref keySb, ref valueSb);
+            }
+        }
+        finally
+        {
+            if (rented is not null)
+            {
+                ArrayPool<byte>.Shared.Return(rented);
+            }
         }
     }
 
@@ -260,29 +358,16 @@ internal sealed unsafe class FasterBackend : IDisposable
     }
 
     /// <summary>
-    /// Checks the recovered hash index against the log: FasterKV's index checkpoint (ht.dat, ofb.dat) carries no
-    /// checksum, and a damaged bucket silently hides a key or leads to an older version of it. For every key, the
-    /// latest valid record in the log (a scan in address order) must be what a read through the index returns.
-    /// Throws <see cref="InvalidDataException"/> naming the index checkpoint files on the first disagreement.
+    /// Checks the recovered hash index against the log files read before recovery (whose records were checked then):
+    /// FasterKV's index checkpoint (ht.dat, ofb.dat) carries no checksum, and a damaged bucket silently hides a key or
+    /// leads to an older version of it. For every key, the latest valid record in the log must be what a read through
+    /// the index returns. Throws <see cref="InvalidDataException"/> naming the index checkpoint files on the first
+    /// disagreement.
     /// </summary>
     public void VerifyIndexAgainstLog(Session session)
     {
-        VerifyLogFilesCoverTail();
-        var latest = new Dictionary<byte[], byte[]?>(ByteArrayComparer.Instance);
-        using (var iterator = _kv.Log.Scan(_kv.Log.BeginAddress, _kv.Log.TailAddress))
-        {
-            while (iterator.GetNext(out var info))
-            {
-                if (info.Invalid)
-                {
-                    continue;
-                }
-
-                var key = iterator.GetKey().AsReadOnlySpan().ToArray();
-                latest[key] = info.Tombstone ? null : iterator.GetValue().AsReadOnlySpan().ToArray();
-            }
-        }
-
+        var latest = _recoveredRecords ?? [];
+        _recoveredRecords = null;
         foreach (var (key, value) in latest)
         {
             bool found;
@@ -312,28 +397,6 @@ internal sealed unsafe class FasterBackend : IDisposable
         return new InvalidDataException(
             $"FasterKV index checkpoint in '{_checkpointDir}' is corrupt: a read through the index of key {Convert.ToHexString(key.AsSpan(0, Math.Min(key.Length, 32)))} {what}; index files: {files}",
             inner);
-    }
-
-    /// <summary>
-    /// The recovered log ends at the checkpoint's tail, and a fold-over checkpoint had flushed everything below it: each
-    /// segment file from the begin address to the tail must hold its part (a file cut short reads as an early end of
-    /// the log, and the records past the cut would be silently missing).
-    /// </summary>
-    private void VerifyLogFilesCoverTail()
-    {
-        var segmentSize = 1L << _segmentBits;
-        var tail = _kv.Log.TailAddress;
-        for (var segment = _kv.Log.BeginAddress >> _segmentBits; segment <= (tail - 1) >> _segmentBits; segment++)
-        {
-            var path = $"{DataFilePrefix}.{segment}";
-            var needed = (Math.Min(tail, (segment + 1) * segmentSize) - (segment * segmentSize)) & ~511L;
-            var length = File.Exists(path) ? new FileInfo(path).Length : -1;
-            if (length < needed)
-            {
-                throw new InvalidDataException(
-                    $"FasterKV log file '{path}' is {(length < 0 ? "missing" : $"{length} bytes")}, but the checkpoint in '{_checkpointDir}' needs its first {needed} bytes (log tail at address {tail})");
-            }
-        }
     }
 
     /// <summary>A durable fold-over checkpoint of index and log.</summary>

@@ -1,0 +1,235 @@
+using System.Buffers.Binary;
+using FASTER.core;
+
+namespace KvStore.Storage.Backend;
+
+/// <summary>
+/// Reads a stopped store's data log from its files before FasterKV recovers it, record by record over the range its
+/// latest log checkpoint covers, and checks what FasterKV would otherwise trust blindly: each segment file is there and
+/// long enough, each record's length fields keep it inside its page (FasterKV follows them with raw pointers, so a
+/// damaged length crashes the process during recovery instead of failing it), and each live record's checksum holds.
+/// Returns every key's latest record (null for a deletion), which the open then compares with the recovered index.
+/// Throws <see cref="InvalidDataException"/> naming the file and the address of the first damage.
+/// </summary>
+/// <remarks>
+/// The record layout is FasterKV's for SpanByte keys and values: an 8-byte record header (previous address in the low
+/// 48 bits, then lock, tombstone, valid and sealed bits), the key as a 4-byte length and its bytes, padded to 8 bytes,
+/// then the value the same way; an all-zero header is unused space that FasterKV steps over 8 bytes at a time, which
+/// in this store only ends a page.
+/// </remarks>
+internal static class DataLogCheck
+{
+    private const long PreviousAddressMask = (1L << 48) - 1;
+    private const long TombstoneBit = 1L << 55;
+    private const long ValidBit = 1L << 56;
+    private const long SealedBit = 1L << 57;
+    private const long UnusedBits = (1L << 58) | (1L << 60) | (1L << 63); // never set by this FasterKV version
+    private const int UnserializedBit = 1 << 31;
+    private const int LengthMask = 0x3FFF_FFFF;
+    private const int HeaderLength = 8;
+
+    public static Dictionary<byte[], byte[]?>? Read(string checkpointDir, string dataFilePrefix, int pageBits, int segmentBits)
+    {
+        if (LatestLogCheckpoint(checkpointDir) is not { } range)
+        {
+            return null; // nothing readable: FasterKV's own recovery reports it
+        }
+
+        var (begin, end) = range;
+        var pageSize = 1 << pageBits;
+        var latest = new Dictionary<byte[], byte[]?>(ByteArrayComparer.Instance);
+        var page = new byte[pageSize];
+        FileStream? file = null;
+        var fileSegment = -1L;
+        try
+        {
+            for (var pageStart = begin & ~(pageSize - 1L); pageStart < end; pageStart += pageSize)
+            {
+                var segment = pageStart >> segmentBits;
+                if (segment != fileSegment)
+                {
+                    file?.Dispose();
+                    file = Open(dataFilePrefix, segment, checkpointDir);
+                    fileSegment = segment;
+                }
+
+                var length = (int)Math.Min(pageSize, end - pageStart);
+                var offsetInFile = pageStart & ((1L << segmentBits) - 1);
+                file!.Position = offsetInFile;
+                if (file.ReadAtLeast(page.AsSpan(0, length), length, throwOnEndOfStream: false) < length)
+                {
+                    throw new InvalidDataException(
+                        $"FasterKV log file '{file.Name}' is {file.Length} bytes, but the checkpoint in '{checkpointDir}' needs its first {offsetInFile + length} bytes (log tail at address {end})");
+                }
+
+                // FasterKV walks a page it reads back from its first byte; the log's first bytes hold no record.
+                var first = (int)Math.Max(begin - pageStart, 0);
+                if (page.AsSpan(0, first).IndexOfAnyExcept((byte)0) is var stray and >= 0)
+                {
+                    throw Damaged(file.Name, pageStart + stray, "bytes before the log's first record are not zero");
+                }
+
+                ReadPage(page, pageSize, first, length, pageStart, file.Name, latest);
+                if (length < pageSize)
+                {
+                    ClearPastTail(file, offsetInFile + length, pageSize - length);
+                }
+            }
+        }
+        finally
+        {
+            file?.Dispose();
+        }
+
+        return latest;
+    }
+
+    /// <summary>
+    /// FasterKV walks the whole last page when it reads it back, also past the checkpoint's tail, where the file may
+    /// hold writes made after the checkpoint (torn by a power cut) or damage. Those bytes are not part of the
+    /// recovered state and FasterKV writes over them when it appends, so they are zeroed here.
+    /// </summary>
+    private static void ClearPastTail(FileStream file, long from, int count)
+    {
+        var available = (int)Math.Clamp(file.Length - from, 0, count);
+        if (available == 0)
+        {
+            return;
+        }
+
+        var bytes = new byte[available];
+        file.Position = from;
+        file.ReadExactly(bytes);
+        if (!bytes.AsSpan().ContainsAnyExcept((byte)0))
+        {
+            return;
+        }
+
+        Array.Clear(bytes);
+        file.Position = from;
+        file.Write(bytes);
+        file.Flush(flushToDisk: true);
+    }
+
+    private static FileStream Open(string prefix, long segment, string checkpointDir)
+    {
+        var path = $"{prefix}.{segment}";
+        if (!File.Exists(path))
+        {
+            throw new InvalidDataException($"FasterKV log file '{path}' is missing, but the checkpoint in '{checkpointDir}' needs it");
+        }
+
+        return new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, 1 << 16);
+    }
+
+    private static void ReadPage(byte[] page, int pageSize, int offset, int used, long pageStart, string file, Dictionary<byte[], byte[]?> latest)
+    {
+        while (offset < used)
+        {
+            var header = BinaryPrimitives.ReadInt64LittleEndian(page.AsSpan(offset));
+            if (header == 0)
+            {
+                // Records never shrink in place (AppendOnlyFunctions): unused space only ends a page.
+                var rest = page.AsSpan(offset, used - offset);
+                var nonZero = rest.IndexOfAnyExcept((byte)0);
+                if (nonZero >= 0)
+                {
+                    throw Damaged(file, pageStart + offset, $"a zeroed record header is followed by data at address {pageStart + offset + nonZero}");
+                }
+
+                return;
+            }
+
+            if ((header & UnusedBits) != 0 || (header & PreviousAddressMask) >= pageStart + offset)
+            {
+                throw Damaged(file, pageStart + offset, $"the record header {header:x16} is not one this store writes");
+            }
+
+            var keyLength = LengthAt(page, pageSize, offset + HeaderLength, pageStart, file);
+            var valueAt = offset + HeaderLength + Align(sizeof(int) + keyLength);
+            var valueLength = LengthAt(page, pageSize, valueAt, pageStart, file);
+            var recordEnd = valueAt + Align(sizeof(int) + valueLength);
+            if (recordEnd > pageSize)
+            {
+                throw Damaged(file, pageStart + offset, $"its length fields ({keyLength}-byte key, {valueLength}-byte value) run past the end of its page");
+            }
+
+            // Closed records (invalid or sealed) are skipped by FasterKV's own scan and reads.
+            if ((header & (ValidBit | SealedBit)) == ValidBit)
+            {
+                var key = page.AsSpan(offset + HeaderLength + sizeof(int), keyLength).ToArray();
+                if ((header & TombstoneBit) != 0)
+                {
+                    // Deletes always append a tombstone without a value; a put's record has its checksum after it.
+                    if (valueLength != 0)
+                    {
+                        throw Damaged(file, pageStart + offset, $"the deletion of key {Convert.ToHexString(key.AsSpan(0, Math.Min(key.Length, 32)))} carries a {valueLength}-byte value");
+                    }
+
+                    latest[key] = null;
+                }
+                else
+                {
+                    var stored = page.AsSpan(valueAt + sizeof(int), valueLength);
+                    if (!FasterBackend.TryStripChecksum(key, stored, out var value))
+                    {
+                        throw Damaged(file, pageStart + offset, $"the record of key {Convert.ToHexString(key.AsSpan(0, Math.Min(key.Length, 32)))} fails its checksum");
+                    }
+
+                    latest[key] = value.ToArray();
+                }
+            }
+
+            offset = recordEnd;
+        }
+    }
+
+    /// <summary>A serialized SpanByte length at <paramref name="at"/>, which must lie inside the page.</summary>
+    private static int LengthAt(byte[] page, int pageSize, int at, long pageStart, string file)
+    {
+        if (at + sizeof(int) > pageSize)
+        {
+            throw Damaged(file, pageStart + at, "a record's length field runs past the end of its page");
+        }
+
+        var raw = BinaryPrimitives.ReadInt32LittleEndian(page.AsSpan(at));
+        if ((raw & UnserializedBit) != 0)
+        {
+            throw Damaged(file, pageStart + at, "a record's length field is not that of a stored record");
+        }
+
+        return raw & LengthMask;
+    }
+
+    private static int Align(int length) => (length + 7) & ~7;
+
+    private static InvalidDataException Damaged(string file, long address, string what) =>
+        new($"FasterKV log file '{file}' is damaged at log address {address}: {what}");
+
+    /// <summary>
+    /// The begin and end addresses of the log checkpoint FasterKV will recover: the first one listed whose metadata
+    /// reads, as FasterKV chooses when asked for the latest.
+    /// </summary>
+    private static (long Begin, long End)? LatestLogCheckpoint(string checkpointDir)
+    {
+        using var manager = new DeviceLogCommitCheckpointManager(
+            new LocalStorageNamedDeviceFactory(), new DefaultCheckpointNamingScheme(new DirectoryInfo(checkpointDir).FullName));
+        foreach (var token in manager.GetLogCheckpointTokens())
+        {
+            try
+            {
+                var metadata = manager.GetLogCheckpointMetadata(token, null, false, -1);
+                var info = default(HybridLogRecoveryInfo);
+                using var reader = new StreamReader(new MemoryStream(metadata));
+                info.Initialize(reader);
+                return (info.beginAddress, info.finalLogicalAddress);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                // FasterKV skips a checkpoint whose metadata does not read, and so does this check.
+            }
+        }
+
+        return null;
+    }
+}
