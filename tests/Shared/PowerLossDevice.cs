@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using FASTER.core;
 
-namespace KvStore.Storage.Tests.PowerLoss;
+namespace KvStore.Testing;
 
 /// <summary>
 /// A FASTER device (test only) around a real file device that can simulate a power cut. FASTER's files are opened
@@ -22,6 +22,8 @@ public sealed class PowerLossDevice : StorageDeviceBase
     private long _nextWrite;
     private bool _cut;
     private bool _freeze;
+    private bool _discard;
+    private readonly List<(DeviceIOCompletionCallback Callback, uint Bytes, object Context)> _held = []; // frozen completions
     private int _pendingInner;
     private TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -120,37 +122,56 @@ public sealed class PowerLossDevice : StorageDeviceBase
     {
         var data = new byte[numBytesToWrite];
         Marshal.Copy(sourceAddress, data, 0, data.Length);
-        long id;
+        var id = -1L;
+        bool cut;
+        bool discard;
         lock (_lock)
         {
+            cut = _cut;
+            discard = _discard;
             if (_cut)
             {
-                if (!_freeze)
+                if (_freeze && !_discard)
                 {
-                    callback(5, 0, context); // EIO: the machine is off
+                    _held.Add((callback, numBytesToWrite, context));
+                    return;
                 }
-
-                return;
             }
-
-            id = _nextWrite++;
-            _inFlight.Add(id);
-            RememberVolatile(id, segmentId, (long)destinationAddress, data);
-            if (_pendingInner++ == 0)
+            else
             {
-                _drained = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                id = _nextWrite++;
+                _inFlight.Add(id);
+                RememberVolatile(id, segmentId, (long)destinationAddress, data);
+                if (_pendingInner++ == 0)
+                {
+                    _drained = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                }
             }
+        }
+
+        if (cut)
+        {
+            // Discarding: done, and nothing reaches the file; otherwise EIO, the machine is off.
+            callback(discard ? 0 : 5u, discard ? numBytesToWrite : 0, context);
+            return;
         }
 
         _inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, (error, bytes, ctx) =>
         {
             bool report;
             bool silent;
+            bool discarding;
             TaskCompletionSource? drained = null;
             lock (_lock)
             {
                 report = !_cut;
-                silent = _cut && _freeze;
+                discarding = _discard;
+                silent = _cut && _freeze && !_discard;
+                if (silent)
+                {
+                    _held.Add((callback, (uint)bytes, ctx));
+                }
+
                 _inFlight.Remove(id);
                 if (report)
                 {
@@ -166,11 +187,32 @@ public sealed class PowerLossDevice : StorageDeviceBase
 
             if (!silent)
             {
-                callback(report ? error : 5, report ? bytes : 0, ctx);
+                callback(report || discarding ? error : 5, report || discarding ? bytes : 0, ctx);
             }
 
             drained?.TrySetResult();
         }, context);
+    }
+
+    /// <summary>
+    /// Lets an abandoned owner (frozen by <see cref="CutPower(bool)"/>) finish instead of waiting forever, for instance
+    /// spinning on a flush: every write held since the cut, and every later one, is reported done without reaching
+    /// the files. Only once nothing else uses those files (the restarted owner works on a copy of them).
+    /// </summary>
+    public void ReleaseDiscarding()
+    {
+        List<(DeviceIOCompletionCallback Callback, uint Bytes, object Context)> held;
+        lock (_lock)
+        {
+            _discard = true;
+            held = [.. _held];
+            _held.Clear();
+        }
+
+        foreach (var (callback, bytes, context) in held)
+        {
+            callback(0, bytes, context);
+        }
     }
 
     public override void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength, DeviceIOCompletionCallback callback, object context) =>
