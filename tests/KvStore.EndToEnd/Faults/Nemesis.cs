@@ -16,7 +16,7 @@ public enum FaultKind
     /// <summary>SIGSTOP one member for a while, then SIGCONT.</summary>
     PauseMember,
 
-    /// <summary>Maintenance.MoveLeader from the current leader to another member.</summary>
+    /// <summary>A storm of Maintenance.MoveLeader calls, each from the current leader to another member.</summary>
     MoveLeader,
 
     /// <summary>Cut one member's peer traffic both ways (a minority partition) for a while, then heal.</summary>
@@ -64,6 +64,8 @@ public sealed record FaultEvent(FaultStep Step, long StartedUs, long EndedUs, st
 /// </summary>
 public sealed class Nemesis
 {
+    private const int LeaderMovesPerStorm = 4;
+
     private readonly TestCluster _cluster;
     private readonly HistoryRecorder _clock;
     private readonly IReadOnlyList<string> _dropFiles;
@@ -289,20 +291,34 @@ public sealed class Nemesis
         File.Move(tmp, path, overwrite: true);
     }
 
-    /// <summary>Moves leadership to member <paramref name="target"/>, or to the next one when it already leads; a refusal is noted, not fatal.</summary>
+    /// <summary>
+    /// A MoveLeader storm: leadership moved <see cref="LeaderMovesPerStorm"/> times in a row, first to member
+    /// <paramref name="target"/> (or the next one when it already leads), then on around the members; each move waits
+    /// for the previous one's leader. A refusal is noted, not fatal.
+    /// </summary>
     private async Task<(long, string, string)> MoveLeaderAsync(int target)
     {
-        var leader = await LeaderAsync();
-        var to = _cluster.Members[target] == leader ? _cluster.Members[(target + 1) % _cluster.Members.Count] : _cluster.Members[target];
         var started = _clock.Now;
-        try
+        var moves = new List<string>();
+        var outcomes = new List<string>();
+        var count = _cluster.Members.Count;
+        for (var i = 0; i < LeaderMovesPerStorm; i++)
         {
-            await new Maintenance.MaintenanceClient(leader.Channel).MoveLeaderAsync(new MoveLeaderRequest { TargetID = to.Id }, deadline: DateTime.UtcNow + TimeSpan.FromSeconds(10));
-            return (started, $"{leader.Name}->{to.Name}", "moved");
+            var leader = await LeaderAsync();
+            var next = (target + i) % count;
+            var to = _cluster.Members[next] == leader ? _cluster.Members[(next + 1) % count] : _cluster.Members[next];
+            moves.Add($"{leader.Name}->{to.Name}");
+            try
+            {
+                await new Maintenance.MaintenanceClient(leader.Channel).MoveLeaderAsync(new MoveLeaderRequest { TargetID = to.Id }, deadline: DateTime.UtcNow + TimeSpan.FromSeconds(10));
+                outcomes.Add("moved");
+            }
+            catch (Grpc.Core.RpcException e)
+            {
+                outcomes.Add($"refused: {e.Status.StatusCode} {e.Status.Detail}");
+            }
         }
-        catch (Grpc.Core.RpcException e)
-        {
-            return (started, $"{leader.Name}->{to.Name}", $"refused: {e.Status.StatusCode} {e.Status.Detail}");
-        }
+
+        return (started, string.Join(", ", moves), string.Join("; ", outcomes));
     }
 }
