@@ -172,7 +172,8 @@ public static class ServerHost
         services.AddReplication(options, identity, wal, memberDir);
         services.AddWatch(sp => new WatchOptions
         {
-            MaxResponseBytes = options.MaxRequestBytes,
+            // etcd's watch server splits at the same size its gRPC server accepts: the request limit plus gRPC overhead.
+            MaxResponseBytes = options.GrpcMaxReceiveBytes,
             NoLeaderCancelAfter = TimeSpan.FromMilliseconds(3 * options.ElectionTimeoutMs),
             ProgressNotifyInterval = options.WatchProgressNotifyInterval > TimeSpan.Zero ? options.WatchProgressNotifyInterval : TimeSpan.FromMinutes(10),
         });

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using Grpc.Core;
 using Grpc.Net.Client;
 using KvStore.Raft.Wire;
@@ -14,6 +15,7 @@ namespace KvStore.Server.Lease;
 /// reached is left for the next leader, until the request timeout (5 s + 2 × election timeout) ends the attempt with
 /// "etcdserver: request timed out" ("etcdserver: no leader" if no leader was known meanwhile).
 /// Any other error of the leader (e.g. lease not found) is relayed with its code and message.
+/// Renewals, the frequent request, share one <see cref="KeepAliveStream"/> to the leader; the rest are unary calls.
 /// </summary>
 public sealed class LeaseForwarder : IAsyncDisposable
 {
@@ -26,6 +28,9 @@ public sealed class LeaseForwarder : IAsyncDisposable
     private readonly PeerTransport _transport;
     private readonly Lock _lock = new();
     private readonly Dictionary<ulong, (string Urls, GrpcChannel Channel)> _channels = [];
+    private KeepAliveStream? _keepAlives;
+    private bool _disposed;
+    private long _keepAliveStreamsOpened;
 
     /// <summary>Creates the forwarder.</summary>
     public LeaseForwarder(LeaderLeaseOps local, NodeState state, RaftHost host, PeerTransport transport)
@@ -41,7 +46,7 @@ public sealed class LeaseForwarder : IAsyncDisposable
     {
         var ttl = await OnLeaderAsync(
             async ct => await _local.KeepAliveAsync(id, ct).ConfigureAwait(false) ?? 0,
-            async (client, call) => (await client.KeepAliveAsync(new Etcdserverpb.LeaseKeepAliveRequest { ID = id }, call).ConfigureAwait(false)).TTL,
+            (leaderId, ct) => RenewOnAsync(leaderId, id, ct),
             cancellationToken).ConfigureAwait(false);
         return ttl > 0 ? ttl : null;
     }
@@ -50,21 +55,39 @@ public sealed class LeaseForwarder : IAsyncDisposable
     public Task<Etcdserverpb.LeaseTimeToLiveResponse> TimeToLiveAsync(Etcdserverpb.LeaseTimeToLiveRequest request, CancellationToken cancellationToken) =>
         OnLeaderAsync(
             ct => _local.TimeToLiveAsync(request, ct),
-            async (client, call) => await client.TimeToLiveAsync(request, call).ConfigureAwait(false),
+            async (leaderId, ct) => await Client(leaderId).TimeToLiveAsync(request, Call(leaderId, ct)).ConfigureAwait(false),
             cancellationToken);
 
     /// <summary>Every lease as the leader knows them (header not filled).</summary>
     public Task<Etcdserverpb.LeaseLeasesResponse> LeasesAsync(CancellationToken cancellationToken) =>
         OnLeaderAsync(
             _local.LeasesAsync,
-            async (client, call) => await client.LeasesAsync(new Etcdserverpb.LeaseLeasesRequest(), call).ConfigureAwait(false),
+            async (leaderId, ct) => await Client(leaderId).LeasesAsync(new Etcdserverpb.LeaseLeasesRequest(), Call(leaderId, ct)).ConfigureAwait(false),
             cancellationToken);
+
+    /// <summary>How many keep-alive streams this member has opened to leaders: one per leader while nothing breaks.</summary>
+    internal long KeepAliveStreamsOpened
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _keepAliveStreamsOpened;
+            }
+        }
+    }
+
+    /// <summary>Renewals waiting for the leader's answer on the current keep-alive stream.</summary>
+    internal int KeepAlivesWaiting => Volatile.Read(ref _keepAlives)?.Waiting ?? 0;
 
     /// <inheritdoc/>
     public ValueTask DisposeAsync()
     {
         lock (_lock)
         {
+            _disposed = true;
+            _keepAlives?.Close();
+            _keepAlives = null;
             foreach (var (_, channel) in _channels.Values)
             {
                 channel.Dispose();
@@ -77,7 +100,7 @@ public sealed class LeaseForwarder : IAsyncDisposable
     }
 
     private async Task<T> OnLeaderAsync<T>(
-        Func<CancellationToken, Task<T>> local, Func<PeerLease.PeerLeaseClient, CallOptions, Task<T>> remote, CancellationToken cancellationToken)
+        Func<CancellationToken, Task<T>> local, Func<ulong, CancellationToken, Task<T>> remote, CancellationToken cancellationToken)
     {
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(_host.RequestTimeout);
@@ -101,9 +124,7 @@ public sealed class LeaseForwarder : IAsyncDisposable
                         return await local(deadline.Token).ConfigureAwait(false);
                     }
 
-                    var client = new PeerLease.PeerLeaseClient(Channel(leaderId));
-                    var headers = PeerHeaders.Create(_transport.Options.ClusterId, _transport.Options.LocalMemberId, leaderId);
-                    return await remote(client, new CallOptions(headers, cancellationToken: deadline.Token)).ConfigureAwait(false);
+                    return await remote(leaderId, deadline.Token).ConfigureAwait(false);
                 }
                 catch (RpcException e) when (IsLeaderGone(e) && !deadline.IsCancellationRequested)
                 {
@@ -137,6 +158,70 @@ public sealed class LeaseForwarder : IAsyncDisposable
         || (e is not EtcdException && e.StatusCode is StatusCode.Unavailable or StatusCode.Unknown or StatusCode.Internal
             or StatusCode.Cancelled or StatusCode.DeadlineExceeded or StatusCode.InvalidArgument or StatusCode.FailedPrecondition
             or StatusCode.Unimplemented);
+
+    /// <summary>
+    /// Renews on the leader's shared stream, opened (again) when there is none yet, it broke, or the leader or its URLs
+    /// changed; on the unary call when that leader does not serve the stream (an earlier version).
+    /// </summary>
+    private async Task<long> RenewOnAsync(ulong leaderId, long id, CancellationToken cancellationToken)
+    {
+        var urls = UrlsOf(leaderId);
+        var stream = Volatile.Read(ref _keepAlives);
+        if (!Serves(stream, leaderId, urls))
+        {
+            var client = Client(leaderId);
+            lock (_lock)
+            {
+                if (_disposed)
+                {
+                    throw EtcdErrors.Stopped.Exception();
+                }
+
+                // Another renewal may have replaced it meanwhile: one stream per leader.
+                stream = _keepAlives;
+                if (!Serves(stream, leaderId, urls))
+                {
+                    stream?.Close();
+                    stream = new KeepAliveStream(client, Headers(leaderId), leaderId, urls, _state, _host);
+                    _keepAlives = stream;
+                    _keepAliveStreamsOpened++;
+                }
+            }
+        }
+
+        if (stream.IsUnsupported)
+        {
+            var unary = await Client(leaderId).KeepAliveAsync(new Etcdserverpb.LeaseKeepAliveRequest { ID = id }, Call(leaderId, cancellationToken))
+                .ConfigureAwait(false);
+            return unary.TTL;
+        }
+
+        return await stream.KeepAliveAsync(id, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// True when <paramref name="stream"/> can take renewals for <paramref name="leaderId"/> at <paramref name="urls"/>:
+    /// open, or known to be refused by that leader (then the unary call is used, no new stream tried).
+    /// </summary>
+    private static bool Serves([NotNullWhen(true)] KeepAliveStream? stream, ulong leaderId, string urls) =>
+        stream is not null && stream.LeaderId == leaderId && stream.Urls == urls && (!stream.IsBroken || stream.IsUnsupported);
+
+    private PeerLease.PeerLeaseClient Client(ulong leaderId) => new(Channel(leaderId));
+
+    private Metadata Headers(ulong leaderId) => PeerHeaders.Create(_transport.Options.ClusterId, _transport.Options.LocalMemberId, leaderId);
+
+    private CallOptions Call(ulong leaderId, CancellationToken cancellationToken) => new(Headers(leaderId), cancellationToken: cancellationToken);
+
+    private string UrlsOf(ulong leaderId)
+    {
+        var urls = _host.Membership.Get(leaderId)?.PeerUrls ?? [];
+        if (urls.Count == 0)
+        {
+            throw new RpcException(new Status(StatusCode.Unavailable, "leader's peer URLs are not known yet"));
+        }
+
+        return string.Join(',', urls);
+    }
 
     private GrpcChannel Channel(ulong leaderId)
     {

@@ -143,6 +143,12 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     public Task NextChangeAsync(CancellationToken cancellationToken) =>
         Task.WhenAny(Volatile.Read(ref _appliedSignal).Task, Volatile.Read(ref _leaderSignal).Task).WaitAsync(cancellationToken);
 
+    /// <summary>
+    /// Completes at the next change of this member's view of the leader or its own role (and when the host stops);
+    /// take it before checking <see cref="NodeState.LeaderId"/>, so a change in between is not missed.
+    /// </summary>
+    public Task NextLeaderChangeAsync() => Volatile.Read(ref _leaderSignal).Task;
+
     /// <summary>The request timeout (etcd: 5 s + 2 × election timeout).</summary>
     public TimeSpan RequestTimeout => _requestTimeout;
 

@@ -29,8 +29,11 @@ public sealed class WatchOptions
     /// <summary>History events read per watcher per catch-up pass.</summary>
     public int MaxEventsPerSync { get; set; } = 10_000;
 
-    /// <summary>Responses of fragmenting watchers are split when larger than this (etcd: --max-request-bytes).</summary>
-    public long MaxResponseBytes { get; set; } = 1_572_864;
+    /// <summary>
+    /// Responses of fragmenting watchers are split when at least this large (etcd: --max-request-bytes plus its
+    /// 512 KiB gRPC overhead allowance; 2 MiB by default).
+    /// </summary>
+    public long MaxResponseBytes { get; set; } = 2_097_152;
 
     /// <summary>A stream requiring a leader is cancelled after this long without one (etcd: 3 election timeouts).</summary>
     public TimeSpan NoLeaderCancelAfter { get; set; } = TimeSpan.FromSeconds(3);

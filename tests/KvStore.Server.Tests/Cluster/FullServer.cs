@@ -1,0 +1,118 @@
+using Etcdserverpb;
+using Google.Protobuf;
+using KvStore.Internal;
+using KvStore.Server.Hosting;
+using KvStore.Server.Identity;
+using KvStore.Server.Options;
+using KvStore.Server.Replication;
+using KvStore.Storage.Mvcc;
+using KvStore.Storage.Wal;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace KvStore.Server.Tests.Cluster;
+
+/// <summary>
+/// One member as the real server builds it (<see cref="ServerHost.Build"/>: the real DI graph, client and peer
+/// listeners on loopback), for in-process clusters with a fast election (20 ms heartbeat, 200 ms election timeout).
+/// </summary>
+internal sealed class FullServer : IAsyncDisposable
+{
+    private readonly WriteAheadLog _wal;
+    private readonly MvccStore _store;
+    private bool _stopped;
+
+    private FullServer(WebApplication app, WriteAheadLog wal, MvccStore store)
+    {
+        App = app;
+        _wal = wal;
+        _store = store;
+        Host = app.Services.GetRequiredService<RaftHost>();
+        State = app.Services.GetRequiredService<Node.NodeState>();
+    }
+
+    public WebApplication App { get; }
+
+    public RaftHost Host { get; }
+
+    public Node.NodeState State { get; }
+
+    /// <summary><paramref name="advertisedPeerPort"/>: where the others reach this member (e.g. a gate in front of its peer port).</summary>
+    public static async Task<FullServer> StartAsync(string root, int i, int peerPort, int clientPort, string initialCluster, int? advertisedPeerPort = null)
+    {
+        var options = new ServerOptions
+        {
+            Name = $"s{i}",
+            DataDir = Path.Combine(root, $"s{i}"),
+            InitialCluster = initialCluster,
+            InitialClusterState = "new",
+            InitialClusterToken = "in-process",
+            HeartbeatIntervalMs = 20,
+            ElectionTimeoutMs = 200,
+            SnapshotCount = 50,
+            ListenClientUrls = [new Uri($"http://127.0.0.1:{clientPort}")],
+            AdvertiseClientUrls = [new Uri($"http://127.0.0.1:{clientPort}")],
+            ListenPeerUrls = [new Uri($"http://127.0.0.1:{peerPort}")],
+            InitialAdvertisePeerUrls = [new Uri($"http://127.0.0.1:{advertisedPeerPort ?? peerPort}")],
+        };
+        var identity = MemberIdentity.FromOptions(options);
+        var memberDir = Path.Combine(options.EffectiveDataDir, "member");
+        Directory.CreateDirectory(memberDir);
+        var wal = WriteAheadLog.Open(Path.Combine(memberDir, "wal"), NullLogger.Instance);
+        var store = MvccStore.Open(new MvccStoreOptions { DataDirectory = Path.Combine(memberDir, "kv"), MemorySizeBits = 22, PageSizeBits = 16, IndexBuckets = 1 << 12 }, NullLogger.Instance);
+        var app = ServerHost.Build(options, identity, store, wal, Serilog.Core.Logger.None);
+        await app.StartAsync();
+        return new FullServer(app, wal, store);
+    }
+
+    /// <summary>The leader, once every one of <paramref name="servers"/> agrees on it.</summary>
+    public static async Task<FullServer> WaitLeaderAsync(IReadOnlyList<FullServer> servers)
+    {
+        using var timeout = Timeout();
+        while (true)
+        {
+            var id = servers[0].Host.Membership.Members.Count > 0 ? servers[0].State.LeaderId : 0;
+            var leader = servers.FirstOrDefault(s => s.Host.MemberId == id);
+            if (leader is not null && servers.All(s => s.State.LeaderId == id))
+            {
+                return leader;
+            }
+
+            await Task.WhenAny(servers.Select(s => s.Host.NextChangeAsync(timeout.Token)));
+            timeout.Token.ThrowIfCancellationRequested();
+        }
+    }
+
+    public async Task<IMessage> ProposeAsync(InternalRequest request)
+    {
+        using var timeout = Timeout();
+        return await Host.ProposeAsync(request, timeout.Token);
+    }
+
+    public async Task<long> PutAsync(string key, string value)
+    {
+        using var timeout = Timeout();
+        var response = (PutResponse)await Host.ProposeAsync(
+            new InternalRequest { Put = new PutRequest { Key = ByteString.CopyFromUtf8(key), Value = ByteString.CopyFromUtf8(value) } },
+            timeout.Token);
+        return response.Header.Revision;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_stopped)
+        {
+            return;
+        }
+
+        _stopped = true;
+        using var timeout = Timeout();
+        await App.StopAsync(timeout.Token);
+        await App.DisposeAsync();
+        _store.Dispose();
+        await _wal.DisposeAsync();
+    }
+
+    private static CancellationTokenSource Timeout() => new(TimeSpan.FromSeconds(30));
+}
