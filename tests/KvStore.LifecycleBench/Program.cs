@@ -108,6 +108,8 @@ static async Task RunAsync(string serverPath, Options o)
 static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o, Func<Process>? operation)
 {
     var latencies = new List<double>[channels.Count];
+    // When the worst put of each putter started (UTC), to line it up with the member's log timestamps.
+    var worstStarts = new (double Ms, DateTime At)[channels.Count];
     using var stop = new CancellationTokenSource();
     long windowStart = long.MaxValue;
     long windowEnd = long.MaxValue;
@@ -122,6 +124,7 @@ static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o,
         while (!stop.IsCancellationRequested)
         {
             var start = clock.ElapsedTicks;
+            var startedAt = DateTime.UtcNow;
             try
             {
                 await c.PutAsync(new PutRequest { Key = Key(rng.Next(o.Keys)), Value = value });
@@ -135,7 +138,12 @@ static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o,
             var end = clock.ElapsedTicks;
             if (start >= Volatile.Read(ref windowStart) && start < Volatile.Read(ref windowEnd))
             {
-                mine.Add((end - start) * 1000.0 / Stopwatch.Frequency);
+                var ms = (end - start) * 1000.0 / Stopwatch.Frequency;
+                mine.Add(ms);
+                if (ms > worstStarts[n].Ms)
+                {
+                    worstStarts[n] = (ms, startedAt);
+                }
             }
         }
     })).ToList();
@@ -166,8 +174,9 @@ static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o,
     var p50 = all.Count > 0 ? all[all.Count / 2] : 0;
     var p99 = all.Count > 0 ? all[Math.Min(all.Count - 1, (int)(all.Count * 0.99))] : 0;
     var max = all.Count > 0 ? all[^1] : 0;
+    var worstAt = worstStarts.MaxBy(w => w.Ms).At;
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"  {name,-15} {opSeconds,6:F2} s ({result}), {all.Count} puts ({failures} failed): p50 {p50:F1} ms, p99 {p99:F1} ms, max {max:F1} ms; load {File.ReadAllText("/proc/loadavg").Split(' ')[0]}"));
+        $"  {name,-15} {opSeconds,6:F2} s ({result}), {all.Count} puts ({failures} failed): p50 {p50:F1} ms, p99 {p99:F1} ms, max {max:F1} ms (started {worstAt:HH:mm:ss.fff}); load {File.ReadAllText("/proc/loadavg").Split(' ')[0]}"));
 }
 
 // Runs one offline operation on the snapshot file and prints the file's size over the operation's wall time.
