@@ -132,7 +132,7 @@ public sealed partial class MvccStore
     /// </summary>
     private TimeSpan CheckpointAfterCompaction()
     {
-        _backend.ShiftReadOnlyAddress(_backend.LogTailAddress);
+        _backend.FlushInSteps(_backend.LogTailAddress, FlushEveryBytes);
         _backend.CheckpointIndex();
         // The index checkpoint can take seconds while writes go on: flush what they appended meanwhile before the gate.
         _backend.ShiftReadOnlyAddress(_backend.LogTailAddress);
@@ -194,7 +194,7 @@ public sealed partial class MvccStore
         // begin address (and files that are still all there) or the new one together with every copy made before it.
         var begin = _backend.LogBeginAddress;
         // Everything below the cut becomes read-only, so an upsert of one of those keys appends a new record.
-        _backend.ShiftReadOnlyAddress(cut);
+        _backend.FlushInSteps(cut, FlushEveryBytes);
         long copied = 0;
         long flushed = 0;
         using var session = _backend.NewSession();
