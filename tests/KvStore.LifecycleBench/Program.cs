@@ -8,8 +8,11 @@ using Grpc.Net.Client;
 // times and compacts (so a defrag has garbage to drop), then runs CLIENTS concurrent putters and records every put's
 // latency in three phases of the same shape: nothing else running, `etcdctl defrag`, `etcdctl snapshot save`. A phase
 // records the puts that started while the operation ran (or during SECONDS for the baseline). Prints p50/p99/max per
-// phase, the operation's duration and dbSize before and after the defrag. Bounded: every phase ends with its
-// operation (killed after 5 minutes); each member is killed at the end and its data dir removed.
+// phase, the operation's duration and dbSize before and after the defrag. Then the throughput of backup and restore on
+// the same store: a `snapshot save` with no load (MiB/s of the file written) and a restore of that file into a fresh
+// data dir with the server's own tool (`kvstore snapshot restore`, or `etcdctl snapshot restore` for etcd). Bounded:
+// every phase ends with its operation (killed after 5 minutes); each member is killed at the end and its data dir
+// removed.
 var o = Options.Parse(args);
 if (o is null)
 {
@@ -84,6 +87,9 @@ static async Task RunAsync(string serverPath, Options o)
         var snapshot = Path.Combine(dataDir, "bench-snapshot.db");
         await PhaseAsync("snapshot save", channels, o, () => Ctl(o.Etcdctl, endpoint, "snapshot", "save", snapshot));
         Console.WriteLine($"  snapshot {Mib(new FileInfo(snapshot).Length)} MiB");
+        File.Delete(snapshot);
+        await ThroughputAsync("snapshot save (no load)", snapshot, () => Ctl(o.Etcdctl, endpoint, "snapshot", "save", snapshot));
+        await ThroughputAsync("snapshot restore", snapshot, () => Restore(serverPath, o.Etcdctl, snapshot, Path.Combine(dataDir, "restored"), peerUrl));
         foreach (var ch in channels)
         {
             ch.Dispose();
@@ -102,6 +108,8 @@ static async Task RunAsync(string serverPath, Options o)
 static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o, Func<Process>? operation)
 {
     var latencies = new List<double>[channels.Count];
+    // When the worst put of each putter started (UTC), to line it up with the member's log timestamps.
+    var worstStarts = new (double Ms, DateTime At)[channels.Count];
     using var stop = new CancellationTokenSource();
     long windowStart = long.MaxValue;
     long windowEnd = long.MaxValue;
@@ -116,6 +124,7 @@ static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o,
         while (!stop.IsCancellationRequested)
         {
             var start = clock.ElapsedTicks;
+            var startedAt = DateTime.UtcNow;
             try
             {
                 await c.PutAsync(new PutRequest { Key = Key(rng.Next(o.Keys)), Value = value });
@@ -129,7 +138,12 @@ static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o,
             var end = clock.ElapsedTicks;
             if (start >= Volatile.Read(ref windowStart) && start < Volatile.Read(ref windowEnd))
             {
-                mine.Add((end - start) * 1000.0 / Stopwatch.Frequency);
+                var ms = (end - start) * 1000.0 / Stopwatch.Frequency;
+                mine.Add(ms);
+                if (ms > worstStarts[n].Ms)
+                {
+                    worstStarts[n] = (ms, startedAt);
+                }
             }
         }
     })).ToList();
@@ -160,13 +174,49 @@ static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o,
     var p50 = all.Count > 0 ? all[all.Count / 2] : 0;
     var p99 = all.Count > 0 ? all[Math.Min(all.Count - 1, (int)(all.Count * 0.99))] : 0;
     var max = all.Count > 0 ? all[^1] : 0;
+    var worstAt = worstStarts.MaxBy(w => w.Ms).At;
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"  {name,-15} {opSeconds,6:F2} s ({result}), {all.Count} puts ({failures} failed): p50 {p50:F1} ms, p99 {p99:F1} ms, max {max:F1} ms; load {File.ReadAllText("/proc/loadavg").Split(' ')[0]}"));
+        $"  {name,-15} {opSeconds,6:F2} s ({result}), {all.Count} puts ({failures} failed): p50 {p50:F1} ms, p99 {p99:F1} ms, max {max:F1} ms (started {worstAt:HH:mm:ss.fff}); load {File.ReadAllText("/proc/loadavg").Split(' ')[0]}"));
+}
+
+// Runs one offline operation on the snapshot file and prints the file's size over the operation's wall time.
+static async Task ThroughputAsync(string name, string snapshot, Func<Process> operation)
+{
+    var took = Stopwatch.StartNew();
+    using var p = operation();
+    var stdout = p.StandardOutput.ReadToEndAsync();
+    var stderr = p.StandardError.ReadToEndAsync();
+    using var limit = new CancellationTokenSource(TimeSpan.FromMinutes(10));
+    await p.WaitForExitAsync(limit.Token);
+    var seconds = took.Elapsed.TotalSeconds;
+    var result = p.ExitCode == 0 ? "ok" : $"exit {p.ExitCode}: {(await stderr).Trim()} {(await stdout).Trim()}";
+    var mib = new FileInfo(snapshot).Length / 1048576.0;
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        $"  {name,-24} {seconds,6:F2} s ({result}), {mib:F0} MiB: {mib / seconds:F1} MiB/s; load {File.ReadAllText("/proc/loadavg").Split(' ')[0]}"));
+}
+
+// etcd 3.4 restores with etcdctl; kvstore with its own verb (the same flags as etcdutl's).
+static Process Restore(string serverPath, string etcdctl, string snapshot, string targetDir, string peerUrl)
+{
+    var isEtcd = Path.GetFileName(serverPath) == "etcd";
+    var psi = new ProcessStartInfo(isEtcd ? etcdctl : serverPath) { RedirectStandardOutput = true, RedirectStandardError = true };
+    psi.Environment["ETCDCTL_API"] = "3";
+    string[] args =
+    [
+        "snapshot", "restore", snapshot, "--name", "bench", "--data-dir", targetDir, "--initial-cluster", $"bench={peerUrl}",
+        "--initial-cluster-token", "bench-restored", "--initial-advertise-peer-urls", peerUrl,
+    ];
+    foreach (var a in args)
+    {
+        psi.ArgumentList.Add(a);
+    }
+
+    return Process.Start(psi)!;
 }
 
 static void EchoDefrag(string? line)
 {
-    if (line is not null && (line.Contains("Defragmented", StringComparison.Ordinal) || line.Contains("log compacted", StringComparison.Ordinal)))
+    if (line is not null && (line.Contains("Defragmented", StringComparison.Ordinal) || line.Contains("log compacted", StringComparison.Ordinal) || line.Contains("snapshot at applied index", StringComparison.Ordinal)))
     {
         Console.WriteLine("    server: " + line);
     }

@@ -14,6 +14,7 @@ public sealed partial class RaftHost
     private static readonly TimeSpan SlowApplyThreshold = TimeSpan.FromMilliseconds(100);
 
     private ulong _appliedSinceSnapshot;
+    private bool _snapshotDeferred;
 
     private async Task RunApplyLoopAsync()
     {
@@ -88,6 +89,20 @@ public sealed partial class RaftHost
         _appliedSinceSnapshot += (ulong)entries.Count;
         if (_appliedSinceSnapshot >= Math.Max(1, _options.SnapshotCount))
         {
+            if (store.IsCompactingLog)
+            {
+                // A defrag is copying the log forward: a checkpoint now would stall apply while it flushes those copies.
+                // Deferred to the first batch after it (the raft log keeps every entry until then, so nothing is lost).
+                if (!_snapshotDeferred)
+                {
+                    _snapshotDeferred = true;
+                    Log.SnapshotDeferred(_logger, store.ConsistentIndex);
+                }
+
+                return;
+            }
+
+            _snapshotDeferred = false;
             _appliedSinceSnapshot = 0;
             await SnapshotAsync(store);
         }

@@ -74,6 +74,20 @@ internal sealed unsafe class FasterBackend : IDisposable
     /// <summary>Makes every record below address read-only (flushed), so an upsert of such a key appends a new copy at the tail.</summary>
     public void ShiftReadOnlyAddress(long address) => _kv.Log.ShiftReadOnlyAddress(address, wait: true);
 
+    /// <summary>
+    /// <see cref="ShiftReadOnlyAddress"/> in steps of at most stepBytes, each flushed before the next is issued: the
+    /// mutable region can hold hundreds of MB, and handing it to the disk at once queues the WAL's fsyncs behind it.
+    /// </summary>
+    public void FlushInSteps(long address, long stepBytes)
+    {
+        for (var next = _kv.Log.ReadOnlyAddress + stepBytes; next < address; next += stepBytes)
+        {
+            _kv.Log.ShiftReadOnlyAddress(next, wait: true);
+        }
+
+        _kv.Log.ShiftReadOnlyAddress(address, wait: true);
+    }
+
     /// <summary>Drops the in-memory pages below address (flushed already, see <see cref="ShiftReadOnlyAddress"/>); reads of them go to disk.</summary>
     public void EvictBelow(long address) => _kv.Log.ShiftHeadAddress(address, wait: true);
 

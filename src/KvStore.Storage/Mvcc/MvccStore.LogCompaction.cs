@@ -19,6 +19,13 @@ public sealed partial class MvccStore
     // Log bytes per live byte measured right after the last log compaction (record headers, alignment, page slack).
     private double _footprintRatio = 2.0;
     private int _logCompactions;
+    private int _logCompactionsRunning;
+
+    /// <summary>
+    /// True while a log compaction (defrag or background) runs: it ends with its own checkpoint, so the raft host defers
+    /// its periodic checkpoint instead of stalling apply to flush copies the compaction is still making.
+    /// </summary>
+    public bool IsCompactingLog => Volatile.Read(ref _logCompactionsRunning) > 0;
 
     /// <summary>How many log compactions ran (tests).</summary>
     internal int LogCompactions => Volatile.Read(ref _logCompactions);
@@ -47,9 +54,19 @@ public sealed partial class MvccStore
                 {
                     var before = DbSizeBytes;
                     var took = System.Diagnostics.Stopwatch.StartNew();
-                    CompactLog();
-                    var compacted = took.Elapsed;
-                    var blocked = CheckpointAfterCompaction();
+                    TimeSpan compacted, blocked;
+                    Interlocked.Increment(ref _logCompactionsRunning);
+                    try
+                    {
+                        CompactLog();
+                        compacted = took.Elapsed;
+                        blocked = CheckpointAfterCompaction();
+                    }
+                    finally
+                    {
+                        Interlocked.Decrement(ref _logCompactionsRunning);
+                    }
+
                     if (!_backend.WaitForSegmentsBelowBeginDeleted(TimeSpan.FromSeconds(10)))
                     {
                         _logger.LogWarning("Defragment: segment files below the begin address are not deleted yet");
@@ -87,29 +104,38 @@ public sealed partial class MvccStore
             return;
         }
 
+        Interlocked.Increment(ref _logCompactionsRunning);
         try
         {
             CompactLog();
             CheckpointAfterCompaction();
-            _backend.WaitForSegmentsBelowBeginDeleted(TimeSpan.FromSeconds(10));
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             // Nothing is lost: until a checkpoint records the new begin address no file is deleted. Retried next time.
             _logger.LogWarning(ex, "background FasterKV log compaction failed");
+            return;
         }
+        finally
+        {
+            Interlocked.Decrement(ref _logCompactionsRunning);
+        }
+
+        _backend.WaitForSegmentsBelowBeginDeleted(TimeSpan.FromSeconds(10));
     }
 
     /// <summary>
     /// The checkpoint that makes a log compaction durable, with writes held off as briefly as possible: the records
     /// compacted forward (possibly hundreds of MB) are flushed and the hash index (which the copies rewrote) is
     /// checkpointed while writes go on; only the log checkpoint, which must fall between write txns, holds them off, and
-    /// it flushes just what was appended since. Returns how long write txns were held off.
+    /// it flushes just what was appended since the second flush. Returns how long write txns were held off.
     /// </summary>
     private TimeSpan CheckpointAfterCompaction()
     {
-        _backend.ShiftReadOnlyAddress(_backend.LogTailAddress);
+        _backend.FlushInSteps(_backend.LogTailAddress, FlushEveryBytes);
         _backend.CheckpointIndex();
+        // The index checkpoint can take seconds while writes go on: flush what they appended meanwhile before the gate.
+        _backend.ShiftReadOnlyAddress(_backend.LogTailAddress);
         _txnGate.Wait();
         var held = System.Diagnostics.Stopwatch.StartNew();
         try
@@ -168,7 +194,7 @@ public sealed partial class MvccStore
         // begin address (and files that are still all there) or the new one together with every copy made before it.
         var begin = _backend.LogBeginAddress;
         // Everything below the cut becomes read-only, so an upsert of one of those keys appends a new record.
-        _backend.ShiftReadOnlyAddress(cut);
+        _backend.FlushInSteps(cut, FlushEveryBytes);
         long copied = 0;
         long flushed = 0;
         using var session = _backend.NewSession();
