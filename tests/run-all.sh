@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # THE test command (README command 2; .ci/run runs exactly this).
 #   1. installs what the tests need when it is missing (as root, with apt-get):
-#      etcdctl (etcd-client), etcd (etcd-server), openssl, iproute2, iptables, procps, perl, strace, bash >= 4.4
+#      etcdctl (etcd-client), etcd (etcd-server), openssl, iproute2, iptables, procps, perl, strace,
+#      systemd-analyze (systemd), bash >= 4.4
 #   2. dotnet build -c Release KvStore.sln   (warnings are errors)
 #   3. dotnet test on the whole solution: one summary line per test project (failures in full), TRX files in
 #      artifacts/test-results/
@@ -27,6 +28,7 @@ need iptables iptables
 need ps procps
 need perl perl
 need strace strace
+need systemd-analyze systemd
 if (( BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4) )); then
   missing+=(bash)
 fi

@@ -311,6 +311,15 @@ public sealed class ServerProcess : IDisposable
         }
     }
 
+    /// <summary>A copy of every line so far; stderr lines start with "2> ".</summary>
+    public IReadOnlyList<string> LogLines()
+    {
+        lock (_logLock)
+        {
+            return [.. _log];
+        }
+    }
+
     public string LogSince(int line)
     {
         lock (_logLock)

@@ -3,10 +3,13 @@ using Google.Protobuf;
 using Grpc.Core;
 using KvStore.Server.Apply;
 using KvStore.Server.Backup;
+using KvStore.Server.Hosting;
 using KvStore.Internal;
 using KvStore.Server.Node;
+using KvStore.Server.Options;
 using KvStore.Server.Replication;
 using KvStore.Storage.Mvcc;
+using Microsoft.Extensions.Logging;
 
 namespace KvStore.Server.Api;
 
@@ -20,9 +23,14 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
     private readonly AlarmState _alarms;
     private readonly Quota _quota;
     private readonly SnapshotExporter _snapshots;
+    private readonly ILogger<MaintenanceService> _logger;
+    private readonly string _storeDirectory;
 
-    public MaintenanceService(RaftHost node, NodeState state, MvccStore store, HeaderFactory headers, AlarmState alarms, Quota quota, SnapshotExporter snapshots)
+    public MaintenanceService(RaftHost node, NodeState state, MvccStore store, HeaderFactory headers, AlarmState alarms, Quota quota, SnapshotExporter snapshots, ServerOptions options, ILogger<MaintenanceService> logger)
     {
+        ArgumentNullException.ThrowIfNull(options);
+        _logger = logger;
+        _storeDirectory = Path.Combine(options.EffectiveDataDir, "member", "kv");
         _node = node;
         _state = state;
         _store = store;
@@ -102,7 +110,32 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
     public override async Task<DefragmentResponse> Defragment(DefragmentRequest request, ServerCallContext context)
     {
         // Rewrites the live records and drops the obsolete FasterKV segments (etcd's defrag rewrites the bbolt file).
+        EtcdLog.Info(_logger, "starting defragment");
+        var path = _storeDirectory;
+        var (size, inUse) = (_store.DbSizeBytes, _store.DbSizeInUseBytes);
+        EtcdLog.Info(
+            _logger,
+            "defragmenting",
+            ("path", path),
+            ("current-db-size-bytes", size),
+            ("current-db-size", EtcdLog.Bytes(size)),
+            ("current-db-size-in-use-bytes", inUse),
+            ("current-db-size-in-use", EtcdLog.Bytes(inUse)));
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         await _store.DefragmentAsync();
+        var (newSize, newInUse) = (_store.DbSizeBytes, _store.DbSizeInUseBytes);
+        EtcdLog.Info(
+            _logger,
+            "defragmented",
+            ("path", path),
+            ("current-db-size-bytes-diff", newSize - size),
+            ("current-db-size-bytes", newSize),
+            ("current-db-size", EtcdLog.Bytes(newSize)),
+            ("current-db-size-in-use-bytes-diff", newInUse - inUse),
+            ("current-db-size-in-use-bytes", newInUse),
+            ("current-db-size-in-use", EtcdLog.Bytes(newInUse)),
+            ("took", EtcdLog.Duration(System.Diagnostics.Stopwatch.GetElapsedTime(started))));
+        EtcdLog.Info(_logger, "finished defragment");
         return new DefragmentResponse { Header = _headers.Create(_store.CurrentRevision) };
     }
 

@@ -1,8 +1,12 @@
+using System.Diagnostics;
 using Etcdserverpb;
 using Google.Protobuf;
 using KvStore.Internal;
 using KvStore.Server.Auth;
+using KvStore.Server.Hosting;
 using KvStore.Storage.Mvcc;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace KvStore.Server.Apply;
 
@@ -21,9 +25,11 @@ public sealed partial class Applier
     private readonly AlarmState _alarms;
     private readonly AuthStore _auth;
     private readonly ITokenProvider _tokens;
+    private readonly ILogger _logger;
 
-    public Applier(MvccStore store, ILeaseApplier leases, IWatchEventSink watch, HeaderFactory headers, AlarmState alarms, AuthStore auth, ITokenProvider tokens)
+    public Applier(MvccStore store, ILeaseApplier leases, IWatchEventSink watch, HeaderFactory headers, AlarmState alarms, AuthStore auth, ITokenProvider tokens, ILogger<Applier>? logger = null)
     {
+        _logger = logger ?? NullLogger<Applier>.Instance;
         _store = store;
         _leases = leases;
         _watch = watch;
@@ -100,8 +106,21 @@ public sealed partial class Applier
 
     private ApplyOutcome ApplyAlarm(ulong index, AlarmRequest request)
     {
+        var wasActive = _alarms.IsActive(request.MemberID, request.Alarm);
         using var txn = _store.BeginWrite(index);
-        return Finish(txn, ApplyOutcome.Ok(_alarms.Apply(request, txn)));
+        var outcome = Finish(txn, ApplyOutcome.Ok(_alarms.Apply(request, txn)));
+        LogAlarmChange(request, wasActive);
+        return outcome;
+    }
+
+    /// <summary>etcd's "alarm raised" / "alarm disarmed" warnings, once per change of an alarm.</summary>
+    private void LogAlarmChange(AlarmRequest request, bool wasActive)
+    {
+        var isActive = _alarms.IsActive(request.MemberID, request.Alarm);
+        if (isActive != wasActive)
+        {
+            EtcdLog.Warn(_logger, isActive ? "alarm raised" : "alarm disarmed", ("alarm", request.Alarm.ToString().ToUpperInvariant()), ("from", EtcdLog.Id(request.MemberID)));
+        }
     }
 
     private ApplyOutcome ApplyPut(ulong index, PutRequest request)
@@ -129,12 +148,34 @@ public sealed partial class Applier
     private ApplyOutcome ApplyCompaction(ulong index, CompactionRequest request)
     {
         // MvccStore.Compact follows etcd's rules, including Compact(0) on a never-compacted store (a successful no-op).
+        var started = Stopwatch.GetTimestamp();
         var result = _store.Compact(request.Revision);
         var error = EtcdErrors.FromMvcc(result.Error);
+        if (error is null && result.CompactRevision > 0)
+        {
+            LogCompaction(result.CompactRevision, started);
+        }
+
         var outcome = error is not null
             ? ApplyOutcome.Fail(error)
             : ApplyOutcome.Ok(new CompactionResponse { Header = _headers.Create(_store.CurrentRevision) });
         return RecordOnly(index, outcome);
+    }
+
+    /// <summary>etcd's compaction lines: the index compaction now, the end of the physical removal when it completes.</summary>
+    private void LogCompaction(long revision, long started)
+    {
+        EtcdLog.Info(_logger, "compact tree index", ("revision", revision));
+        _ = _store.PhysicalCompactionDone(revision).ContinueWith(
+            (_, state) => EtcdLog.Info(
+                (ILogger)state!,
+                "finished scheduled compaction",
+                ("compact-revision", revision),
+                ("took", EtcdLog.Duration(Stopwatch.GetElapsedTime(started)))),
+            _logger,
+            CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default);
     }
 
     private ApplyOutcome ApplyLease(ulong index, InternalRequest request, bool isGrant)

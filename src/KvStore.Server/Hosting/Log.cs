@@ -5,17 +5,8 @@ namespace KvStore.Server.Hosting;
 /// <summary>The server's log messages. Event IDs: 1000-1099 hosting, 1100-1199 node loop, 1200-1299 apply, 1300-1399 api.</summary>
 internal static partial class Log
 {
-    [LoggerMessage(EventId = 1000, Level = LogLevel.Information, Message = "kvstore {Version} (etcd API {ApiVersion}) starting: name={Name} data-dir={DataDir} member-id={MemberId} cluster-id={ClusterId}")]
-    public static partial void Starting(ILogger logger, string version, string apiVersion, string name, string dataDir, string memberId, string clusterId);
-
     [LoggerMessage(EventId = 1001, Level = LogLevel.Warning, Message = "{Warning}")]
     public static partial void ConfigWarning(ILogger logger, string warning);
-
-    [LoggerMessage(EventId = 1002, Level = LogLevel.Information, Message = "serving {Kind} on {Url}")]
-    public static partial void Listening(ILogger logger, string kind, string url);
-
-    [LoggerMessage(EventId = 1003, Level = LogLevel.Information, Message = "ready to serve client requests (member {MemberId})")]
-    public static partial void Ready(ILogger logger, string memberId);
 
     [LoggerMessage(EventId = 1004, Level = LogLevel.Information, Message = "stopping: draining proposals, checkpointing the store")]
     public static partial void Stopping(ILogger logger);

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using KvStore.Server.Options;
 using Serilog;
 using Serilog.Core;
@@ -14,7 +15,10 @@ namespace KvStore.Server.Hosting;
 /// </summary>
 public static class Logging
 {
-    private const string TextTemplate = "{Timestamp:yyyy-MM-ddTHH:mm:ss.fffffffZ} {Level:u4} {SourceContext}: {Message:lj}{NewLine}{Exception}";
+    /// <summary>The property holding where an event comes from ("replication/RaftHost"): zap's "caller" field.</summary>
+    public const string CallerProperty = "Caller";
+
+    private const string TextTemplate = "{Timestamp:yyyy-MM-ddTHH:mm:ss.fffffffZ} {Level:u4} {SourceContext}: {Message:lj}";
 
     /// <summary>Creates the process-wide logger.</summary>
     public static Logger Create(ServerOptions options)
@@ -23,7 +27,7 @@ public static class Logging
         var level = ToLevel(options.LogLevel);
         ITextFormatter formatter = options.LogFormat == "json"
             ? new ZapJsonFormatter()
-            : new MessageTemplateTextFormatter(TextTemplate, null);
+            : new TextLineFormatter();
 
         var config = new LoggerConfiguration()
             .MinimumLevel.Is(level)
@@ -64,21 +68,94 @@ public static class Logging
     };
 
     /// <summary>
+    /// One readable line: time, level, source, message, then the fields of <see cref="EtcdLog"/> events (which no
+    /// message placeholder shows) as name=value, then the exception if any.
+    /// </summary>
+    private sealed class TextLineFormatter : ITextFormatter
+    {
+        private static readonly MessageTemplateTextFormatter Line = new(TextTemplate, null);
+
+        public void Format(LogEvent logEvent, TextWriter output)
+        {
+            Line.Format(logEvent, output);
+            if (IsEtcdEvent(logEvent))
+            {
+                foreach (var (name, value) in logEvent.Properties)
+                {
+                    if (name is "SourceContext" or "EventId" or CallerProperty)
+                    {
+                        continue;
+                    }
+
+                    output.Write(' ');
+                    output.Write(name);
+                    output.Write('=');
+                    if (value is ScalarValue { Value: string text })
+                    {
+                        output.Write(text);
+                    }
+                    else if (value is ScalarValue { Value: bool flag })
+                    {
+                        output.Write(flag ? "true" : "false");
+                    }
+                    else
+                    {
+                        value.Render(output, null, System.Globalization.CultureInfo.InvariantCulture);
+                    }
+                }
+            }
+
+            output.WriteLine();
+            if (logEvent.Exception is { } e)
+            {
+                output.WriteLine(e.ToString());
+            }
+        }
+
+        private static bool IsEtcdEvent(LogEvent logEvent) =>
+            logEvent.Properties.TryGetValue("EventId", out var id)
+            && id is StructureValue structure
+            && structure.Properties.Any(p => p is { Name: "Name", Value: ScalarValue { Value: string name } } && name == EtcdLog.Event.Name);
+    }
+
+    /// <summary>
     /// Loggers named after our types ("KvStore.Server.Replication.RaftHost") are shown as "kvstore.&lt;area&gt;"
-    /// ("kvstore.replication"), the scheme the hand-named ones ("kvstore.mvcc", "kvstore.wal") already use.
+    /// ("kvstore.replication"), the scheme the hand-named ones ("kvstore.mvcc", "kvstore.wal") already use. The
+    /// finer origin ("replication/RaftHost", like zap's "etcdserver/raft.go") is kept as the caller.
     /// </summary>
     private sealed class OneSourceNamingScheme : ILogEventEnricher
     {
+        // A handful of logger names, each renamed once rather than on every event.
+        private readonly ConcurrentDictionary<string, (LogEventProperty? Source, LogEventProperty Caller)> _names = new(StringComparer.Ordinal);
+
         public void Enrich(LogEvent logEvent, ILogEventPropertyFactory propertyFactory)
         {
-            if (logEvent.Properties.TryGetValue("SourceContext", out var value)
-                && value is ScalarValue { Value: string name }
-                && name.StartsWith("KvStore.", StringComparison.Ordinal))
+            if (!logEvent.Properties.TryGetValue("SourceContext", out var value) || value is not ScalarValue { Value: string name })
+            {
+                return;
+            }
+
+            var (source, caller) = _names.GetOrAdd(name, Rename);
+            if (source is not null)
+            {
+                logEvent.AddOrUpdateProperty(source);
+            }
+
+            logEvent.AddPropertyIfAbsent(caller);
+        }
+
+        private static (LogEventProperty? Source, LogEventProperty Caller) Rename(string name)
+        {
+            if (name.StartsWith("KvStore.", StringComparison.Ordinal))
             {
                 var parts = name.Split('.');
-                var area = parts.Length > 3 ? parts[2] : parts[^1];
-                logEvent.AddOrUpdateProperty(propertyFactory.CreateProperty("SourceContext", "kvstore." + area.ToLowerInvariant()));
+                var area = (parts.Length > 3 ? parts[2] : parts[^1]).ToLowerInvariant();
+                var caller = parts.Length > 3 ? area + "/" + parts[^1] : area;
+                return (new LogEventProperty("SourceContext", new ScalarValue("kvstore." + area)), new LogEventProperty(CallerProperty, new ScalarValue(caller)));
             }
+
+            var origin = name.StartsWith("kvstore.", StringComparison.Ordinal) ? name["kvstore.".Length..] : name;
+            return (null, new LogEventProperty(CallerProperty, new ScalarValue(origin)));
         }
     }
 }

@@ -80,7 +80,7 @@ public static class ServerHost
         }
 
         await using var lockHandle = dataDirLock;
-        Log.Starting(logger, Versions.KvStore, Versions.EtcdServer, identity.Name, options.EffectiveDataDir, Hex(identity.MemberId), Hex(identity.ClusterId));
+        LogStarting(logger, options, identity, memberDir);
 
         MvccStore store;
         WriteAheadLog wal;
@@ -118,7 +118,8 @@ public static class ServerHost
                 return 1;
             }
 
-            Log.Ready(logger, Hex(identity.MemberId));
+            LogServing(logger, options);
+            EtcdLog.Info(logger, "ready to serve client requests", ("local-member-id", Hex(identity.MemberId)));
             await app.WaitForShutdownAsync();
             await app.DisposeAsync();
             Log.Stopped(logger);
@@ -312,6 +313,62 @@ public static class ServerHost
     }
 
     private static string Hex(ulong id) => id.ToString("x", CultureInfo.InvariantCulture);
+
+    /// <summary>etcd's first lines: the server's settings, then the member it runs as.</summary>
+    private static void LogStarting(Microsoft.Extensions.Logging.ILogger logger, ServerOptions options, MemberIdentity identity, string memberDir)
+    {
+        static string[] Urls(IEnumerable<Uri> urls) => [.. urls.Select(u => u.GetLeftPart(UriPartial.Authority))];
+        EtcdLog.Info(
+            logger,
+            "starting an etcd server",
+            ("etcd-version", Versions.EtcdServer),
+            ("kvstore-version", Versions.KvStore),
+            ("name", identity.Name),
+            ("data-dir", options.EffectiveDataDir),
+            ("wal-dir", options.WalDir),
+            ("member-dir", memberDir),
+            ("force-new-cluster", options.ForceNewCluster),
+            ("heartbeat-interval", EtcdLog.Duration(TimeSpan.FromMilliseconds(options.HeartbeatIntervalMs))),
+            ("election-timeout", EtcdLog.Duration(TimeSpan.FromMilliseconds(options.ElectionTimeoutMs))),
+            ("snapshot-count", options.SnapshotCount),
+            ("initial-advertise-peer-urls", Urls(options.InitialAdvertisePeerUrls)),
+            ("listen-peer-urls", Urls(options.ListenPeerUrls)),
+            ("advertise-client-urls", Urls(options.AdvertiseClientUrls)),
+            ("listen-client-urls", Urls(options.ListenClientUrls)),
+            ("listen-metrics-urls", Urls(options.ListenMetricsUrls)),
+            ("initial-cluster", options.InitialCluster),
+            ("initial-cluster-state", options.InitialClusterState),
+            ("initial-cluster-token", options.InitialClusterToken),
+            ("quota-backend-bytes", options.QuotaBackendBytes),
+            ("max-request-bytes", options.MaxRequestBytes),
+            ("initial-corrupt-check", options.InitialCorruptCheck),
+            ("auto-compaction-mode", options.AutoCompactionMode),
+            ("auto-compaction-retention", options.AutoCompactionRetention));
+        EtcdLog.Info(logger, "starting local member", ("local-member-id", Hex(identity.MemberId)), ("cluster-id", Hex(identity.ClusterId)));
+    }
+
+    /// <summary>etcd's lines for each listener once it accepts connections.</summary>
+    private static void LogServing(Microsoft.Extensions.Logging.ILogger logger, ServerOptions options)
+    {
+        foreach (var url in options.ListenPeerUrls)
+        {
+            EtcdLog.Info(logger, "serving peer traffic", ("address", url.Authority));
+        }
+
+        foreach (var url in options.ListenClientUrls)
+        {
+            var secure = url.Scheme == Uri.UriSchemeHttps;
+            EtcdLog.Info(
+                logger,
+                secure ? "serving client traffic securely" : "serving client traffic insecurely; this is strongly discouraged!",
+                ("address", url.Authority));
+        }
+
+        foreach (var url in options.ListenMetricsUrls)
+        {
+            EtcdLog.Info(logger, "serving metrics", ("address", url.ToString()));
+        }
+    }
 
     /// <summary>Leadership for the watch/lease code, from the node state.</summary>
     private sealed class NodeLeaderStatus(NodeState state, MemberIdentity identity) : ILeaderStatus

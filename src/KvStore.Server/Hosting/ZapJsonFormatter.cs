@@ -5,13 +5,16 @@ using System.Text.Json;
 using Serilog.Events;
 using Serilog.Formatting;
 using Serilog.Formatting.Display;
+using Serilog.Parsing;
 
 namespace KvStore.Server.Hosting;
 
 /// <summary>
 /// One JSON object per line with the fields etcd's zap logger writes, so log pipelines that parse etcd keep working:
-/// <c>level</c> (debug/info/warn/error/fatal), <c>ts</c> (UTC, milliseconds), <c>logger</c> (the component), <c>msg</c>,
-/// then the event's properties in etcd's kebab-case (<c>MemberId</c> becomes <c>member-id</c>) and <c>error</c>.
+/// <c>level</c> (debug/info/warn/error/fatal), <c>ts</c> (UTC, milliseconds), <c>caller</c> (the component and type,
+/// where zap names the Go file), <c>msg</c>, then the event's properties in etcd's kebab-case (<c>MemberId</c> becomes
+/// <c>member-id</c>; <see cref="EtcdLog"/> events already carry etcd's names) and <c>error</c>. A property the message
+/// formats (<c>{PeerId:x}</c>) is written as formatted, so member IDs are hex strings as in etcd.
 /// </summary>
 public sealed class ZapJsonFormatter : ITextFormatter
 {
@@ -30,9 +33,9 @@ public sealed class ZapJsonFormatter : ITextFormatter
             json.WriteStartObject();
             json.WriteString("level", Level(logEvent.Level));
             json.WriteString("ts", logEvent.Timestamp.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", CultureInfo.InvariantCulture));
-            if (logEvent.Properties.TryGetValue("SourceContext", out var source) && source is ScalarValue { Value: string logger })
+            if (logEvent.Properties.TryGetValue(Logging.CallerProperty, out var caller) && caller is ScalarValue { Value: string callerText })
             {
-                json.WriteString("logger", logger);
+                json.WriteString("caller", callerText);
             }
 
             using var message = new StringWriter(CultureInfo.InvariantCulture);
@@ -40,13 +43,20 @@ public sealed class ZapJsonFormatter : ITextFormatter
             json.WriteString("msg", message.ToString());
             foreach (var (name, value) in logEvent.Properties)
             {
-                if (name is "SourceContext" or "EventId")
+                if (name is "SourceContext" or "EventId" or Logging.CallerProperty)
                 {
                     continue;
                 }
 
                 json.WritePropertyName(KebabCase(name));
-                Write(json, value);
+                if (FormatOf(logEvent.MessageTemplate, name) is { } format && value is ScalarValue { Value: IFormattable formattable })
+                {
+                    json.WriteStringValue(formattable.ToString(format, CultureInfo.InvariantCulture));
+                }
+                else
+                {
+                    Write(json, value);
+                }
             }
 
             if (logEvent.Exception is { } e)
@@ -59,6 +69,20 @@ public sealed class ZapJsonFormatter : ITextFormatter
 
         output.Write(Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length));
         output.Write('\n');
+    }
+
+    /// <summary>The format the message gives property <paramref name="name"/> ("x" in {PeerId:x}), or null.</summary>
+    private static string? FormatOf(MessageTemplate template, string name)
+    {
+        foreach (var token in template.Tokens)
+        {
+            if (token is PropertyToken { Format: { Length: > 0 } format } property && property.PropertyName == name)
+            {
+                return format;
+            }
+        }
+
+        return null;
     }
 
     private static string Level(LogEventLevel level) => level switch

@@ -34,6 +34,13 @@ internal sealed partial class PeerSender : IAsyncDisposable
     private long _dropped;
     private TaskCompletionSource _connected = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+    // This peer's series, labelled once: the send path and each round-trip sample then allocate nothing.
+    private readonly Prometheus.Histogram.Child? _roundTrip;
+    private readonly Prometheus.Counter.Child? _sentBytes;
+
+    // When the latest heartbeat to the peer went out (a Stopwatch timestamp), 0 once its response was timed.
+    private long _heartbeatSentAt;
+
     public PeerSender(ulong peerId, IReadOnlyList<Uri> urls, PeerTransportOptions options, IPeerTransportHandler handler, ILogger logger)
     {
         _peerId = peerId;
@@ -41,6 +48,8 @@ internal sealed partial class PeerSender : IAsyncDisposable
         _handler = handler;
         _logger = logger;
         _endpoints = CreateEndpoints(urls);
+        _roundTrip = options.Metrics?.PeerRoundTrip.WithLabels(ServerMetrics.PeerLabel(peerId));
+        _sentBytes = options.Metrics?.PeerSentBytes.WithLabels(ServerMetrics.PeerLabel(peerId));
         _queue = Channel.CreateBounded<Message>(new BoundedChannelOptions(options.QueueCapacity)
         {
             SingleReader = true,
@@ -86,6 +95,20 @@ internal sealed partial class PeerSender : IAsyncDisposable
 
         _handler.ReportUnreachable(_peerId);
         return false;
+    }
+
+    /// <summary>
+    /// The peer answered a heartbeat: one round-trip sample (etcd's prober measures every few seconds; the leader's
+    /// heartbeats give a sample per heartbeat interval). Timed against the latest heartbeat sent, so a lost response
+    /// never stretches a later sample; a response slower than the heartbeat interval is timed from the next one.
+    /// </summary>
+    internal void HeartbeatAnswered()
+    {
+        var sent = Interlocked.Exchange(ref _heartbeatSentAt, 0);
+        if (sent != 0)
+        {
+            _roundTrip?.Observe(System.Diagnostics.Stopwatch.GetElapsedTime(sent).TotalSeconds);
+        }
     }
 
     /// <summary>Replaces the peer's URLs and restarts its stream on them.</summary>
@@ -276,7 +299,7 @@ internal sealed partial class PeerSender : IAsyncDisposable
             }
         }
 
-        _options.Metrics?.PeerRoundTrip.WithLabels(ServerMetrics.PeerLabel(_peerId)).Observe(System.Diagnostics.Stopwatch.GetElapsedTime(opened).TotalSeconds);
+        _roundTrip?.Observe(System.Diagnostics.Stopwatch.GetElapsedTime(opened).TotalSeconds);
 
         var ack = call.ResponseStream.Current;
         if (ack.ClusterId != _options.ClusterId || ack.MemberId != _peerId)
@@ -340,6 +363,7 @@ internal sealed partial class PeerSender : IAsyncDisposable
         {
             var envelope = new RaftEnvelope();
             var size = 0;
+            var heartbeat = false;
             while (reader.TryPeek(out var message))
             {
                 var wire = MessageCodec.ToWire(message);
@@ -359,12 +383,19 @@ internal sealed partial class PeerSender : IAsyncDisposable
                 reader.TryRead(out _);
                 envelope.Messages.Add(wire);
                 size += bytes;
+                heartbeat |= message.Type == MessageType.Heartbeat;
             }
 
             if (envelope.Messages.Count > 0)
             {
+                if (heartbeat)
+                {
+                    // Before the write: the response may arrive before WriteAsync returns.
+                    Interlocked.Exchange(ref _heartbeatSentAt, System.Diagnostics.Stopwatch.GetTimestamp());
+                }
+
                 await requests.WriteAsync(envelope, cancellationToken);
-                _options.Metrics?.PeerSentBytes.WithLabels(ServerMetrics.PeerLabel(_peerId)).Inc(size);
+                _sentBytes?.Inc(size);
             }
         }
     }

@@ -79,6 +79,11 @@ public sealed partial class PeerTransport
                 continue;
             }
 
+            if (type == MessageType.HeartbeatResp)
+            {
+                Sender(from)?.HeartbeatAnswered();
+            }
+
             await _handler.DeliverAsync(MessageCodec.FromWire(wire), cancellationToken);
         }
     }

@@ -5,16 +5,13 @@ namespace KvStore.Server.Replication;
 /// <summary>Log messages of the raft host. Event IDs 1400-1499.</summary>
 internal static partial class Log
 {
-    [LoggerMessage(EventId = 1400, Level = LogLevel.Information, Message = "raft started: member {MemberId}, term {Term}, commit {Commit}, applied {Applied}, last index {LastIndex}, members {Conf}, bootstrap voters [{Bootstrap}]")]
-    public static partial void Started(ILogger logger, string memberId, ulong term, ulong commit, ulong applied, ulong lastIndex, string conf, string bootstrap);
-
-    [LoggerMessage(EventId = 1401, Level = LogLevel.Information, Message = "leader changed: {Previous} -> {Leader} at term {Term} (this member is {Role})")]
-    public static partial void LeaderChanged(ILogger logger, string previous, string leader, ulong term, string role);
+    [LoggerMessage(EventId = 1400, Level = LogLevel.Information, Message = "raft started: member {LocalMemberId}, term {Term}, commit {Commit}, applied {Applied}, last index {LastIndex}, members {Conf}, bootstrap voters [{Bootstrap}]")]
+    public static partial void Started(ILogger logger, string localMemberId, ulong term, ulong commit, ulong applied, ulong lastIndex, string conf, string bootstrap);
 
     [LoggerMessage(EventId = 1402, Level = LogLevel.Warning, Message = "{Voters} voting members: quorum is {Quorum}, so the cluster tolerates {Tolerated} failed member(s), no more than with {Fewer} voters; an odd number of voters is advised (docs/cluster.md)")]
     public static partial void EvenVoters(ILogger logger, int voters, int quorum, int tolerated, int fewer);
 
-    [LoggerMessage(EventId = 1403, Level = LogLevel.Information, Message = "membership changed at index {Index}: {Change} member {MemberId} ({Name}); voters={Voters} learners={Learners}")]
+    [LoggerMessage(EventId = 1403, Level = LogLevel.Debug, Message = "membership changed at index {Index}: {Change} member {MemberId} ({Name}); voters={Voters} learners={Learners}")]
     public static partial void MembershipChanged(ILogger logger, ulong index, string change, string memberId, string name, int voters, int learners);
 
     [LoggerMessage(EventId = 1404, Level = LogLevel.Information, Message = "snapshot at applied index {Index}: store checkpointed, raft log compacted through {CompactIndex}")]
@@ -46,9 +43,6 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 1412, Level = LogLevel.Information, Message = "stopping the raft host")]
     public static partial void Stopping(ILogger logger);
-
-    [LoggerMessage(EventId = 1413, Level = LogLevel.Information, Message = "published this member's attributes (name {Name}, client URLs {ClientUrls})")]
-    public static partial void Published(ILogger logger, string name, string clientUrls);
 
     [LoggerMessage(EventId = 1414, Level = LogLevel.Warning, Message = "the shutdown timeout ran out before the raft loops ended; skipping the final checkpoint (the WAL holds every acknowledged write)")]
     public static partial void StopTimedOut(ILogger logger);

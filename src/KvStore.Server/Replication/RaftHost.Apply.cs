@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using KvStore.Internal;
 using KvStore.Raft;
+using KvStore.Server.Hosting;
 using KvStore.Storage.Mvcc;
 
 namespace KvStore.Server.Replication;
@@ -231,6 +232,7 @@ public sealed partial class RaftHost
         _isLearner = _membership.Get(_identity.MemberId)?.IsLearner ?? false;
         var name = updated?.Name ?? existing?.Name ?? string.Empty;
         Log.MembershipChanged(_logger, entry.Index, action, Hex(change.NodeId), name, _membership.VoterCount, _membership.Members.Count - _membership.VoterCount);
+        LogMemberChange(action, change.NodeId, updated ?? existing);
         // Bootstrap entries (no context) add the initial members one by one; start-up already judged their final count.
         if ((updated is not null || removed) && context is not null)
         {
@@ -246,6 +248,26 @@ public sealed partial class RaftHost
         {
             Log.RemovedSelf(_logger, Hex(_identity.MemberId), entry.Index);
             _lifetime?.StopApplication();
+        }
+    }
+
+    /// <summary>etcd's membership line ("added member", "removed member", "promote member") with its field names.</summary>
+    private void LogMemberChange(string action, ulong memberId, ClusterMember? member)
+    {
+        (string Name, object? Value) cluster = ("cluster-id", Hex(_identity.ClusterId));
+        (string Name, object? Value) local = ("local-member-id", Hex(_identity.MemberId));
+        var urls = member?.PeerUrls.ToArray() ?? [];
+        switch (action)
+        {
+            case "added voter" or "added learner":
+                EtcdLog.Info(_logger, "added member", cluster, local, ("added-peer-id", Hex(memberId)), ("added-peer-peer-urls", urls), ("added-peer-is-learner", action == "added learner"));
+                break;
+            case "removed":
+                EtcdLog.Info(_logger, "removed member", cluster, local, ("removed-remote-peer-id", Hex(memberId)), ("removed-remote-peer-urls", urls));
+                break;
+            case "promoted":
+                EtcdLog.Info(_logger, "promote member", cluster, local, ("promoted-member-id", Hex(memberId)));
+                break;
         }
     }
 

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using KvStore.Raft;
+using KvStore.Server.Hosting;
 using KvStore.Server.Peer;
 
 namespace KvStore.Server.Replication;
@@ -22,6 +23,7 @@ public sealed partial class RaftHost
     private ulong _nextReadContext;
     private long _ticks;
     private ulong _lastLeader;
+    private RaftRole _lastRole;
     private ulong _syncedTerm;
     private ulong _syncedVote;
 
@@ -283,9 +285,39 @@ public sealed partial class RaftHost
         node.Advance(rd);
     }
 
+    /// <summary>etcd's raft line for a role change ("8e9e05c52164694d became leader at term 2"), with the term as a field.</summary>
+    private void LogRoleChange(RaftRole role, ulong term)
+    {
+        var name = role switch
+        {
+            RaftRole.PreCandidate => "pre-candidate",
+            _ => role.ToString().ToLowerInvariant(),
+        };
+        EtcdLog.Info(_logger, $"{Hex(_identity.MemberId)} became {name} at term {term}", ("term", term));
+    }
+
+    /// <summary>etcd's raft.node lines for a leader change (elected, changed, lost), with the term as a field.</summary>
+    private void LogLeaderChange(ulong previous, ulong leader, ulong term)
+    {
+        var self = Hex(_identity.MemberId);
+        var message = (previous, leader) switch
+        {
+            (0, _) => $"raft.node: {self} elected leader {Hex(leader)} at term {term}",
+            (_, 0) => $"raft.node: {self} lost leader {Hex(previous)} at term {term}",
+            _ => $"raft.node: {self} changed leader from {Hex(previous)} to {Hex(leader)} at term {term}",
+        };
+        EtcdLog.Info(_logger, message, ("term", term));
+    }
+
     private void OnSoftState(RaftNode node, SoftState soft)
     {
         _state.LeaderId = soft.Leader;
+        if (soft.Role != _lastRole)
+        {
+            LogRoleChange(soft.Role, node.Term);
+            _lastRole = soft.Role;
+        }
+
         if (soft.Leader != _lastLeader)
         {
             if (soft.Leader != 0)
@@ -293,7 +325,7 @@ public sealed partial class RaftHost
                 _metrics.LeaderChanges.Inc();
             }
 
-            Log.LeaderChanged(_logger, Hex(_lastLeader), Hex(soft.Leader), node.Term, soft.Role.ToString());
+            LogLeaderChange(_lastLeader, soft.Leader, node.Term);
             _lastLeader = soft.Leader;
         }
 

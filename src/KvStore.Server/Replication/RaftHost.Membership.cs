@@ -1,5 +1,6 @@
 using KvStore.Internal;
 using KvStore.Raft;
+using KvStore.Server.Hosting;
 using KvStore.Server.Identity;
 
 namespace KvStore.Server.Replication;
@@ -241,7 +242,12 @@ public sealed partial class RaftHost
                 }
 
                 await ProposeAsync(new InternalRequest { MemberAttributes = request.Clone() }, _stop.Token);
-                Log.Published(_logger, _identity.Name, string.Join(',', _identity.ClientUrls));
+                EtcdLog.Info(
+                    _logger,
+                    "published local member to cluster through raft",
+                    ("local-member-id", Hex(_identity.MemberId)),
+                    ("local-member-attributes", $"{{Name:{_identity.Name} ClientURLs:[{string.Join(' ', _identity.ClientUrls)}]}}"),
+                    ("cluster-id", Hex(_identity.ClusterId)));
                 return;
             }
             catch (OperationCanceledException)

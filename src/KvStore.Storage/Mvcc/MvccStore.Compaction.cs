@@ -54,7 +54,7 @@ public sealed partial class MvccStore
             _txnGate.Release();
         }
 
-        _logger.LogInformation("Compacted at revision {Revision}: {Count} revisions to remove physically", revision, doomed.Count);
+        _logger.LogDebug("Compacted at revision {Revision}: {Count} revisions to remove physically", revision, doomed.Count);
         return new CompactResult(MvccError.None, revision, current);
     }
 

@@ -33,7 +33,7 @@ public sealed class ZapJsonFormatterTests
         var json = JsonDocument.Parse(text).RootElement;
         json.GetProperty("level").GetString().Should().Be("warn");
         json.GetProperty("ts").GetString().Should().Be("2026-01-02T03:04:05.678Z");
-        json.GetProperty("logger").GetString().Should().Be("kvstore.raft");
+        json.TryGetProperty("logger", out _).Should().BeFalse("zap names the origin in \"caller\"");
         json.GetProperty("msg").GetString().Should().Be("leader changed to 8e9e05c52164694d at term 7");
         json.GetProperty("leader-id").GetString().Should().Be("8e9e05c52164694d");
         json.GetProperty("term").GetUInt64().Should().Be(7);

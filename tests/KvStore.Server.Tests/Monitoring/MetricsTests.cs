@@ -125,6 +125,21 @@ public sealed class MetricsTests
                 leaderAfter.Value("etcd_network_peer_round_trip_time_seconds_count", ("To", label)).Should().BeGreaterThan(0);
             }
 
+            // The round-trip histogram keeps sampling while the streams stay up (the leader's heartbeats), not only
+            // when a stream opens: with no write and no reconnect its count still grows.
+            var probed = servers.First(s => s != leader);
+            var rtt = ("To", probed.Host.MemberId.ToString("x", CultureInfo.InvariantCulture));
+            var samplesBefore = leaderAfter.Value("etcd_network_peer_round_trip_time_seconds_count", rtt);
+            var samplesNow = samplesBefore;
+            for (var i = 0; i < 100 && samplesNow < samplesBefore + 3; i++)
+            {
+                await Task.Delay(100);
+                samplesNow = (await Scrape(http, leader)).Value("etcd_network_peer_round_trip_time_seconds_count", rtt);
+            }
+
+            samplesNow.Should().BeGreaterThanOrEqualTo(samplesBefore + 3, "heartbeat responses are timed");
+            (await Scrape(http, leader)).Value("etcd_network_peer_round_trip_time_seconds_sum", rtt).Should().BePositive();
+
             // A leader change is counted by the members that see it.
             var target = servers.First(s => s != leader);
             var seenBefore = (await Scrape(http, target)).Value("etcd_server_leader_changes_seen_total");
