@@ -1,15 +1,7 @@
 using Etcdserverpb;
 using Google.Protobuf;
 using KvStore.Internal;
-using KvStore.Server.Hosting;
-using KvStore.Server.Identity;
-using KvStore.Server.Options;
 using KvStore.Server.Replication;
-using KvStore.Storage.Mvcc;
-using KvStore.Storage.Wal;
-using Microsoft.AspNetCore.Builder;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging.Abstractions;
 using Xunit.Abstractions;
 
 namespace KvStore.Server.Tests.Cluster;
@@ -43,21 +35,21 @@ public sealed class ClusterPowerLossTests(ITestOutputHelper output)
         var root = Path.Combine(Path.GetTempPath(), "kvstore-powercut-" + Guid.NewGuid().ToString("N")[..8]);
         var peerPorts = LoopbackPorts.Take(Members);
         var clientPorts = LoopbackPorts.Take(Members);
-        var initial = string.Join(',', peerPorts.Select((p, i) => $"p{i}=http://127.0.0.1:{p}"));
+        var initial = string.Join(',', peerPorts.Select((p, i) => $"s{i}=http://127.0.0.1:{p}"));
         var members = new PoweredMember?[Members];
         var abandoned = new List<PoweredMember>();
         try
         {
             for (var i = 0; i < Members; i++)
             {
-                members[i] = await PoweredMember.StartAsync(Path.Combine(root, $"p{i}"), i, peerPorts[i], clientPorts[i], initial);
+                members[i] = await PoweredMember.StartAsync(Path.Combine(root, $"s{i}"), i, peerPorts[i], clientPorts[i], initial);
             }
 
             var leader = await WaitLeaderAsync(members);
             var cut = victims switch
             {
-                Victims.OneFollower => [Array.FindIndex(members, m => m != leader)],
-                Victims.Leader => [Array.IndexOf(members, leader)],
+                Victims.OneFollower => [Array.FindIndex(members, m => m!.Server != leader)],
+                Victims.Leader => [Array.FindIndex(members, m => m!.Server == leader)],
                 _ => Enumerable.Range(0, Members).ToArray(),
             };
 
@@ -141,9 +133,9 @@ public sealed class ClusterPowerLossTests(ITestOutputHelper output)
             await Task.WhenAll(writers);
             acknowledged.Count.Should().BeGreaterThan(resumed, "writes resume after the restart");
 
-            var running = members.Select(m => m!).ToList();
+            var running = members.Select(m => m!.Server).ToList();
             leader = await WaitLeaderAsync(members);
-            await leader.PutAsync("final", "x", CancellationToken.None);
+            await leader.PutAsync("final", "x");
             var index = leader.Host.Store.ConsistentIndex;
             foreach (var member in running)
             {
@@ -158,9 +150,9 @@ public sealed class ClusterPowerLossTests(ITestOutputHelper output)
                 var store = member.Host.Store;
                 var missing = acknowledged.Where(kv => store.Range(System.Text.Encoding.UTF8.GetBytes(kv.Key), [], default).Kvs is not [var stored]
                     || System.Text.Encoding.UTF8.GetString(stored.Value) != kv.Value).Select(kv => kv.Key).ToList();
-                missing.Should().BeEmpty("every acknowledged write survives the power cut on member {0}", Array.IndexOf(members, member));
+                missing.Should().BeEmpty("every acknowledged write survives the power cut on member {0}", running.IndexOf(member));
                 store.CurrentRevision.Should().Be(leader.Host.Store.CurrentRevision);
-                store.HashKV(0).Hash.Should().Be(leaderHash.Hash, "member {0} converges to the leader's HashKV", Array.IndexOf(members, member));
+                store.HashKV(0).Hash.Should().Be(leaderHash.Hash, "member {0} converges to the leader's HashKV", running.IndexOf(member));
             }
         }
         finally
@@ -198,51 +190,28 @@ public sealed class ClusterPowerLossTests(ITestOutputHelper output)
         }
     }
 
-    private static async Task<PoweredMember> WaitLeaderAsync(PoweredMember?[] members)
-    {
-        using var timeout = new CancellationTokenSource(Bound);
-        while (true)
-        {
-            var all = members.Select(m => m!).ToList();
-            var id = all[0].Host.Membership.Members.Count > 0 ? all[0].State.LeaderId : 0;
-            var leader = all.FirstOrDefault(s => s.Host.MemberId == id);
-            if (leader is not null && all.All(s => s.State.LeaderId == id))
-            {
-                return leader;
-            }
+    private static Task<FullServer> WaitLeaderAsync(PoweredMember?[] members) =>
+        FullServer.WaitLeaderAsync(members.Select(m => m!.Server).ToList());
 
-            await Task.WhenAny(all.Select(s => s.Host.NextChangeAsync(timeout.Token)));
-            timeout.Token.ThrowIfCancellationRequested();
-        }
-    }
-
-    /// <summary>One member as the real server builds it, with its WAL and store on devices that can lose power.</summary>
+    /// <summary>A member (<see cref="FullServer"/>) whose WAL and store run on devices that can lose power.</summary>
     private sealed class PoweredMember : IAsyncDisposable
     {
-        private readonly WriteAheadLog _wal;
-        private readonly MvccStore _store;
         private readonly PowerLossDevice _walDevice;
         private readonly PowerLossDevice _storeDevice;
-        private bool _stopped;
 
-        private PoweredMember(WebApplication app, WriteAheadLog wal, MvccStore store, PowerLossDevice walDevice, PowerLossDevice storeDevice)
+        private PoweredMember(FullServer server, PowerLossDevice walDevice, PowerLossDevice storeDevice, string dataDir)
         {
-            App = app;
-            _wal = wal;
-            _store = store;
+            Server = server;
             _walDevice = walDevice;
             _storeDevice = storeDevice;
-            Host = app.Services.GetRequiredService<RaftHost>();
-            State = app.Services.GetRequiredService<Node.NodeState>();
+            DataDir = dataDir;
         }
 
-        public WebApplication App { get; }
+        public FullServer Server { get; }
 
-        public required string DataDir { get; init; }
+        public RaftHost Host => Server.Host;
 
-        public RaftHost Host { get; }
-
-        public Node.NodeState State { get; }
+        public string DataDir { get; }
 
         public bool IsCut => _walDevice.IsCut;
 
@@ -253,40 +222,11 @@ public sealed class ClusterPowerLossTests(ITestOutputHelper output)
 
         public static async Task<PoweredMember> StartAsync(string dataDir, int i, int peerPort, int clientPort, string initialCluster)
         {
-            var options = new ServerOptions
-            {
-                Name = $"p{i}",
-                DataDir = dataDir,
-                InitialCluster = initialCluster,
-                InitialClusterState = "new",
-                InitialClusterToken = "power-cut",
-                HeartbeatIntervalMs = 50,
-                ElectionTimeoutMs = 500,
-                SnapshotCount = 200, // store checkpoints (and WAL releases) happen during the run
-                ListenClientUrls = [new Uri($"http://127.0.0.1:{clientPort}")],
-                AdvertiseClientUrls = [new Uri($"http://127.0.0.1:{clientPort}")],
-                ListenPeerUrls = [new Uri($"http://127.0.0.1:{peerPort}")],
-                InitialAdvertisePeerUrls = [new Uri($"http://127.0.0.1:{peerPort}")],
-            };
-            var identity = MemberIdentity.FromOptions(options);
-            var memberDir = Path.Combine(options.EffectiveDataDir, "member");
-            Directory.CreateDirectory(memberDir);
             PowerLossDevice? walDevice = null;
             PowerLossDevice? storeDevice = null;
-            var wal = WriteAheadLog.Open(Path.Combine(memberDir, "wal"), NullLogger.Instance, inner => walDevice = new PowerLossDevice(inner));
-            var store = MvccStore.Open(
-                new MvccStoreOptions
-                {
-                    DataDirectory = Path.Combine(memberDir, "kv"),
-                    MemorySizeBits = 22,
-                    PageSizeBits = 16,
-                    IndexBuckets = 1 << 12,
-                    WrapLogDevice = inner => storeDevice = new PowerLossDevice(inner),
-                },
-                NullLogger.Instance);
-            var app = ServerHost.Build(options, identity, store, wal, Serilog.Core.Logger.None);
-            await app.StartAsync();
-            return new PoweredMember(app, wal, store, walDevice!, storeDevice!) { DataDir = dataDir };
+            var storage = new MemberStorage(dataDir, inner => walDevice = new PowerLossDevice(inner), inner => storeDevice = new PowerLossDevice(inner));
+            var server = await FullServer.StartAsync(Path.GetDirectoryName(dataDir)!, i, peerPort, clientPort, initialCluster, storage: storage);
+            return new PoweredMember(server, walDevice!, storeDevice!, dataDir);
         }
 
         public async Task PutAsync(string key, string value, CancellationToken cancellationToken)
@@ -306,17 +246,7 @@ public sealed class ClusterPowerLossTests(ITestOutputHelper output)
             InFlightAtCut = _walDevice.InFlight + _storeDevice.InFlight;
         }
 
-        /// <summary>
-        /// Takes the dead member off the network: its listeners close so the restarted member can bind the same ports.
-        /// Its storage is not closed (a dead machine does not checkpoint); threads waiting on the frozen disks stay.
-        /// </summary>
-        public async Task AbandonAsync()
-        {
-            _stopped = true;
-            using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(2));
-            var stopping = App.StopAsync(stop.Token);
-            await Task.WhenAny(stopping, Task.Delay(TimeSpan.FromSeconds(10)));
-        }
+        public Task AbandonAsync() => Server.AbandonAsync();
 
         /// <summary>Rewrites the files as the power cut left them; returns how many sectors were rolled back.</summary>
         public async Task<int> ApplyLossAsync(Random rng) =>
@@ -329,19 +259,6 @@ public sealed class ClusterPowerLossTests(ITestOutputHelper output)
             _storeDevice.ReleaseDiscarding();
         }
 
-        public async ValueTask DisposeAsync()
-        {
-            if (_stopped)
-            {
-                return;
-            }
-
-            _stopped = true;
-            using var timeout = new CancellationTokenSource(Bound);
-            await App.StopAsync(timeout.Token);
-            await App.DisposeAsync();
-            _store.Dispose();
-            await _wal.DisposeAsync();
-        }
+        public ValueTask DisposeAsync() => Server.DisposeAsync();
     }
 }

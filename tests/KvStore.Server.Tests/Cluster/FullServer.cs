@@ -38,13 +38,17 @@ internal sealed class FullServer : IAsyncDisposable
 
     public Node.NodeState State { get; }
 
-    /// <summary><paramref name="advertisedPeerPort"/>: where the others reach this member (e.g. a gate in front of its peer port).</summary>
-    public static async Task<FullServer> StartAsync(string root, int i, int peerPort, int clientPort, string initialCluster, int? advertisedPeerPort = null)
+    /// <summary>
+    /// <paramref name="advertisedPeerPort"/>: where the others reach this member (e.g. a gate in front of its peer port);
+    /// <paramref name="storage"/>: another data dir, or wrappers around the WAL's and the store's log devices.
+    /// </summary>
+    public static async Task<FullServer> StartAsync(
+        string root, int i, int peerPort, int clientPort, string initialCluster, int? advertisedPeerPort = null, MemberStorage? storage = null)
     {
         var options = new ServerOptions
         {
             Name = $"s{i}",
-            DataDir = Path.Combine(root, $"s{i}"),
+            DataDir = storage?.DataDir ?? Path.Combine(root, $"s{i}"),
             InitialCluster = initialCluster,
             InitialClusterState = "new",
             InitialClusterToken = "in-process",
@@ -59,8 +63,17 @@ internal sealed class FullServer : IAsyncDisposable
         var identity = MemberIdentity.FromOptions(options);
         var memberDir = Path.Combine(options.EffectiveDataDir, "member");
         Directory.CreateDirectory(memberDir);
-        var wal = WriteAheadLog.Open(Path.Combine(memberDir, "wal"), NullLogger.Instance);
-        var store = MvccStore.Open(new MvccStoreOptions { DataDirectory = Path.Combine(memberDir, "kv"), MemorySizeBits = 22, PageSizeBits = 16, IndexBuckets = 1 << 12 }, NullLogger.Instance);
+        var wal = WriteAheadLog.Open(Path.Combine(memberDir, "wal"), NullLogger.Instance, storage?.WrapWalDevice);
+        var store = MvccStore.Open(
+            new MvccStoreOptions
+            {
+                DataDirectory = Path.Combine(memberDir, "kv"),
+                MemorySizeBits = 22,
+                PageSizeBits = 16,
+                IndexBuckets = 1 << 12,
+                WrapLogDevice = storage?.WrapStoreDevice,
+            },
+            NullLogger.Instance);
         var app = ServerHost.Build(options, identity, store, wal, Serilog.Core.Logger.None);
         await app.StartAsync();
         return new FullServer(app, wal, store);
@@ -99,6 +112,17 @@ internal sealed class FullServer : IAsyncDisposable
         return response.Header.Revision;
     }
 
+    /// <summary>
+    /// Takes the member off the network as a dead machine would leave it: its listeners and peer streams close, its
+    /// storage is not closed and nothing is checkpointed. Waits a bounded time for threads stuck on its disks.
+    /// </summary>
+    public async Task AbandonAsync()
+    {
+        _stopped = true;
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+        await Task.WhenAny(App.StopAsync(stop.Token), Task.Delay(TimeSpan.FromSeconds(10)));
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (_stopped)
@@ -116,3 +140,6 @@ internal sealed class FullServer : IAsyncDisposable
 
     private static CancellationTokenSource Timeout() => new(TimeSpan.FromSeconds(30));
 }
+
+/// <summary>Test hooks for a member's storage: its data dir, and wrappers around its WAL's and its store's log devices.</summary>
+internal sealed record MemberStorage(string? DataDir = null, Func<FASTER.core.IDevice, FASTER.core.IDevice>? WrapWalDevice = null, Func<FASTER.core.IDevice, FASTER.core.IDevice>? WrapStoreDevice = null);
