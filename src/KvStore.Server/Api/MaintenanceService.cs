@@ -118,9 +118,9 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
             "defragmenting",
             ("path", path),
             ("current-db-size-bytes", size),
-            ("current-db-size", EtcdLog.Bytes(size)),
+            ("current-db-size", HumanBytes.Format(size)),
             ("current-db-size-in-use-bytes", inUse),
-            ("current-db-size-in-use", EtcdLog.Bytes(inUse)));
+            ("current-db-size-in-use", HumanBytes.Format(inUse)));
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
         await _store.DefragmentAsync();
         var (newSize, newInUse) = (_store.DbSizeBytes, _store.DbSizeInUseBytes);
@@ -130,10 +130,10 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
             ("path", path),
             ("current-db-size-bytes-diff", newSize - size),
             ("current-db-size-bytes", newSize),
-            ("current-db-size", EtcdLog.Bytes(newSize)),
+            ("current-db-size", HumanBytes.Format(newSize)),
             ("current-db-size-in-use-bytes-diff", newInUse - inUse),
             ("current-db-size-in-use-bytes", newInUse),
-            ("current-db-size-in-use", EtcdLog.Bytes(newInUse)),
+            ("current-db-size-in-use", HumanBytes.Format(newInUse)),
             ("took", EtcdLog.Duration(System.Diagnostics.Stopwatch.GetElapsedTime(started))));
         EtcdLog.Info(_logger, "finished defragment");
         return new DefragmentResponse { Header = _headers.Create(_store.CurrentRevision) };

@@ -73,7 +73,7 @@ public static class SnapshotCommand
         }
 
         var hash = status.Hash.ToString("x", CultureInfo.InvariantCulture);
-        var size = HumanBytes(status.TotalSize);
+        var size = HumanBytes.Format(status.TotalSize);
         switch (format)
         {
             case "simple":
@@ -117,24 +117,6 @@ public static class SnapshotCommand
             $"restored snapshot {options.File} into {Path.GetFullPath(dataDir)}: revision {result.Revision}, compact revision {result.CompactRevision}, " +
             $"{result.Revisions} revisions, {result.Leases} leases, member {result.Identity.MemberId:x} ({name}) of cluster {result.Identity.ClusterId:x}, took {result.Took.TotalSeconds:F2}s"));
         return 0;
-    }
-
-    /// <summary>go-humanize's Bytes (SI units), as etcdctl prints sizes.</summary>
-    internal static string HumanBytes(long bytes)
-    {
-        if (bytes < 10)
-        {
-            return string.Create(CultureInfo.InvariantCulture, $"{bytes} B");
-        }
-
-        string[] units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-        var exponent = (int)Math.Floor(Math.Log(bytes) / Math.Log(1000));
-        var value = Math.Floor((bytes / Math.Pow(1000, exponent) * 10) + 0.5) / 10;
-        // Go's %.0f rounds halves to even.
-        var text = value < 10
-            ? value.ToString("F1", CultureInfo.InvariantCulture)
-            : Math.Round(value, MidpointRounding.ToEven).ToString("F0", CultureInfo.InvariantCulture);
-        return $"{text} {units[exponent]}";
     }
 
     /// <summary>etcdctl's table: centred headers, right-aligned cells.</summary>

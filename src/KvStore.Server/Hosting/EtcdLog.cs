@@ -51,23 +51,6 @@ public static class EtcdLog
         };
     }
 
-    /// <summary>A byte count as etcd prints its "-size" fields (go-humanize's SI units: "20 kB", "2.1 GB").</summary>
-    public static string Bytes(long bytes)
-    {
-        if (bytes < 10)
-        {
-            return $"{bytes} B";
-        }
-
-        string[] units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-        var exponent = (int)Math.Floor(Math.Log(bytes) / Math.Log(1000));
-        var value = Math.Floor((bytes / Math.Pow(1000, exponent) * 10) + 0.5) / 10;
-        var text = value < 10
-            ? value.ToString("0.0", CultureInfo.InvariantCulture)
-            : Math.Round(value, MidpointRounding.ToEven).ToString("0", CultureInfo.InvariantCulture);
-        return $"{text} {units[exponent]}";
-    }
-
     /// <summary>The event's state: the message as MEL's "{OriginalFormat}" (no placeholders) and the fields.</summary>
     private sealed class Fields(string message, (string Name, object? Value)[] fields) : IReadOnlyList<KeyValuePair<string, object?>>
     {
