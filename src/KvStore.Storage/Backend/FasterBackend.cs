@@ -21,7 +21,8 @@ internal sealed unsafe class FasterBackend : IDisposable
     public const string FormatFileName = "FORMAT";
 
     private const string Format = "kvstore-store 2 (crc32c per record)";
-    private const int ChecksumLength = sizeof(uint);
+    /// <summary>Bytes a stored value carries after it: callers of the no-copy upsert leave this much room.</summary>
+    public const int ChecksumLength = sizeof(uint);
     private const int StackCopyLimit = 1024;
 
     private readonly FasterKV<SpanByte, SpanByte> _kv;
@@ -313,7 +314,7 @@ internal sealed unsafe class FasterBackend : IDisposable
         return Verified(key, memory.Memory.Span[..output.Length]).ToArray();
     }
 
-    /// <summary>Writes <paramref name="value"/> followed by its checksum.</summary>
+    /// <summary>Writes <paramref name="value"/> followed by its checksum (a copy; see the overload that needs none).</summary>
     public static void Upsert(Session session, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
     {
         var length = value.Length + ChecksumLength;
@@ -322,14 +323,7 @@ internal sealed unsafe class FasterBackend : IDisposable
         try
         {
             value.CopyTo(stored);
-            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(stored[value.Length..], Checksum(key, value));
-            fixed (byte* k = key)
-            fixed (byte* v = stored)
-            {
-                var keySb = SpanByte.FromPointer(k, key.Length);
-                var valueSb = SpanByte.FromPointer(v, length);
-                session.Upsert(ref keySb, ref valueSb);
-            }
+            Upsert(session, key, stored, value.Length);
         }
         finally
         {
@@ -337,6 +331,23 @@ internal sealed unsafe class FasterBackend : IDisposable
             {
                 ArrayPool<byte>.Shared.Return(rented);
             }
+        }
+    }
+
+    /// <summary>
+    /// Writes the first <paramref name="valueLength"/> bytes of <paramref name="buffer"/> as the value: its checksum
+    /// goes into the <see cref="ChecksumLength"/> bytes after them, so the caller's buffer is stored without a copy.
+    /// </summary>
+    public static void Upsert(Session session, ReadOnlySpan<byte> key, Span<byte> buffer, int valueLength)
+    {
+        var stored = buffer[..(valueLength + ChecksumLength)];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(stored[valueLength..], Checksum(key, stored[..valueLength]));
+        fixed (byte* k = key)
+        fixed (byte* v = stored)
+        {
+            var keySb = SpanByte.FromPointer(k, key.Length);
+            var valueSb = SpanByte.FromPointer(v, stored.Length);
+            session.Upsert(ref keySb, ref valueSb);
         }
     }
 

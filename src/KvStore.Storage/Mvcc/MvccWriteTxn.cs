@@ -54,7 +54,7 @@ public sealed class MvccWriteTxn : IMvccReader, IDisposable
         var create = prev?.CreateRevision ?? Revision;
         var version = (prev?.Version ?? 0) + 1;
 
-        var size = 1 + KeyValueCodec.MaxSize(key.Length, value.Length);
+        var size = 1 + KeyValueCodec.MaxSize(key.Length, value.Length) + FasterBackend.ChecksumLength;
         var buffer = ArrayPool<byte>.Shared.Rent(size);
         try
         {
@@ -62,7 +62,7 @@ public sealed class MvccWriteTxn : IMvccReader, IDisposable
             var length = 1 + KeyValueCodec.Encode(buffer.AsSpan(1), key, create, Revision, version, value, lease);
             Span<byte> rk = stackalloc byte[17];
             MvccStore.WriteRevisionKey(rk, rev);
-            FasterBackend.Upsert(_store.WriterSession, rk, buffer.AsSpan(0, length));
+            FasterBackend.Upsert(_store.WriterSession, rk, buffer, length);
             _store.AddLiveBytes(length + 17);
         }
         finally
@@ -98,11 +98,11 @@ public sealed class MvccWriteTxn : IMvccReader, IDisposable
 
             var prev = ReadVisible(ki)!;
             var rev = new Revision(Revision, _changes.Count);
-            var tomb = new byte[1 + KeyValueCodec.MaxSize(ki.Key.Length, 0)];
+            var tomb = new byte[1 + KeyValueCodec.MaxSize(ki.Key.Length, 0) + FasterBackend.ChecksumLength];
             tomb[0] = MvccStore.FlagTombstone;
             var length = 1 + KeyValueCodec.Encode(tomb.AsSpan(1), ki.Key, 0, 0, 0, [], 0);
             MvccStore.WriteRevisionKey(rk, rev);
-            FasterBackend.Upsert(_store.WriterSession, rk, tomb.AsSpan(0, length));
+            FasterBackend.Upsert(_store.WriterSession, rk, tomb, length);
             _store.AddLiveBytes(length + 17);
             _store.MutateIndex(() => ki.Tombstone(rev));
             _changes.Add(new MvccEvent(EventType.Delete, new KeyValue { Key = ki.Key, ModRevision = Revision }));
