@@ -23,9 +23,10 @@ internal sealed class FullServer : IAsyncDisposable
     private readonly MvccStore _store;
     private bool _stopped;
 
-    private FullServer(WebApplication app, WriteAheadLog wal, MvccStore store)
+    private FullServer(WebApplication app, WriteAheadLog wal, MvccStore store, int clientPort)
     {
         App = app;
+        ClientPort = clientPort;
         _wal = wal;
         _store = store;
         Host = app.Services.GetRequiredService<RaftHost>();
@@ -34,16 +35,26 @@ internal sealed class FullServer : IAsyncDisposable
 
     public WebApplication App { get; }
 
+    public int ClientPort { get; }
+
     public RaftHost Host { get; }
 
     public Node.NodeState State { get; }
 
     /// <summary>
     /// <paramref name="advertisedPeerPort"/>: where the others reach this member (e.g. a gate in front of its peer port);
-    /// <paramref name="storage"/>: another data dir, or wrappers around the WAL's and the store's log devices.
+    /// <paramref name="storage"/>: another data dir, or wrappers around the WAL's and the store's log devices;
+    /// <paramref name="configure"/>: changes to the member's flags (e.g. --metrics).
     /// </summary>
     public static async Task<FullServer> StartAsync(
-        string root, int i, int peerPort, int clientPort, string initialCluster, int? advertisedPeerPort = null, MemberStorage? storage = null)
+        string root,
+        int i,
+        int peerPort,
+        int clientPort,
+        string initialCluster,
+        int? advertisedPeerPort = null,
+        MemberStorage? storage = null,
+        Action<ServerOptions>? configure = null)
     {
         var options = new ServerOptions
         {
@@ -60,6 +71,7 @@ internal sealed class FullServer : IAsyncDisposable
             ListenPeerUrls = [new Uri($"http://127.0.0.1:{peerPort}")],
             InitialAdvertisePeerUrls = [new Uri($"http://127.0.0.1:{advertisedPeerPort ?? peerPort}")],
         };
+        configure?.Invoke(options);
         var identity = MemberIdentity.FromOptions(options);
         var memberDir = Path.Combine(options.EffectiveDataDir, "member");
         Directory.CreateDirectory(memberDir);
@@ -76,7 +88,7 @@ internal sealed class FullServer : IAsyncDisposable
             NullLogger.Instance);
         var app = ServerHost.Build(options, identity, store, wal, Serilog.Core.Logger.None);
         await app.StartAsync();
-        return new FullServer(app, wal, store);
+        return new FullServer(app, wal, store, clientPort);
     }
 
     /// <summary>The leader, once every one of <paramref name="servers"/> agrees on it.</summary>

@@ -4,15 +4,9 @@ using Etcdserverpb;
 using Google.Protobuf;
 using Grpc.Core;
 using Grpc.Net.Client;
-using KvStore.Server.Hosting;
-using KvStore.Server.Identity;
 using KvStore.Server.Options;
 using KvStore.Server.Replication;
-using KvStore.Storage.Mvcc;
-using KvStore.Storage.Wal;
-using Microsoft.AspNetCore.Builder;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging.Abstractions;
+using KvStore.Server.Tests.Cluster;
 
 namespace KvStore.Server.Tests.Monitoring;
 
@@ -63,18 +57,19 @@ public sealed class MetricsTests
         var root = Path.Combine(Path.GetTempPath(), "kvstore-metrics-" + Guid.NewGuid().ToString("N")[..8]);
         var peerPorts = LoopbackPorts.Take(3);
         var clientPorts = LoopbackPorts.Take(3);
-        var initial = string.Join(',', peerPorts.Select((p, i) => $"m{i}=http://127.0.0.1:{p}"));
-        var servers = new List<Member>();
+        var initial = string.Join(',', peerPorts.Select((p, i) => $"s{i}=http://127.0.0.1:{p}"));
+        var servers = new List<FullServer>();
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(30) };
         try
         {
             for (var i = 0; i < 3; i++)
             {
                 // The third member runs with --metrics basic: no handling-time histograms there.
-                servers.Add(await Member.StartAsync(root, i, peerPorts[i], clientPorts[i], initial, i < 2 ? "extensive" : "basic"));
+                var metrics = i < 2 ? "extensive" : "basic";
+                servers.Add(await FullServer.StartAsync(root, i, peerPorts[i], clientPorts[i], initial, configure: o => o.Metrics = metrics));
             }
 
-            var leader = await WaitLeaderAsync(servers);
+            var leader = await FullServer.WaitLeaderAsync(servers);
             var leaderView = await Scrape(http, leader);
             foreach (var (name, type) in Expected)
             {
@@ -148,7 +143,7 @@ public sealed class MetricsTests
                 await leader.Host.MoveLeaderAsync(target.Host.MemberId, timeout.Token);
             }
 
-            leader = await WaitLeaderAsync(servers);
+            leader = await FullServer.WaitLeaderAsync(servers);
             leader.Should().BeSameAs(target);
             var moved = await Scrape(http, target);
             moved.Value("etcd_server_leader_changes_seen_total").Should().Be(seenBefore + 1);
@@ -185,29 +180,12 @@ public sealed class MetricsTests
 
     private static CancellationTokenSource Timeout(int seconds = 30) => new(TimeSpan.FromSeconds(seconds));
 
-    private static async Task<Exposition> Scrape(HttpClient http, Member member)
+    private static async Task<Exposition> Scrape(HttpClient http, FullServer member)
     {
         using var response = await http.GetAsync(new Uri($"http://127.0.0.1:{member.ClientPort}/metrics"));
         response.StatusCode.Should().Be(HttpStatusCode.OK);
         response.Content.Headers.ContentType!.MediaType.Should().Be("text/plain");
         return Exposition.Parse(await response.Content.ReadAsStringAsync());
-    }
-
-    private static async Task<Member> WaitLeaderAsync(List<Member> servers)
-    {
-        using var timeout = Timeout();
-        while (true)
-        {
-            var id = servers[0].State.LeaderId;
-            var leader = servers.FirstOrDefault(s => s.Host.MemberId == id);
-            if (leader is not null && servers.All(s => s.State.LeaderId == id))
-            {
-                return leader;
-            }
-
-            await Task.WhenAny(servers.Select(s => s.Host.NextChangeAsync(timeout.Token)));
-            timeout.Token.ThrowIfCancellationRequested();
-        }
     }
 
     /// <summary>The text exposition format, parsed: each family's type and each sample's labels and value.</summary>
@@ -257,71 +235,5 @@ public sealed class MetricsTests
         /// <summary>The value of the one sample with this name carrying these labels (0 when there is none).</summary>
         public double Value(string name, params (string Key, string Value)[] labels) =>
             Samples.Where(s => s.Name == name && labels.All(l => s.Labels.GetValueOrDefault(l.Key) == l.Value)).Select(s => s.Value).DefaultIfEmpty(0).Sum();
-    }
-
-    /// <summary>One member as the real server builds it.</summary>
-    private sealed class Member : IAsyncDisposable
-    {
-        private readonly WebApplication _app;
-        private readonly WriteAheadLog _wal;
-        private readonly MvccStore _store;
-        private bool _stopped;
-
-        private Member(WebApplication app, WriteAheadLog wal, MvccStore store, int clientPort)
-        {
-            _app = app;
-            _wal = wal;
-            _store = store;
-            ClientPort = clientPort;
-            Host = app.Services.GetRequiredService<RaftHost>();
-            State = app.Services.GetRequiredService<Node.NodeState>();
-        }
-
-        public int ClientPort { get; }
-
-        public RaftHost Host { get; }
-
-        public Node.NodeState State { get; }
-
-        public static async Task<Member> StartAsync(string root, int i, int peerPort, int clientPort, string initialCluster, string metrics)
-        {
-            var options = new ServerOptions
-            {
-                Name = $"m{i}",
-                DataDir = Path.Combine(root, $"m{i}"),
-                InitialCluster = initialCluster,
-                InitialClusterToken = "metrics",
-                HeartbeatIntervalMs = 20,
-                ElectionTimeoutMs = 200,
-                Metrics = metrics,
-                ListenClientUrls = [new Uri($"http://127.0.0.1:{clientPort}")],
-                AdvertiseClientUrls = [new Uri($"http://127.0.0.1:{clientPort}")],
-                ListenPeerUrls = [new Uri($"http://127.0.0.1:{peerPort}")],
-                InitialAdvertisePeerUrls = [new Uri($"http://127.0.0.1:{peerPort}")],
-            };
-            var identity = MemberIdentity.FromOptions(options);
-            var memberDir = Path.Combine(options.EffectiveDataDir, "member");
-            Directory.CreateDirectory(memberDir);
-            var wal = WriteAheadLog.Open(Path.Combine(memberDir, "wal"), NullLogger.Instance);
-            var store = MvccStore.Open(new MvccStoreOptions { DataDirectory = Path.Combine(memberDir, "kv"), MemorySizeBits = 22, PageSizeBits = 16, IndexBuckets = 1 << 12 }, NullLogger.Instance);
-            var app = ServerHost.Build(options, identity, store, wal, Serilog.Core.Logger.None);
-            await app.StartAsync();
-            return new Member(app, wal, store, clientPort);
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            if (_stopped)
-            {
-                return;
-            }
-
-            _stopped = true;
-            using var timeout = Timeout();
-            await _app.StopAsync(timeout.Token);
-            await _app.DisposeAsync();
-            _store.Dispose();
-            await _wal.DisposeAsync();
-        }
     }
 }
