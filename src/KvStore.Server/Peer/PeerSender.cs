@@ -34,6 +34,8 @@ internal sealed partial class PeerSender : IAsyncDisposable
     private long _dropped;
     private TaskCompletionSource _connected = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+    private static readonly ProbeRequest ProbeQuestion = new();
+
     // This peer's series, labelled once: the send path and each round-trip sample then allocate nothing.
     private readonly Prometheus.Histogram.Child? _roundTrip;
     private readonly Prometheus.Counter.Child? _sentBytes;
@@ -319,6 +321,7 @@ internal sealed partial class PeerSender : IAsyncDisposable
         // even while there is nothing to write.
         using var broken = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var watch = WatchAsync(call.ResponseStream, broken);
+        var probes = ProbeAsync(client, broken.Token);
         try
         {
             await PumpAsync(call.RequestStream, broken.Token);
@@ -332,8 +335,44 @@ internal sealed partial class PeerSender : IAsyncDisposable
             await broken.CancelAsync();
         }
 
+        await probes;
         var failure = await watch;
         throw failure ?? new IOException("the peer ended the stream");
+    }
+
+    /// <summary>
+    /// etcd's prober: while the stream is up, a <c>Probe</c> call on the same connection every
+    /// <see cref="PeerTransportOptions.ProbeInterval"/>, timed into the round-trip histogram. Only the leader sends
+    /// heartbeats (whose answers are timed too), so this is what gives every member samples toward every peer.
+    /// A probe that fails is no sample; the stream itself notices a dead connection.
+    /// </summary>
+    private async Task ProbeAsync(RaftPeer.RaftPeerClient client, CancellationToken cancellationToken)
+    {
+        if (_roundTrip is null)
+        {
+            return;
+        }
+
+        using var timer = new PeriodicTimer(_options.ProbeInterval);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(cancellationToken))
+            {
+                var started = System.Diagnostics.Stopwatch.GetTimestamp();
+                try
+                {
+                    await client.ProbeAsync(ProbeQuestion, deadline: DateTime.UtcNow + _options.DialTimeout, cancellationToken: cancellationToken);
+                    _roundTrip.Observe(System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds);
+                }
+                catch (RpcException)
+                {
+                    // No sample (and when the stream ends, the next tick ends the loop).
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
     }
 
     private static async Task<Exception?> WatchAsync(IAsyncStreamReader<PeerAck> responses, CancellationTokenSource broken)

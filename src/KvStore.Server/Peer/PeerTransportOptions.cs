@@ -39,6 +39,9 @@ public sealed record PeerTransportOptions
     /// <summary>Time allowed to open a TCP (and TLS) connection and to get the peer's acknowledgement of a new stream.</summary>
     public TimeSpan DialTimeout { get; init; } = TimeSpan.FromSeconds(2);
 
+    /// <summary>How often a sender times a <c>Probe</c> call to its peer into the round-trip histogram (etcd's prober: 4 s).</summary>
+    public TimeSpan ProbeInterval { get; init; } = TimeSpan.FromSeconds(4);
+
     /// <summary>Idle time after which an HTTP/2 PING checks a connection.</summary>
     public TimeSpan KeepAlivePingDelay { get; init; } = TimeSpan.FromSeconds(5);
 

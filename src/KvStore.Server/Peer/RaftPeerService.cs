@@ -10,6 +10,8 @@ namespace KvStore.Server.Peer;
 /// </summary>
 public sealed class RaftPeerService : RaftPeer.RaftPeerBase
 {
+    private static readonly ProbeResponse ProbeAnswer = new();
+
     private readonly PeerTransport _transport;
     private readonly ILogger<RaftPeerService> _logger;
 
@@ -47,6 +49,9 @@ public sealed class RaftPeerService : RaftPeer.RaftPeerBase
             Log.IncomingStreamEnded(_logger, from, e);
         }
     }
+
+    /// <summary>A peer's round-trip probe: nothing to do but answer (the caller need not be authenticated to learn nothing).</summary>
+    public override Task<ProbeResponse> Probe(ProbeRequest request, ServerCallContext context) => Task.FromResult(ProbeAnswer);
 
     /// <inheritdoc/>
     public override async Task<SnapshotAck> SendSnapshot(IAsyncStreamReader<SnapshotChunk> requestStream, ServerCallContext context)

@@ -135,6 +135,18 @@ public sealed class MetricsTests
             samplesNow.Should().BeGreaterThanOrEqualTo(samplesBefore + 3, "heartbeat responses are timed");
             (await Scrape(http, leader)).Value("etcd_network_peer_round_trip_time_seconds_sum", rtt).Should().BePositive();
 
+            // A follower sends no heartbeats: it times etcd's periodic probe (every 4 s) toward each peer instead.
+            var toLeader = ("To", leader.Host.MemberId.ToString("x", CultureInfo.InvariantCulture));
+            var probesBefore = (await Scrape(http, probed)).Value("etcd_network_peer_round_trip_time_seconds_count", toLeader);
+            var probesNow = probesBefore;
+            for (var i = 0; i < 150 && probesNow < probesBefore + 2; i++)
+            {
+                await Task.Delay(100);
+                probesNow = (await Scrape(http, probed)).Value("etcd_network_peer_round_trip_time_seconds_count", toLeader);
+            }
+
+            probesNow.Should().BeGreaterThanOrEqualTo(probesBefore + 2, "a follower probes the leader every 4 s");
+
             // A leader change is counted by the members that see it.
             var target = servers.First(s => s != leader);
             var seenBefore = (await Scrape(http, target)).Value("etcd_server_leader_changes_seen_total");
