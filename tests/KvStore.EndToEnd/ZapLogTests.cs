@@ -108,6 +108,8 @@ public sealed partial class ZapLogTests(ITestOutputHelper output)
         defragmented.GetProperty("current-db-size-in-use-bytes").GetInt64().Should().BePositive();
         defragmented.GetProperty("current-db-size").GetString().Should().MatchRegex(@"^[0-9.]+ [kMG]?B$");
         One(lines, "finished defragment");
+        lines.SelectMany(l => l.EnumerateObject().Select(p => p.Name)).Should()
+            .NotContain(["request-id", "request-path", "connection-id"], "etcd's lines carry no fields of the HTTP request they were logged in");
 
         // Alarms: a warning when raised, one when disarmed, naming the member that raised it.
         foreach (var message in new[] { "alarm raised", "alarm disarmed" })

@@ -35,7 +35,8 @@ public static class Logging
             .MinimumLevel.Override("Grpc", Max(level, LogEventLevel.Warning))
             .Enrich.FromLogContext()
             .Enrich.WithProperty("SourceContext", "kvstore")
-            .Enrich.With<OneSourceNamingScheme>();
+            .Enrich.With<OneSourceNamingScheme>()
+            .Enrich.With<NoRequestScope>();
 
         foreach (var output in options.LogOutputs)
         {
@@ -116,6 +117,21 @@ public static class Logging
             logEvent.Properties.TryGetValue("EventId", out var id)
             && id is StructureValue structure
             && structure.Properties.Any(p => p is { Name: "Name", Value: ScalarValue { Value: string name } } && name == EtcdLog.Event.Name);
+    }
+
+    /// <summary>
+    /// Drops the fields ASP.NET Core's request scope adds to everything logged while a call is served (RequestId,
+    /// RequestPath, ConnectionId): etcd's lines never carry them, so a defragment's lines, logged inside the
+    /// Defragment call, would otherwise differ from etcd's. Runs after the scope's fields were attached.
+    /// </summary>
+    private sealed class NoRequestScope : ILogEventEnricher
+    {
+        public void Enrich(LogEvent logEvent, ILogEventPropertyFactory propertyFactory)
+        {
+            logEvent.RemovePropertyIfPresent("RequestId");
+            logEvent.RemovePropertyIfPresent("RequestPath");
+            logEvent.RemovePropertyIfPresent("ConnectionId");
+        }
     }
 
     /// <summary>
