@@ -5,8 +5,9 @@ namespace KvStore.Storage;
 /// <summary>fsync of directories (new file names become durable only after the directory itself is synced).</summary>
 internal static partial class NativeFile
 {
+    // Read-only is all fsync needs, on a directory as on a file. No O_DIRECTORY: its value differs between
+    // architectures (x64's 0x10000 is O_DIRECT on arm64, which a directory refuses with EINVAL).
     private const int ORdOnly = 0;
-    private const int ODirectory = 0x10000; // Linux value of O_DIRECTORY
 
     public static void SyncDirectory(string path)
     {
@@ -15,7 +16,7 @@ internal static partial class NativeFile
             return;
         }
 
-        var fd = Open(path, ORdOnly | ODirectory);
+        var fd = Open(path, ORdOnly);
         if (fd < 0)
         {
             throw new IOException($"open('{path}') for fsync failed: errno {Marshal.GetLastPInvokeError()}");
