@@ -1,6 +1,7 @@
 using System.Globalization;
 using Etcdserverpb;
 using KvStore.EndToEnd.Cluster;
+using KvStore.EndToEnd.Linearizability;
 
 namespace KvStore.EndToEnd.Faults;
 
@@ -162,8 +163,8 @@ public sealed class Nemesis
     /// <summary>
     /// Cuts <paramref name="m"/> off from every other member both ways, then heals after <paramref name="cut"/>. The
     /// cut lasts at least until its effect is seen: the others agree on a leader among themselves (a new one when
-    /// <paramref name="m"/> led), and <paramref name="m"/> no longer follows or claims that leadership (it lost its
-    /// leader, or its term rose past the others').
+    /// <paramref name="m"/> led) and acknowledge a workload write sent after the cut, and <paramref name="m"/> no
+    /// longer follows or claims that leadership (it lost its leader, or its term rose).
     /// </summary>
     private async Task<(long, string, string)> IsolateAsync(ClusterMember m, TimeSpan cut)
     {
@@ -178,8 +179,9 @@ public sealed class Nemesis
             var until = Task.Delay(cut);
             var majority = _cluster.WaitLeaderAsync(others, EffectTimeout);
             var lost = WaitLeaderLostAsync(m, before, EffectTimeout);
-            await Task.WhenAll(majority, lost);
-            note = $"{(before.IsLeader ? "the others elected " : "the others kept ")}{(await majority).Name}; {m.Name} {await lost} after the cut";
+            var write = WaitWriteAsync(others, started, EffectTimeout);
+            await Task.WhenAll(majority, lost, write);
+            note = $"{(before.IsLeader ? "the others elected " : "the others kept ")}{(await majority).Name} and acknowledged a write {await write} ms after the cut; {m.Name} {await lost} after the cut";
             await until;
         }
         finally
@@ -188,6 +190,25 @@ public sealed class Nemesis
         }
 
         return (started, m.Name, note);
+    }
+
+    /// <summary>Waits until a workload write sent after <paramref name="since"/> through one of <paramref name="members"/> is acknowledged; returns when (ms after <paramref name="since"/>).</summary>
+    private async Task<long> WaitWriteAsync(IReadOnlyList<ClusterMember> members, long since, TimeSpan timeout)
+    {
+        var names = members.Select(o => o.Name).ToHashSet();
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        while (sw.Elapsed < timeout)
+        {
+            var acked = _clock.Operations().Where(o => o.Invoked >= since && o.Kind != KvOpKind.Read && o.Outcome == KvOutcome.Ok && names.Contains(o.Member)).ToList();
+            if (acked.Count > 0)
+            {
+                return (acked.Min(o => o.Completed) - since) / 1000;
+            }
+
+            await Task.Delay(50);
+        }
+
+        throw new TimeoutException($"no write through {string.Join(",", names)} was acknowledged {timeout.TotalSeconds} s after the cut: the majority side does not serve writes");
     }
 
     /// <summary>
