@@ -169,6 +169,7 @@ public sealed class Nemesis
     private async Task<(long, string, string)> IsolateAsync(ClusterMember m, TimeSpan cut)
     {
         var others = _cluster.Members.Where(o => o != m).ToList();
+        await LeaderAsync(); // so that "m lost its leader" below means something
         var before = await _cluster.StatusAsync(m, TimeSpan.FromSeconds(10));
         long started;
         string note;
@@ -181,7 +182,7 @@ public sealed class Nemesis
             var lost = WaitLeaderLostAsync(m, before, EffectTimeout);
             var write = WaitWriteAsync(others, started, EffectTimeout);
             await Task.WhenAll(majority, lost, write);
-            note = $"{(before.IsLeader ? "the others elected " : "the others kept ")}{(await majority).Name} and acknowledged a write {await write} ms after the cut; {m.Name} {await lost} after the cut";
+            note = $"{(before.IsLeader ? "the others elected " : "the others' leader ")}{(await majority).Name} and acknowledged a write {await write} ms after the cut; {m.Name} {await lost} after the cut";
             await until;
         }
         finally
