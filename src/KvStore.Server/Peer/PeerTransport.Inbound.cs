@@ -46,11 +46,6 @@ public sealed partial class PeerTransport
     /// genuine (another sender except for forwarded proposals and reads, another recipient, snapshots, local-only kinds).</summary>
     internal async ValueTask DeliverAsync(ulong from, RaftEnvelope envelope, CancellationToken cancellationToken)
     {
-        if (Options.DropIncomingFrom?.Invoke(from) == true)
-        {
-            return; // a partition made by a fault test: lost on the wire
-        }
-
         Options.Metrics?.PeerReceivedBytes.WithLabels(Monitoring.ServerMetrics.PeerLabel(from)).Inc(envelope.CalculateSize());
         foreach (var wire in envelope.Messages)
         {
@@ -92,11 +87,6 @@ public sealed partial class PeerTransport
     /// it to the node; the file is deleted if anything fails before the node accepted it.</summary>
     internal async Task<SnapshotAck> ReceiveSnapshotAsync(ulong from, IAsyncStreamReader<SnapshotChunk> chunks, CancellationToken cancellationToken)
     {
-        if (Options.DropIncomingFrom?.Invoke(from) == true)
-        {
-            throw new RpcException(new Status(StatusCode.Unavailable, "peer traffic from this member is partitioned by a fault test"));
-        }
-
         if (!await chunks.MoveNext(cancellationToken))
         {
             throw new RpcException(new Status(StatusCode.InvalidArgument, "empty snapshot transfer"));

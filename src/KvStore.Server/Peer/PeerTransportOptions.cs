@@ -48,9 +48,6 @@ public sealed record PeerTransportOptions
     /// <summary>A connection whose PING is not answered in this time is closed (and the stream reconnects).</summary>
     public TimeSpan KeepAlivePingTimeout { get; init; } = TimeSpan.FromSeconds(5);
 
-    /// <summary>Tests only (see <see cref="TestPeerFilter"/>): true for a peer whose incoming traffic is dropped; null = none.</summary>
-    public Func<ulong, bool>? DropIncomingFrom { get; init; }
-
     /// <summary>Client side of peer TLS (used for https:// peer URLs); null = system defaults, no client certificate.</summary>
     public PeerTlsOptions? Tls { get; init; }
 

@@ -58,7 +58,6 @@ public static class ReplicationServiceCollectionExtensions
                 SnapshotDirectory = Path.Combine(memberDir, "snap", "incoming"),
                 MaxMessageBytes = Math.Max(16 << 20, 2 * options.GrpcMaxReceiveBytes),
                 Tls = PeerTls(options, sp.GetRequiredService<ILoggerFactory>().CreateLogger("kvstore.tls")),
-                DropIncomingFrom = TestPeerFilter.FromEnvironment() is { } filter ? filter.DropsFrom : null,
                 Metrics = sp.GetRequiredService<ServerMetrics>(),
             },
             sp => sp.GetRequiredService<RaftHost>());

@@ -64,10 +64,10 @@ public sealed class ClusterMember : IDisposable
     /// <summary>The network namespace the member runs in, or null for the host's loopback.</summary>
     public string? Netns { get; }
 
-    /// <summary>Clients always reach a member on 127.0.0.1 (inside its own namespace when it has one).</summary>
-    public string ClientUrl => $"http://127.0.0.1:{ClientPort}";
+    /// <summary>Clients reach a member on 127.0.0.1, or on its own address when it lives in a namespace.</summary>
+    public string ClientUrl => $"http://{Endpoint}";
 
-    public string Endpoint => $"127.0.0.1:{ClientPort}";
+    public string Endpoint => Netns is null ? $"127.0.0.1:{ClientPort}" : $"{Host}:{ClientPort}";
 
     public string PeerUrl => $"{PeerScheme}://{Host}:{PeerPort}";
 
@@ -76,9 +76,6 @@ public sealed class ClusterMember : IDisposable
 
     /// <summary>The member ID, learned from its Status once it has started (0 before).</summary>
     public ulong Id { get; set; }
-
-    /// <summary>Environment variables the process gets on top of the test's (kept across restarts).</summary>
-    public Dictionary<string, string> Environment { get; } = [];
 
     public string HexId => Id.ToString("x", CultureInfo.InvariantCulture);
 
@@ -92,18 +89,25 @@ public sealed class ClusterMember : IDisposable
     /// <summary>Flags only this member gets, after the cluster-wide ones (e.g. a quota set differently per member).</summary>
     public IReadOnlyList<string> OwnArgs { get; set; } = [];
 
-    /// <summary>A gRPC channel to the client port of the current incarnation (host loopback only; no retries).</summary>
-    public GrpcChannel Channel
-    {
-        get
-        {
-            if (Netns is not null)
-            {
-                throw new InvalidOperationException($"{Name} runs in namespace {Netns}: use etcdctl through `ip netns exec`");
-            }
+    /// <summary>
+    /// For a member in a namespace: where the test's client connections are opened (a namespace on the same
+    /// bridge, see <see cref="PeerNetwork"/>); null for a member on the host's loopback.
+    /// </summary>
+    public NamespaceSockets? ClientSockets { get; init; }
 
-            return _channel ??= GrpcChannel.ForAddress(ClientUrl);
+    /// <summary>A gRPC channel to the client port of the current incarnation (no retries).</summary>
+    public GrpcChannel Channel => _channel ??= CreateChannel(new GrpcChannelOptions());
+
+    /// <summary>A new gRPC channel to the client port, opened from the clients' namespace when the member has one.</summary>
+    public GrpcChannel CreateChannel(GrpcChannelOptions options)
+    {
+        if (ClientSockets is { } sockets)
+        {
+            options.HttpHandler = new SocketsHttpHandler { ConnectCallback = sockets.ConnectAsync, EnableMultipleHttp2Connections = true };
+            options.DisposeHttpClient = true;
         }
+
+        return GrpcChannel.ForAddress(ClientUrl, options);
     }
 
     /// <summary>Starts the process with etcd's flags; does not wait for it to be healthy.</summary>
@@ -164,11 +168,6 @@ public sealed class ClusterMember : IDisposable
         foreach (var key in psi.Environment.Keys.Where(k => k.StartsWith("ETCD", StringComparison.Ordinal)).ToList())
         {
             psi.Environment.Remove(key);
-        }
-
-        foreach (var (key, value) in Environment)
-        {
-            psi.Environment[key] = value;
         }
 
         AddLog($"### start {Name}: {psi.FileName} {string.Join(' ', psi.ArgumentList)}");

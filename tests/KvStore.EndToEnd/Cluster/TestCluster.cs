@@ -69,7 +69,7 @@ public sealed class TestCluster : IAsyncDisposable
     /// <paramref name="memberArgs"/> gives member i flags of its own (kept across restarts).
     public static async Task<TestCluster> StartAsync(
         ITestOutputHelper output, int size, IReadOnlyList<string>? extraArgs = null, PeerNetwork? network = null, string peerScheme = "http",
-        Func<int, IReadOnlyList<string>>? memberArgs = null, Func<int, IReadOnlyDictionary<string, string>>? memberEnvironment = null)
+        Func<int, IReadOnlyList<string>>? memberArgs = null)
     {
         var cluster = new TestCluster(output, extraArgs ?? [], network);
         try
@@ -79,12 +79,8 @@ public sealed class TestCluster : IAsyncDisposable
             {
                 cluster._members.Add(network is null
                     ? new ClusterMember($"m{i}", "127.0.0.1", ports[2 * i], ports[(2 * i) + 1], cluster.DataDirFor($"m{i}"), null) { PeerScheme = peerScheme }
-                    : new ClusterMember($"m{i}", PeerNetwork.Address(i), 2379, 2380, cluster.DataDirFor($"m{i}"), network.Namespace(i)));
+                    : new ClusterMember($"m{i}", PeerNetwork.Address(i), PeerNetwork.ClientPort, PeerNetwork.PeerPort, cluster.DataDirFor($"m{i}"), network.Namespace(i)) { ClientSockets = network.Clients });
                 cluster._members[i].OwnArgs = memberArgs?.Invoke(i) ?? [];
-                foreach (var (key, value) in memberEnvironment?.Invoke(i) ?? new Dictionary<string, string>())
-                {
-                    cluster._members[i].Environment[key] = value;
-                }
             }
 
             cluster.InitialCluster = string.Join(',', cluster._members.Select(m => $"{m.Name}={m.PeerUrl}"));

@@ -1,6 +1,7 @@
 using System.Globalization;
 using Etcdserverpb;
 using KvStore.EndToEnd.Cluster;
+using KvStore.EndToEnd.Linearizability;
 
 namespace KvStore.EndToEnd.Faults;
 
@@ -58,9 +59,10 @@ public sealed record FaultEvent(FaultStep Step, long StartedUs, long EndedUs, st
 /// <summary>
 /// Injects a seeded schedule of faults into a running cluster: the schedule (kinds, targets, pauses) is a function of
 /// the seed alone, so KVSTORE_FAULT_SEED reproduces it; which member leads when a leader fault fires depends on
-/// the run. Each fault ends with every member running and the network healed. Partitions go through the members'
-/// test-only peer filter (KVSTORE_TEST_PEER_DROP_FILE, see docs/testing.md): one file per member listing the
-/// members whose raft traffic it drops.
+/// the run. Each fault ends with every member running and the network healed. Partitions are iptables rules in the
+/// members' network namespaces (<see cref="PeerNetwork"/>): they cut peer traffic only, the test's clients still
+/// reach every member, and each partition lasts until its effect has been seen (a member lost its leader, the
+/// others elected one), so a rule that cut nothing would fail the run.
 /// </summary>
 public sealed class Nemesis
 {
@@ -68,18 +70,18 @@ public sealed class Nemesis
 
     private readonly TestCluster _cluster;
     private readonly HistoryRecorder _clock;
-    private readonly IReadOnlyList<string> _dropFiles;
+    private readonly PeerNetwork _network;
     private readonly List<FaultEvent> _events = [];
 
-    // Twice the period at which a member reads its peer filter file again (TestPeerFilter, in the server).
-    private static readonly TimeSpan FilterPickup = TimeSpan.FromMilliseconds(100);
+    // How long a partition may take to show its effect (an election, a lost leader) before the run fails.
+    private static readonly TimeSpan EffectTimeout = TimeSpan.FromSeconds(30);
 
-    /// <param name="dropFiles">Per member (same order as the cluster's), the peer filter file its process reads.</param>
-    public Nemesis(TestCluster cluster, HistoryRecorder clock, IReadOnlyList<string> dropFiles)
+    /// <param name="network">The namespaces the cluster's members run in (same order as the cluster's members).</param>
+    public Nemesis(TestCluster cluster, HistoryRecorder clock, PeerNetwork network)
     {
         _cluster = cluster;
         _clock = clock;
-        _dropFiles = dropFiles;
+        _network = network;
     }
 
     public IReadOnlyList<FaultEvent> Events => _events;
@@ -120,7 +122,7 @@ public sealed class Nemesis
                 FaultKind.PauseMember => await PauseAsync(_cluster.Members[step.Target], step.Duration),
                 FaultKind.MoveLeader => await MoveLeaderAsync(step.Target),
                 FaultKind.IsolateMember => await IsolateAsync(_cluster.Members[step.Target], step.Duration),
-                FaultKind.IsolateLeader => await IsolateAsync(await LeaderAsync(), step.Duration, leader: true),
+                FaultKind.IsolateLeader => await IsolateAsync(await LeaderAsync(), step.Duration),
                 FaultKind.LeaderOneWay => await LeaderOneWayAsync(step.Target, step.Duration),
                 FaultKind.PauseLeader => await PauseAsync(await LeaderAsync(), step.Duration),
                 FaultKind.RemoveAddMember => await RemoveAndAddWipedAsync(step.Target),
@@ -159,42 +161,78 @@ public sealed class Nemesis
     }
 
     /// <summary>
-    /// Cuts <paramref name="m"/> off from every other member both ways, then heals after <paramref name="cut"/>. When
-    /// <paramref name="m"/> leads, the cut lasts at least until the others have elected a leader among themselves:
-    /// proof that the partition really stops peer traffic (a filter that cut nothing once went unnoticed).
+    /// Cuts <paramref name="m"/> off from every other member both ways, then heals after <paramref name="cut"/>. The
+    /// cut lasts at least until its effect is seen: the others agree on a leader among themselves (a new one when
+    /// <paramref name="m"/> led) and acknowledge a workload write sent after the cut, and <paramref name="m"/> no
+    /// longer follows or claims that leadership (it lost its leader, or its term rose).
     /// </summary>
-    private async Task<(long, string, string)> IsolateAsync(ClusterMember m, TimeSpan cut, bool leader = false)
+    private async Task<(long, string, string)> IsolateAsync(ClusterMember m, TimeSpan cut)
     {
         var others = _cluster.Members.Where(o => o != m).ToList();
-        var note = string.Empty;
+        await LeaderAsync(); // so that "m lost its leader" below means something
+        var before = await _cluster.StatusAsync(m, TimeSpan.FromSeconds(10));
         long started;
+        string note;
         try
         {
-            Drop(m, others);
-            foreach (var o in others)
-            {
-                Drop(o, [m]);
-            }
-
-            var until = Task.Delay(cut);
-            // The members read their files again within 50 ms; writes still commit until then, so the cut (and the
-            // availability figures measured from it) starts once that has surely happened. No event tells it sooner.
-            await Task.Delay(FilterPickup);
+            await _network.IsolateAsync(IndexOf(m));
             started = _clock.Now;
-            if (leader)
-            {
-                var successor = await _cluster.WaitLeaderAsync(others, TimeSpan.FromSeconds(30));
-                note = $"{successor.Name} elected {(_clock.Now - started) / 1000} ms after the cut";
-            }
-
+            var until = Task.Delay(cut);
+            var majority = _cluster.WaitLeaderAsync(others, EffectTimeout);
+            var lost = WaitLeaderLostAsync(m, before, EffectTimeout);
+            var write = WaitWriteAsync(others, started, EffectTimeout);
+            await Task.WhenAll(majority, lost, write);
+            note = $"{(before.IsLeader ? "the others elected " : "the others' leader ")}{(await majority).Name} and acknowledged a write {await write} ms after the cut; {m.Name} {await lost} after the cut";
             await until;
         }
         finally
         {
-            Heal();
+            await _network.HealAsync();
         }
 
         return (started, m.Name, note);
+    }
+
+    /// <summary>Waits until a workload write sent after <paramref name="since"/> through one of <paramref name="members"/> is acknowledged; returns when (ms after <paramref name="since"/>).</summary>
+    private async Task<long> WaitWriteAsync(IReadOnlyList<ClusterMember> members, long since, TimeSpan timeout)
+    {
+        var names = members.Select(o => o.Name).ToHashSet();
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        while (sw.Elapsed < timeout)
+        {
+            var acked = _clock.Operations().Where(o => o.Invoked >= since && o.Kind != KvOpKind.Read && o.Outcome == KvOutcome.Ok && names.Contains(o.Member)).ToList();
+            if (acked.Count > 0)
+            {
+                return (acked.Min(o => o.Completed) - since) / 1000;
+            }
+
+            await Task.Delay(50);
+        }
+
+        throw new TimeoutException($"no write through {string.Join(",", names)} was acknowledged {timeout.TotalSeconds} s after the cut: the majority side does not serve writes");
+    }
+
+    /// <summary>
+    /// Waits until <paramref name="m"/> no longer follows (or is) the leader it knew in <paramref name="before"/>:
+    /// it reports no leader, or a raft term above the one it had. Returns how long that took since the call.
+    /// </summary>
+    private async Task<string> WaitLeaderLostAsync(ClusterMember m, MemberStatus before, TimeSpan timeout)
+    {
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var last = "no status yet";
+        while (sw.Elapsed < timeout)
+        {
+            var now = await _cluster.TryStatusAsync(m, TimeSpan.FromSeconds(2));
+            last = now?.ToString() ?? "no answer";
+            if (now is not null && (now.Leader == 0 || now.RaftTerm > before.RaftTerm))
+            {
+                return $"lost leader {before.Leader:x} ({now.ToString()}) {sw.ElapsedMilliseconds} ms";
+            }
+
+            await Task.Delay(50);
+        }
+
+        throw new TimeoutException($"{m.Name} still followed leader {before.Leader:x} in term {before.RaftTerm} {timeout.TotalSeconds} s after its peer traffic was cut: the partition did not cut it off (last: {last})");
     }
 
     /// <summary>
@@ -235,26 +273,31 @@ public sealed class Nemesis
         throw new InvalidOperationException($"etcdctl {string.Join(' ', args)} via {via.Name} kept failing: {last}");
     }
 
-    /// <summary>Member <paramref name="target"/> (or the next one when it leads) stops hearing the leader for a while.</summary>
+    /// <summary>
+    /// Member <paramref name="target"/> (or the next one when it leads) stops receiving the leader's messages for a
+    /// while, and at least until it has lost that leader; its own messages still reach the leader.
+    /// </summary>
     private async Task<(long, string, string)> LeaderOneWayAsync(int target, TimeSpan cut)
     {
         var leader = await LeaderAsync();
         var deaf = _cluster.Members[target] == leader ? _cluster.Members[(target + 1) % _cluster.Members.Count] : _cluster.Members[target];
+        var before = await _cluster.StatusAsync(deaf, TimeSpan.FromSeconds(10));
         long started;
+        string note;
         try
         {
-            Drop(deaf, [leader]);
-            var until = Task.Delay(cut);
-            await Task.Delay(FilterPickup);
+            await _network.DropRaftMessagesAsync(IndexOf(leader), IndexOf(deaf));
             started = _clock.Now;
+            var until = Task.Delay(cut);
+            note = $"{deaf.Name} {await WaitLeaderLostAsync(deaf, before, EffectTimeout)} after the cut";
             await until;
         }
         finally
         {
-            Heal();
+            await _network.HealAsync();
         }
 
-        return (started, $"{leader.Name}-x->{deaf.Name}", string.Empty);
+        return (started, $"{leader.Name}-x->{deaf.Name}", note);
     }
 
     /// <summary>SIGKILLs member <paramref name="target"/> and the next one together, restarts both after <paramref name="down"/>.</summary>
@@ -272,24 +315,7 @@ public sealed class Nemesis
         return (started, string.Join("+", victims.Select(v => v.Name)), string.Empty);
     }
 
-    private void Drop(ClusterMember at, IEnumerable<ClusterMember> from) =>
-        WriteAtomically(_dropFiles[_cluster.Members.ToList().IndexOf(at)], string.Join('\n', from.Select(f => f.HexId)));
-
-    private void Heal()
-    {
-        foreach (var file in _dropFiles)
-        {
-            WriteAtomically(file, string.Empty);
-        }
-    }
-
-    /// <summary>Replaces the file in one rename, so a member never reads it half written.</summary>
-    private static void WriteAtomically(string path, string text)
-    {
-        var tmp = path + ".tmp";
-        File.WriteAllText(tmp, text + "\n");
-        File.Move(tmp, path, overwrite: true);
-    }
+    private int IndexOf(ClusterMember m) => _cluster.Members.ToList().IndexOf(m);
 
     /// <summary>
     /// A MoveLeader storm: leadership moved <see cref="LeaderMovesPerStorm"/> times in a row, first to member

@@ -54,14 +54,11 @@ public sealed class RandomizedFaultTests(ITestOutputHelper output)
     {
         var plan = Nemesis.Plan(seed, Steps, Members);
         output.WriteLine($"seed {seed} (KVSTORE_FAULT_SEED={seed} KVSTORE_FAULT_STEPS={plan.Count} reproduces this schedule): {string.Join("; ", plan)}");
-        // Each member drops the raft traffic of the members listed in its file (a test-only filter; see docs/testing.md).
-        var dropDir = Directory.CreateTempSubdirectory("kvstore-peer-drop-");
-        var dropFiles = Enumerable.Range(0, Members).Select(i => Path.Combine(dropDir.FullName, $"m{i}")).ToList();
-        await using var c = await TestCluster.StartAsync(
-            output, Members, memberEnvironment: i => new Dictionary<string, string> { ["KVSTORE_TEST_PEER_DROP_FILE"] = dropFiles[i] });
-        using var removeDropDir = new DeleteOnDispose(dropDir.FullName);
+        // Each member in a network namespace of its own, so the nemesis can partition real peer traffic (docs/testing.md).
+        using var network = await PeerNetwork.CreateAsync(output, Members);
+        await using var c = await TestCluster.StartAsync(output, Members, network: network);
         var history = new HistoryRecorder();
-        var nemesis = new Nemesis(c, history, dropFiles);
+        var nemesis = new Nemesis(c, history, network);
         using var channels = new WorkloadChannels(c.Members);
         var watchers = c.Members.Select(m => new WatchRecorder(m, channels)).ToList();
 
@@ -218,11 +215,6 @@ public sealed class RandomizedFaultTests(ITestOutputHelper output)
 
     private static string Summarize(IReadOnlyList<KvOperation> ops) =>
         string.Join(", ", ops.GroupBy(o => (o.Kind, o.Outcome)).OrderBy(g => g.Key).Select(g => $"{g.Key.Kind} {g.Key.Outcome.ToString().ToLowerInvariant()} {g.Count()}"));
-
-    private sealed class DeleteOnDispose(string directory) : IDisposable
-    {
-        public void Dispose() => Directory.Delete(directory, recursive: true);
-    }
 
     /// <summary>What every failure message carries: the seed, the plan, the faults as they happened, and a slice of the history.</summary>
     private sealed record FailureContext(int Seed, IReadOnlyList<FaultStep> Plan, IReadOnlyList<FaultEvent> Faults, IReadOnlyList<KvOperation> Ops)

@@ -14,7 +14,7 @@ public sealed class WorkloadChannels : IDisposable
     private readonly Dictionary<string, GrpcChannel> _channels;
 
     public WorkloadChannels(IEnumerable<ClusterMember> members) =>
-        _channels = members.ToDictionary(m => m.Name, m => GrpcChannel.ForAddress(m.ClientUrl, new GrpcChannelOptions
+        _channels = members.ToDictionary(m => m.Name, m => m.CreateChannel(new GrpcChannelOptions
         {
             InitialReconnectBackoff = TimeSpan.FromMilliseconds(100),
             MaxReconnectBackoff = TimeSpan.FromMilliseconds(500),
