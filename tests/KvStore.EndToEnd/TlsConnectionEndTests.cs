@@ -162,15 +162,7 @@ public sealed class TlsConnectionEndTests(ITestOutputHelper output) : IDisposabl
 
     private static async Task WriteFrameAsync(Stream tls, byte type, byte flags, int stream, byte[] payload, CancellationToken token)
     {
-        var frame = new byte[9 + payload.Length];
-        frame[0] = (byte)(payload.Length >> 16);
-        frame[1] = (byte)(payload.Length >> 8);
-        frame[2] = (byte)payload.Length;
-        frame[3] = type;
-        frame[4] = flags;
-        BinaryPrimitives.WriteUInt32BigEndian(frame.AsSpan(5), (uint)stream);
-        payload.CopyTo(frame, 9);
-        await tls.WriteAsync(frame, token);
+        await tls.WriteAsync(Http2Frames.Frame(type, flags, (uint)stream, payload), token);
         await tls.FlushAsync(token);
     }
 

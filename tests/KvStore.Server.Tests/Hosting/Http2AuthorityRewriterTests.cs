@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Text;
 using KvStore.Server.Hosting.Http2Authority;
+using static KvStore.Testing.Http2Frames;
 
 namespace KvStore.Server.Tests.Hosting;
 
@@ -254,19 +255,6 @@ public sealed class Http2AuthorityRewriterTests
         }
 
         return list;
-    }
-
-    private static byte[] Frame(byte type, byte flags, uint stream, byte[] payload)
-    {
-        var frame = new byte[9 + payload.Length];
-        frame[0] = (byte)(payload.Length >> 16);
-        frame[1] = (byte)(payload.Length >> 8);
-        frame[2] = (byte)payload.Length;
-        frame[3] = type;
-        frame[4] = flags;
-        BinaryPrimitives.WriteUInt32BigEndian(frame.AsSpan(5), stream);
-        payload.CopyTo(frame, 9);
-        return frame;
     }
 
     private static byte[] Concat(params byte[][] parts) => parts.SelectMany(p => p).ToArray();
