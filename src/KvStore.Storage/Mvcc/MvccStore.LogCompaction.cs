@@ -33,6 +33,12 @@ public sealed partial class MvccStore
     /// <summary>Tests: the two halves of a defragmentation, to take crash images in between.</summary>
     internal void CompactLogForTest() => CompactLog();
 
+    /// <summary>Tests: called inside FasterKV's state transition before it enters each checkpoint phase.</summary>
+    internal Action<FASTER.core.Phase>? OnCheckpointPhaseForTest
+    {
+        set => _backend.OnCheckpointPhaseForTest = value;
+    }
+
     internal void CheckpointAfterCompactionForTest()
     {
         CheckpointAfterCompaction();
@@ -127,8 +133,12 @@ public sealed partial class MvccStore
     /// <summary>
     /// The checkpoint that makes a log compaction durable, with writes held off as briefly as possible: the records
     /// compacted forward (possibly hundreds of MB) are flushed and the hash index (which the copies rewrote) is
-    /// checkpointed while writes go on; only the log checkpoint, which must fall between write txns, holds them off, and
-    /// it flushes just what was appended since the second flush. Returns how long write txns were held off.
+    /// checkpointed while writes go on. The log checkpoint must begin between write txns, so that its version holds
+    /// whole txns only; writes are held off until its version switch (a txn after it lies wholly in the next version,
+    /// past the checkpoint's final address), not while its last flush and metadata reach the disk. Nothing depends on
+    /// the checkpoint before it is durable: the raft log is truncated only after a checkpoint the applier takes, and a
+    /// crash before the commit recovers the previous checkpoint with every file still there. Returns how long write
+    /// txns were held off.
     /// </summary>
     private TimeSpan CheckpointAfterCompaction()
     {
@@ -136,18 +146,25 @@ public sealed partial class MvccStore
         _backend.CheckpointIndex();
         // The index checkpoint can take seconds while writes go on: flush what they appended meanwhile before the gate.
         _backend.ShiftReadOnlyAddress(_backend.LogTailAddress);
+        Task durable;
+        ulong index;
+        long revision;
         _txnGate.Wait();
         var held = System.Diagnostics.Stopwatch.StartNew();
         try
         {
-            _backend.CheckpointLog();
-            _logger.LogInformation("Checkpoint taken at consistent index {Index}, revision {Revision}", ConsistentIndex, CurrentRevision);
-            return held.Elapsed;
+            durable = _backend.BeginLogCheckpoint();
+            (index, revision) = (ConsistentIndex, CurrentRevision);
+            held.Stop();
         }
         finally
         {
             _txnGate.Release();
         }
+
+        durable.GetAwaiter().GetResult();
+        _logger.LogInformation("Checkpoint taken at consistent index {Index}, revision {Revision}", index, revision);
+        return held.Elapsed;
     }
 
     /// <summary>
