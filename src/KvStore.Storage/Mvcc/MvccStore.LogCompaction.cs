@@ -73,18 +73,21 @@ public sealed partial class MvccStore
                         Interlocked.Decrement(ref _logCompactionsRunning);
                     }
 
+                    var checkpointed = took.Elapsed;
                     if (!_backend.WaitForSegmentsBelowBeginDeleted(TimeSpan.FromSeconds(10)))
                     {
                         _logger.LogWarning("Defragment: segment files below the begin address are not deleted yet");
                     }
 
                     _logger.LogInformation(
-                        "Defragmented: {Before} -> {After} bytes on disk in {Seconds:F2}s (log compaction {Compaction:F2}s, writes held off for the checkpoint {Blocked:F3}s)",
+                        "Defragmented: {Before} -> {After} bytes on disk in {Seconds:F2}s (log compaction {Compaction:F2}s, checkpoint {Checkpoint:F2}s with writes held off {Blocked:F3}s, old segment files deleted {Deleted:F2}s after it)",
                         before,
                         DbSizeBytes,
                         took.Elapsed.TotalSeconds,
                         compacted.TotalSeconds,
-                        blocked.TotalSeconds);
+                        (checkpointed - compacted).TotalSeconds,
+                        blocked.TotalSeconds,
+                        (took.Elapsed - checkpointed).TotalSeconds);
                 },
                 CancellationToken.None,
                 TaskContinuationOptions.None,
@@ -142,10 +145,14 @@ public sealed partial class MvccStore
     /// </summary>
     private TimeSpan CheckpointAfterCompaction()
     {
+        var step = System.Diagnostics.Stopwatch.StartNew();
         _backend.FlushInSteps(_backend.LogTailAddress, FlushEveryBytes);
+        var flushed = step.Elapsed;
         _backend.CheckpointIndex();
+        var indexed = step.Elapsed;
         // The index checkpoint can take seconds while writes go on: flush what they appended meanwhile before the gate.
         _backend.ShiftReadOnlyAddress(_backend.LogTailAddress);
+        var flushedAgain = step.Elapsed;
         Task durable;
         ulong index;
         long revision;
@@ -163,7 +170,15 @@ public sealed partial class MvccStore
         }
 
         durable.GetAwaiter().GetResult();
-        _logger.LogInformation("Checkpoint taken at consistent index {Index}, revision {Revision}", index, revision);
+        _logger.LogInformation(
+            "Checkpoint taken at consistent index {Index}, revision {Revision} (log flushed {Flush:F3}s, index checkpoint {IndexCheckpoint:F3}s, second flush {Flush2:F3}s, log checkpoint durable {Durable:F3}s later, writes held off {Held:F3}s of it)",
+            index,
+            revision,
+            flushed.TotalSeconds,
+            (indexed - flushed).TotalSeconds,
+            (flushedAgain - indexed).TotalSeconds,
+            (step.Elapsed - flushedAgain).TotalSeconds,
+            held.Elapsed.TotalSeconds);
         return held.Elapsed;
     }
 
