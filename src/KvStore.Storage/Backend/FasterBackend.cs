@@ -43,7 +43,7 @@ internal sealed unsafe class FasterBackend : IDisposable
         _pageBits = pageBits;
         CheckOrWriteFormat(dataDirectory);
         DurableDirectory.Create(_checkpointDir);
-        _device = new OffThreadSegmentRemovalDevice(Devices.CreateLogDevice(Path.Combine(dataDirectory, "kv.log"), preallocateFile: false, deleteOnClose: false));
+        _device = Devices.CreateLogDevice(Path.Combine(dataDirectory, "kv.log"), preallocateFile: false, deleteOnClose: false);
         if (wrapLogDevice is not null)
         {
             _device = wrapLogDevice(_device);

@@ -12,7 +12,7 @@ namespace KvStore.Storage.Mvcc;
 /// </summary>
 public sealed partial class MvccStore
 {
-    private const long FlushEveryBytes = 4L << 20;
+    private const long FlushEveryBytes = 16L << 20;
 
     private readonly long _logCompactionMinBytes;
 
