@@ -486,6 +486,9 @@ internal sealed unsafe class FasterBackend : IDisposable
         return completion;
     }
 
+    /// <summary>The phases the last <see cref="BeginLogCheckpoint"/> went through up to its version switch, with when.</summary>
+    public string LastVersionSwitchPhases => _phases.Reached;
+
     /// <summary>FasterKV runs one checkpoint at a time: a new one (or closing the store) waits for a log checkpoint still being written.</summary>
     public void WaitForCheckpointInFlight()
     {
@@ -541,19 +544,34 @@ internal sealed class ByteArrayComparer : IEqualityComparer<byte[]>, IComparer<b
 internal sealed class CheckpointPhases : IStateMachineCallback
 {
     private TaskCompletionSource? _switched;
+    private long _armedAt;
+    private string _reached = string.Empty;
 
     public Action<Phase>? ForTest { get; set; }
 
-    public void Arm(TaskCompletionSource switched) => Volatile.Write(ref _switched, switched);
+    /// <summary>When the last armed checkpoint entered each phase up to its version switch (log lines: where a slow switch waited).</summary>
+    public string Reached => Volatile.Read(ref _reached);
+
+    public void Arm(TaskCompletionSource switched)
+    {
+        Volatile.Write(ref _reached, string.Empty);
+        Volatile.Write(ref _armedAt, System.Diagnostics.Stopwatch.GetTimestamp());
+        Volatile.Write(ref _switched, switched);
+    }
 
     public void Disarm() => Volatile.Write(ref _switched, null);
 
     public void BeforeEnteringState<Key, Value>(SystemState next, FasterKV<Key, Value> faster)
     {
         // FASTER runs this inside its transition, after the phase's own work (WAIT_FLUSH: final address fixed, flush issued).
-        if (next.Phase == Phase.WAIT_FLUSH)
+        if (Volatile.Read(ref _switched) is { } switched)
         {
-            Volatile.Read(ref _switched)?.TrySetResult();
+            var at = System.Diagnostics.Stopwatch.GetElapsedTime(Volatile.Read(ref _armedAt)).TotalSeconds;
+            Volatile.Write(ref _reached, $"{_reached}{(_reached.Length == 0 ? string.Empty : ", ")}{next.Phase} +{at:F3}s");
+            if (next.Phase == Phase.WAIT_FLUSH)
+            {
+                switched.TrySetResult();
+            }
         }
 
         ForTest?.Invoke(next.Phase);

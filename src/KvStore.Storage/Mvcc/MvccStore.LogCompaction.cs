@@ -171,14 +171,15 @@ public sealed partial class MvccStore
 
         durable.GetAwaiter().GetResult();
         _logger.LogInformation(
-            "Checkpoint taken at consistent index {Index}, revision {Revision} (log flushed {Flush:F3}s, index checkpoint {IndexCheckpoint:F3}s, second flush {Flush2:F3}s, log checkpoint durable {Durable:F3}s later, writes held off {Held:F3}s of it)",
+            "Checkpoint taken at consistent index {Index}, revision {Revision} (log flushed {Flush:F3}s, index checkpoint {IndexCheckpoint:F3}s, second flush {Flush2:F3}s, log checkpoint durable {Durable:F3}s later, writes held off {Held:F3}s of it: {Phases})",
             index,
             revision,
             flushed.TotalSeconds,
             (indexed - flushed).TotalSeconds,
             (flushedAgain - indexed).TotalSeconds,
             (step.Elapsed - flushedAgain).TotalSeconds,
-            held.Elapsed.TotalSeconds);
+            held.Elapsed.TotalSeconds,
+            _backend.LastVersionSwitchPhases);
         return held.Elapsed;
     }
 
