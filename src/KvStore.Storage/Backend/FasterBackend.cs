@@ -549,7 +549,7 @@ internal sealed class CheckpointPhases : IStateMachineCallback
 
     public Action<Phase>? ForTest { get; set; }
 
-    /// <summary>When the last armed checkpoint entered each phase up to its version switch (log lines: where a slow switch waited).</summary>
+    /// <summary>When the last armed checkpoint entered each phase while its caller waited for the version switch (later phases too when they came that fast), for the log line: where a slow switch waited.</summary>
     public string Reached => Volatile.Read(ref _reached);
 
     public void Arm(TaskCompletionSource switched)
