@@ -31,6 +31,8 @@ internal sealed unsafe class FasterBackend : IDisposable
     private readonly SpanByteFunctions<Empty> _functions = new AppendOnlyFunctions();
     private readonly int _segmentBits;
     private readonly int _pageBits;
+    private readonly CheckpointPhases _phases = new();
+    private Task _checkpointInFlight = Task.CompletedTask;
     private Dictionary<byte[], byte[]?>? _recoveredRecords; // every key's latest record as the checked log files hold it
 
     /// <param name="wrapLogDevice">Tests only: wraps the log device (power-cut simulation); null in the server.</param>
@@ -59,6 +61,7 @@ internal sealed unsafe class FasterBackend : IDisposable
             TryRecoverLatest = false,
         };
         _kv = new FasterKV<SpanByte, SpanByte>(settings);
+        _kv.UnsafeRegisterCallback(_phases);
         RecoveredFromCheckpoint = TryRecover(logger);
     }
 
@@ -427,6 +430,7 @@ internal sealed unsafe class FasterBackend : IDisposable
     /// <summary>A durable fold-over checkpoint of index and log.</summary>
     public void Checkpoint()
     {
+        WaitForCheckpointInFlight();
         var (success, _) = _kv.TakeFullCheckpointAsync(CheckpointType.FoldOver).AsTask().GetAwaiter().GetResult();
         if (!success)
         {
@@ -440,6 +444,7 @@ internal sealed unsafe class FasterBackend : IDisposable
     /// </summary>
     public void CheckpointIndex()
     {
+        WaitForCheckpointInFlight();
         var (success, _) = _kv.TakeIndexCheckpointAsync().AsTask().GetAwaiter().GetResult();
         if (!success)
         {
@@ -448,17 +453,69 @@ internal sealed unsafe class FasterBackend : IDisposable
     }
 
     /// <summary>A durable fold-over checkpoint of the log alone; recovery pairs it with the last index checkpoint.</summary>
-    public void CheckpointLog()
+    public void CheckpointLog() => BeginLogCheckpoint().GetAwaiter().GetResult();
+
+    /// <summary>
+    /// Starts a fold-over checkpoint of the log alone and returns once it has passed its version switch: the log's
+    /// final address for it is fixed and flushing, and every operation from now on belongs to the next version, lies
+    /// past that address and is not part of it. The caller holds writes off only until then; the returned task
+    /// completes when the checkpoint is durable (its metadata committed), after which FASTER deletes the segment files
+    /// below the begin address it recorded. A crash before that commit recovers the previous checkpoint.
+    /// </summary>
+    public Task BeginLogCheckpoint()
     {
-        var (success, _) = _kv.TakeHybridLogCheckpointAsync(CheckpointType.FoldOver).AsTask().GetAwaiter().GetResult();
-        if (!success)
+        WaitForCheckpointInFlight();
+        var switched = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _phases.Arm(switched);
+        if (!_kv.TryInitiateHybridLogCheckpoint(out _, CheckpointType.FoldOver))
         {
-            throw new IOException($"FasterKV log checkpoint into '{_checkpointDir}' failed");
+            _phases.Disarm();
+            throw new IOException($"FasterKV log checkpoint into '{_checkpointDir}' failed to start: another checkpoint is under way");
         }
+
+        // Runs the state machine on this thread up to the flush it waits for (past the version switch, normally).
+        var completion = _kv.CompleteCheckpointAsync().AsTask();
+        Volatile.Write(ref _checkpointInFlight, completion);
+        Task.WaitAny(switched.Task, completion);
+        _phases.Disarm();
+        if (completion.IsFaulted)
+        {
+            throw new IOException($"FasterKV log checkpoint into '{_checkpointDir}' failed", completion.Exception);
+        }
+
+        return completion;
+    }
+
+    /// <summary>The phases the last <see cref="BeginLogCheckpoint"/> went through up to its version switch, with when.</summary>
+    public string LastVersionSwitchPhases => _phases.Reached;
+
+    /// <summary>FasterKV runs one checkpoint at a time: a new one (or closing the store) waits for a log checkpoint still being written.</summary>
+    public void WaitForCheckpointInFlight()
+    {
+        var inFlight = Volatile.Read(ref _checkpointInFlight);
+        if (!inFlight.IsCompleted)
+        {
+            try
+            {
+                inFlight.GetAwaiter().GetResult();
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                // Its owner saw and reported the failure; a checkpoint taken now starts from the previous durable one.
+            }
+        }
+    }
+
+    /// <summary>Tests: called (inside FASTER's state transition) before the store enters each checkpoint phase.</summary>
+    internal Action<Phase>? OnCheckpointPhaseForTest
+    {
+        get => _phases.ForTest;
+        set => _phases.ForTest = value;
     }
 
     public void Dispose()
     {
+        WaitForCheckpointInFlight();
         _kv.Dispose();
         _device.Dispose();
     }
@@ -478,4 +535,45 @@ internal sealed class ByteArrayComparer : IEqualityComparer<byte[]>, IComparer<b
     }
 
     public int Compare(byte[]? x, byte[]? y) => x.AsSpan().SequenceCompareTo(y);
+}
+
+/// <summary>
+/// Watches FasterKV's checkpoint state machine: signals the log checkpoint's version switch, which is complete once
+/// the machine enters WAIT_FLUSH (every thread moved to the next version and the final address is fixed).
+/// </summary>
+internal sealed class CheckpointPhases : IStateMachineCallback
+{
+    private TaskCompletionSource? _switched;
+    private long _armedAt;
+    private string _reached = string.Empty;
+
+    public Action<Phase>? ForTest { get; set; }
+
+    /// <summary>When the last armed checkpoint entered each phase while its caller waited for the version switch (later phases too when they came that fast), for the log line: where a slow switch waited.</summary>
+    public string Reached => Volatile.Read(ref _reached);
+
+    public void Arm(TaskCompletionSource switched)
+    {
+        Volatile.Write(ref _reached, string.Empty);
+        Volatile.Write(ref _armedAt, System.Diagnostics.Stopwatch.GetTimestamp());
+        Volatile.Write(ref _switched, switched);
+    }
+
+    public void Disarm() => Volatile.Write(ref _switched, null);
+
+    public void BeforeEnteringState<Key, Value>(SystemState next, FasterKV<Key, Value> faster)
+    {
+        // FASTER runs this inside its transition, after the phase's own work (WAIT_FLUSH: final address fixed, flush issued).
+        if (Volatile.Read(ref _switched) is { } switched)
+        {
+            var at = System.Diagnostics.Stopwatch.GetElapsedTime(Volatile.Read(ref _armedAt)).TotalSeconds;
+            Volatile.Write(ref _reached, $"{_reached}{(_reached.Length == 0 ? string.Empty : ", ")}{next.Phase} +{at:F3}s");
+            if (next.Phase == Phase.WAIT_FLUSH)
+            {
+                switched.TrySetResult();
+            }
+        }
+
+        ForTest?.Invoke(next.Phase);
+    }
 }

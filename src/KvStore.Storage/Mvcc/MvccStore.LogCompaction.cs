@@ -33,6 +33,12 @@ public sealed partial class MvccStore
     /// <summary>Tests: the two halves of a defragmentation, to take crash images in between.</summary>
     internal void CompactLogForTest() => CompactLog();
 
+    /// <summary>Tests: called inside FasterKV's state transition before it enters each checkpoint phase.</summary>
+    internal Action<FASTER.core.Phase>? OnCheckpointPhaseForTest
+    {
+        set => _backend.OnCheckpointPhaseForTest = value;
+    }
+
     internal void CheckpointAfterCompactionForTest()
     {
         CheckpointAfterCompaction();
@@ -67,18 +73,21 @@ public sealed partial class MvccStore
                         Interlocked.Decrement(ref _logCompactionsRunning);
                     }
 
+                    var checkpointed = took.Elapsed;
                     if (!_backend.WaitForSegmentsBelowBeginDeleted(TimeSpan.FromSeconds(10)))
                     {
                         _logger.LogWarning("Defragment: segment files below the begin address are not deleted yet");
                     }
 
                     _logger.LogInformation(
-                        "Defragmented: {Before} -> {After} bytes on disk in {Seconds:F2}s (log compaction {Compaction:F2}s, writes held off for the checkpoint {Blocked:F3}s)",
+                        "Defragmented: {Before} -> {After} bytes on disk in {Seconds:F2}s (log compaction {Compaction:F2}s, checkpoint {Checkpoint:F2}s with writes held off {Blocked:F3}s, old segment files deleted {Deleted:F2}s after it)",
                         before,
                         DbSizeBytes,
                         took.Elapsed.TotalSeconds,
                         compacted.TotalSeconds,
-                        blocked.TotalSeconds);
+                        (checkpointed - compacted).TotalSeconds,
+                        blocked.TotalSeconds,
+                        (took.Elapsed - checkpointed).TotalSeconds);
                 },
                 CancellationToken.None,
                 TaskContinuationOptions.None,
@@ -127,27 +136,51 @@ public sealed partial class MvccStore
     /// <summary>
     /// The checkpoint that makes a log compaction durable, with writes held off as briefly as possible: the records
     /// compacted forward (possibly hundreds of MB) are flushed and the hash index (which the copies rewrote) is
-    /// checkpointed while writes go on; only the log checkpoint, which must fall between write txns, holds them off, and
-    /// it flushes just what was appended since the second flush. Returns how long write txns were held off.
+    /// checkpointed while writes go on. The log checkpoint must begin between write txns, so that its version holds
+    /// whole txns only; writes are held off until its version switch (a txn after it lies wholly in the next version,
+    /// past the checkpoint's final address), not while its last flush and metadata reach the disk. Nothing depends on
+    /// the checkpoint before it is durable: the raft log is truncated only after a checkpoint the applier takes, and a
+    /// crash before the commit recovers the previous checkpoint with every file still there. Returns how long write
+    /// txns were held off.
     /// </summary>
     private TimeSpan CheckpointAfterCompaction()
     {
+        var step = System.Diagnostics.Stopwatch.StartNew();
         _backend.FlushInSteps(_backend.LogTailAddress, FlushEveryBytes);
+        var flushed = step.Elapsed;
         _backend.CheckpointIndex();
+        var indexed = step.Elapsed;
         // The index checkpoint can take seconds while writes go on: flush what they appended meanwhile before the gate.
         _backend.ShiftReadOnlyAddress(_backend.LogTailAddress);
+        var flushedAgain = step.Elapsed;
+        Task durable;
+        ulong index;
+        long revision;
         _txnGate.Wait();
         var held = System.Diagnostics.Stopwatch.StartNew();
         try
         {
-            _backend.CheckpointLog();
-            _logger.LogInformation("Checkpoint taken at consistent index {Index}, revision {Revision}", ConsistentIndex, CurrentRevision);
-            return held.Elapsed;
+            durable = _backend.BeginLogCheckpoint();
+            (index, revision) = (ConsistentIndex, CurrentRevision);
+            held.Stop();
         }
         finally
         {
             _txnGate.Release();
         }
+
+        durable.GetAwaiter().GetResult();
+        _logger.LogInformation(
+            "Checkpoint taken at consistent index {Index}, revision {Revision} (log flushed {Flush:F3}s, index checkpoint {IndexCheckpoint:F3}s, second flush {Flush2:F3}s, log checkpoint durable {Durable:F3}s later, writes held off {Held:F3}s of it: {Phases})",
+            index,
+            revision,
+            flushed.TotalSeconds,
+            (indexed - flushed).TotalSeconds,
+            (flushedAgain - indexed).TotalSeconds,
+            (step.Elapsed - flushedAgain).TotalSeconds,
+            held.Elapsed.TotalSeconds,
+            _backend.LastVersionSwitchPhases);
+        return held.Elapsed;
     }
 
     /// <summary>

@@ -138,7 +138,7 @@ public sealed class CheckpointDamageSweepTests(ITestOutputHelper output) : IDisp
     /// <summary>Every event from revision 2 on, then the live keys: the whole history the store serves.</summary>
     internal static List<string> Describe(MvccStore store)
     {
-        var events = store.ReadEvents("k"u8, "l"u8, 2, store.CurrentRevision, 100_000)
+        var events = store.ReadEvents("k"u8, "l"u8, 2, store.CurrentRevision, int.MaxValue)
             .Select(e => $"{e.Type} {Encoding.UTF8.GetString(e.Kv.Key)}@{e.Kv.ModRevision}={Encoding.UTF8.GetString(e.Kv.Value)}");
         var live = store.Range("k"u8, "l"u8, default).Kvs
             .Select(kv => $"live {Encoding.UTF8.GetString(kv.Key)}@{kv.ModRevision}={Encoding.UTF8.GetString(kv.Value)}");

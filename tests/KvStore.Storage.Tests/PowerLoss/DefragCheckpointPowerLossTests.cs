@@ -1,0 +1,219 @@
+using FASTER.core;
+using KvStore.Storage.Mvcc;
+using KvStore.Storage.Tests.Mvcc;
+using Microsoft.Extensions.Logging.Abstractions;
+using Xunit.Abstractions;
+
+namespace KvStore.Storage.Tests.PowerLoss;
+
+/// <summary>
+/// Power cuts inside the final log checkpoint of a defragmentation, which holds writes off only until its version
+/// switch: from then on the writer commits txns while the checkpoint's last flush and metadata are still being written.
+/// A writer commits txns throughout (raft index i = write i, see <see cref="CheckpointDamageSweepTests.Write"/>); the
+/// power goes (log writes in flight frozen, then dropped or torn at sector granularity) at a chosen point of that
+/// checkpoint. On restart the store must hold exactly the state at its consistent index, and that index must be the
+/// last checkpoint known to be committed at the cut (the raft log keeps every entry after it until the applier's next
+/// checkpoint, so no acknowledged write is lost) — the previous checkpoint while the defrag's was not committed, the
+/// defrag's once it was.
+/// </summary>
+public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : IDisposable
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
+    private readonly TempDir _tmp = new();
+
+    public enum CutPoint
+    {
+        /// <summary>Inside the version switch: the final address is fixed, its flush not done.</summary>
+        AtVersionSwitch,
+
+        /// <summary>At the version switch, then the writer must still commit 20 txns: writes are not held off by the flush.</summary>
+        AfterWritesPastVersionSwitch,
+
+        /// <summary>Right after the checkpoint's metadata is committed, writes of the next version in flight.</summary>
+        AfterMetadataCommit,
+
+        /// <summary>When the checkpoint is complete, with the segment files below the new begin address being deleted.</summary>
+        AtCompletion,
+
+        /// <summary>After a seeded number of writes past the version switch, wherever the checkpoint is by then.</summary>
+        Random,
+    }
+
+    public static TheoryData<CutPoint, int> Cases()
+    {
+        var cases = new TheoryData<CutPoint, int>();
+        foreach (var point in Enum.GetValues<CutPoint>())
+        {
+            foreach (var seed in point == CutPoint.Random ? [1, 2, 3, 4, 5, 6] : new[] { 1, 2 })
+            {
+                cases.Add(point, seed);
+            }
+        }
+
+        return cases;
+    }
+
+    public void Dispose() => _tmp.Dispose();
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public async Task A_power_cut_inside_the_defrag_checkpoint_loses_no_checkpointed_write_and_leaves_an_exact_state(CutPoint point, int seed)
+    {
+        var rng = new Random(seed);
+        var dir = _tmp.Sub("kv");
+        PowerLossDevice? device = null;
+        var store = Open(dir, inner => device = new PowerLossDevice(inner));
+
+        // History to copy forward: thousands of records over many 64 KiB segments, checkpointed.
+        var next = 1;
+        for (; next <= 3000; next++)
+        {
+            CheckpointDamageSweepTests.Write(store, next);
+        }
+
+        store.Checkpoint();
+        var previous = (int)store.ConsistentIndex;
+
+        var acknowledged = 0;          // last write committed by the writer
+        var stopped = false;
+        var atSwitch = -1;             // consistent index the defrag's checkpoint holds (writes are held off at its switch)
+        var ackAtSwitch = -1;
+        var committed = previous;      // last checkpoint whose metadata is committed
+        var cut = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var switched = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        store.OnCheckpointPhaseForTest = phase =>
+        {
+            switch (phase)
+            {
+                case Phase.WAIT_FLUSH when atSwitch < 0:
+                    // Asserted below, not here: this runs inside FasterKV's state transition.
+                    Volatile.Write(ref ackAtSwitch, Volatile.Read(ref acknowledged));
+                    Volatile.Write(ref atSwitch, (int)store.ConsistentIndex);
+                    switched.TrySetResult();
+                    if (point is CutPoint.AtVersionSwitch or CutPoint.AfterWritesPastVersionSwitch)
+                    {
+                        device!.CutPower(freeze: true);
+                        cut.TrySetResult();
+                    }
+
+                    break;
+                case Phase.PERSISTENCE_CALLBACK when atSwitch >= 0:
+                    // FASTER calls this after writing the checkpoint's metadata.
+                    Volatile.Write(ref committed, atSwitch);
+                    if (point == CutPoint.AfterMetadataCommit)
+                    {
+                        device!.CutPower(freeze: true);
+                        cut.TrySetResult();
+                    }
+
+                    break;
+                case Phase.REST when atSwitch >= 0 && point == CutPoint.AtCompletion:
+                    device!.CutPower(freeze: true);
+                    cut.TrySetResult();
+                    break;
+            }
+        };
+
+        // The writer: a thread of its own, since after the cut it may wait forever for a flush that never completes.
+        var writer = new Thread(() =>
+        {
+            // It keeps committing after a cut at the version switch (the flush it must not wait for is frozen); other
+            // cuts end it, as the machine is gone.
+            for (var i = next; i < next + 200_000 && (!device!.IsCut || point == CutPoint.AfterWritesPastVersionSwitch) && !Volatile.Read(ref stopped); i++)
+            {
+                CheckpointDamageSweepTests.Write(store, i);
+                Volatile.Write(ref acknowledged, i);
+                Thread.Yield(); // lets the defrag take the txn gate between writes, as the applier's batches do
+            }
+        }) { IsBackground = true, Name = $"defrag-power-loss-{point}-{seed}" };
+        writer.Start();
+
+        // The defrag runs on the store's background chain; after a cut it may never finish (the machine is gone).
+        var defrag = store.DefragmentAsync();
+        await switched.Task.WaitAsync(Bound);
+        atSwitch.Should().Be(ackAtSwitch, "the checkpoint's version holds every write committed before its switch, and no txn is open at it");
+        atSwitch.Should().BeGreaterThan(previous);
+        var pastSwitch = point switch
+        {
+            CutPoint.AfterWritesPastVersionSwitch => 20,
+            CutPoint.Random => rng.Next(0, 400),
+            _ => 0,
+        };
+        if (pastSwitch > 0)
+        {
+            var deadline = DateTime.UtcNow + Bound;
+            while (Volatile.Read(ref acknowledged) < atSwitch + pastSwitch && writer.IsAlive && DateTime.UtcNow < deadline)
+            {
+                Thread.SpinWait(50); // bounded by the deadline
+            }
+
+            Volatile.Read(ref acknowledged).Should().BeGreaterThanOrEqualTo(atSwitch + pastSwitch, "the writer commits while the checkpoint's flush is frozen or under way");
+        }
+
+        if (point == CutPoint.Random)
+        {
+            device!.CutPower(freeze: true);
+            cut.TrySetResult();
+        }
+
+        await cut.Task.WaitAsync(Bound);
+        Volatile.Write(ref stopped, true);
+        var durable = Volatile.Read(ref committed);
+        var changed = await device!.ApplyLossAsync(rng, Bound);
+        output.WriteLine($"{point} seed {seed}: previous checkpoint at {previous}, defrag checkpoint at {atSwitch}, committed {durable}, {Volatile.Read(ref acknowledged)} writes acknowledged, defrag {(defrag.IsCompleted ? "done" : "not done")}, {changed} sectors rolled back");
+
+        using var reopened = await Task.Run(() => Open(dir, null)).WaitAsync(Bound);
+        var index = (int)reopened.ConsistentIndex;
+        output.WriteLine($"  reopened at consistent index {index}");
+        index.Should().BeGreaterThanOrEqualTo(durable, "a committed checkpoint survives the cut");
+        index.Should().BeOneOf([previous, atSwitch], "recovery finds a checkpoint's state, nothing of the next version");
+        if (point is CutPoint.AtVersionSwitch or CutPoint.AfterWritesPastVersionSwitch)
+        {
+            index.Should().Be(previous, "the defrag's checkpoint never finished its flush, so its metadata was never written");
+        }
+
+        reopened.CurrentRevision.Should().Be(index + 1);
+        CheckpointDamageSweepTests.Describe(reopened).Should().Equal(CheckpointDamageSweepTests.Expected(index), "the store holds exactly the state at its consistent index {0}", index);
+    }
+
+    [Fact]
+    public async Task Writes_committed_while_the_defrag_checkpoint_completes_are_replayable_and_a_later_checkpoint_keeps_them()
+    {
+        var dir = _tmp.Sub("kv");
+        var store = Open(dir, null);
+        var next = 1;
+        for (; next <= 2000; next++)
+        {
+            CheckpointDamageSweepTests.Write(store, next);
+        }
+
+        var last = next - 1;
+        var writer = Task.Run(() =>
+        {
+            // Until well after the checkpoint: the next checkpoint must wait for the defrag's to finish, not fail.
+            for (var i = next; i < next + 3000; i++)
+            {
+                CheckpointDamageSweepTests.Write(store, i);
+                Volatile.Write(ref last, i);
+                if (i % 500 == 0)
+                {
+                    store.Checkpoint();
+                }
+            }
+        });
+        await store.DefragmentAsync().WaitAsync(Bound);
+        await writer.WaitAsync(Bound);
+        store.LogCompactions.Should().Be(1);
+        store.Checkpoint();
+        store.CloseWithoutCheckpoint();
+
+        using var reopened = Open(dir, null);
+        ((int)reopened.ConsistentIndex).Should().Be(last);
+        CheckpointDamageSweepTests.Describe(reopened).Should().Equal(CheckpointDamageSweepTests.Expected(last));
+    }
+
+    private static MvccStore Open(string dir, Func<IDevice, IDevice>? wrap) =>
+        MvccStore.Open(
+            new MvccStoreOptions { DataDirectory = dir, MemorySizeBits = 18, PageSizeBits = 12, SegmentSizeBits = 16, IndexBuckets = 1 << 10, WrapLogDevice = wrap },
+            NullLogger.Instance);
+}
