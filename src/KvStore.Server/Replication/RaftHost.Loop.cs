@@ -99,6 +99,9 @@ public sealed partial class RaftHost
             case ControlRequest control:
                 RunControl(node, control);
                 break;
+            case TickAdvance advance:
+                AdvanceTicks(node, advance);
+                break;
         }
     }
 
@@ -323,6 +326,7 @@ public sealed partial class RaftHost
             if (soft.Leader != 0)
             {
                 _metrics.LeaderChanges.Inc();
+                NoteFirstLeader();
             }
 
             LogLeaderChange(_lastLeader, soft.Leader, node.Term);
