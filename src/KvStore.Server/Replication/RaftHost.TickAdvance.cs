@@ -9,7 +9,7 @@ namespace KvStore.Server.Replication;
 /// elects its first leader soon after its members are connected instead of a whole election timeout later. The two
 /// ticks left are for a leader's first heartbeat: a member that rejoins a cluster with a live leader hears from it
 /// before its timer runs out and starts no election. A one-member cluster needs none of this: its only voter
-/// campaigns at its first tick (see <see cref="OnTick"/>).
+/// campaigns as soon as its membership is applied (see <see cref="CampaignIfSoleVoter"/>).
 /// </summary>
 public sealed partial class RaftHost
 {
