@@ -5,9 +5,9 @@ namespace KvStore.Server.Replication;
 
 /// <summary>
 /// --initial-election-tick-advance, as etcd's adjustTicks: a member of a multi-member cluster that has streams to more
-/// than one peer fast-forwards its election timer to two ticks short of the election timeout, so a fresh cluster
+/// than one peer fast-forwards its election timer by two ticks less than the election timeout, so a fresh cluster
 /// elects its first leader soon after its members are connected instead of a whole election timeout later. The two
-/// ticks left are for a leader's first heartbeat: a member that rejoins a cluster with a live leader hears from it
+/// ticks held back are for a leader's first heartbeat: a member that rejoins a cluster with a live leader hears from it
 /// before its timer runs out and starts no election. A one-member cluster needs none of this: its only voter
 /// campaigns as soon as its membership is applied (see <see cref="CampaignIfSoleVoter"/>).
 /// </summary>
