@@ -135,6 +135,21 @@ public sealed partial class RaftNode
     /// <summary>Advances logical time by one tick: followers may campaign, leaders send heartbeats and check quorum.</summary>
     public void Tick() => _tick();
 
+    /// <summary>
+    /// Fast-forwards logical time by <paramref name="ticks"/> ticks, with exactly the effect of that many
+    /// <see cref="Tick"/> calls (etcd's advanceTicks). A host uses it once at start so that a fresh member does not
+    /// wait out a whole election timeout before its first election; how far to advance, and when, is the host's choice.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="ticks"/> is negative.</exception>
+    public void AdvanceTicks(int ticks)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(ticks);
+        for (var i = 0; i < ticks; i++)
+        {
+            _tick();
+        }
+    }
+
     /// <summary>Starts an election now (pre-vote first when enabled), if this member is a voter.</summary>
     public void Campaign() => Hup(transfer: false);
 

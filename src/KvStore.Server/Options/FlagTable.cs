@@ -30,7 +30,7 @@ internal static class FlagTable
         N("grpc-keepalive-min-time", FlagKind.Duration, "5s"),
         N("grpc-keepalive-interval", FlagKind.Duration, "2h"),
         N("grpc-keepalive-timeout", FlagKind.Duration, "20s"),
-        N("initial-election-tick-advance", FlagKind.Bool, "true"),
+        S("initial-election-tick-advance", FlagKind.Bool, "true", (o, v) => o.InitialElectionTickAdvance = Bool(v)),
         U("socket-reuse-port", FlagKind.Bool, "false", "listeners never share a port with another process"),
         U("socket-reuse-address", FlagKind.Bool, "false", "listeners never share an address with another process"),
         U("unsafe-no-fsync", FlagKind.Bool, "false", "kvstore always syncs its WAL before acknowledging"),

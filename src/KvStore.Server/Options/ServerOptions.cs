@@ -52,6 +52,9 @@ public sealed class ServerOptions
 
     public long ElectionTimeoutMs { get; set; } = 1000;
 
+    /// <summary>--initial-election-tick-advance: fast-forward the election timer once peers are connected at start.</summary>
+    public bool InitialElectionTickAdvance { get; set; } = true;
+
     public ulong SnapshotCount { get; set; } = 100_000;
 
     /// <summary>--experimental-enable-lease-checkpoint.</summary>

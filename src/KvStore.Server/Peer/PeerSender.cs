@@ -19,6 +19,7 @@ internal sealed partial class PeerSender : IAsyncDisposable
     private readonly PeerTransportOptions _options;
     private readonly IPeerTransportHandler _handler;
     private readonly ILogger _logger;
+    private readonly Action? _onActive;
     private readonly Channel<Message> _queue;
     private readonly CancellationTokenSource _stop = new();
     private readonly Lock _lock = new();
@@ -43,9 +44,10 @@ internal sealed partial class PeerSender : IAsyncDisposable
     // When the latest heartbeat to the peer went out (a Stopwatch timestamp), 0 once its response was timed.
     private long _heartbeatSentAt;
 
-    public PeerSender(ulong peerId, IReadOnlyList<Uri> urls, PeerTransportOptions options, IPeerTransportHandler handler, ILogger logger)
+    public PeerSender(ulong peerId, IReadOnlyList<Uri> urls, PeerTransportOptions options, IPeerTransportHandler handler, ILogger logger, Action? onActive = null)
     {
         _peerId = peerId;
+        _onActive = onActive;
         _options = options;
         _handler = handler;
         _logger = logger;
@@ -315,6 +317,7 @@ internal sealed partial class PeerSender : IAsyncDisposable
         Interlocked.Exchange(ref _activeSinceTicks, DateTimeOffset.UtcNow.UtcTicks);
         Interlocked.Increment(ref _connections);
         Interlocked.Exchange(ref _connected, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+        _onActive?.Invoke();
         Log.PeerActive(_logger, _peerId, endpoint.Url);
 
         // The peer sends nothing more: the response stream ending (or failing) is how a dead stream shows up

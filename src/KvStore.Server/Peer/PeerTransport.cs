@@ -18,6 +18,7 @@ public sealed partial class PeerTransport : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<ulong, PeerSender> _peers = new();
     private readonly CancellationTokenSource _stopping = new();
+    private TaskCompletionSource _peerActivated = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _disposed;
 
     /// <summary>Creates a transport with no peers.</summary>
@@ -39,6 +40,15 @@ public sealed partial class PeerTransport : IAsyncDisposable
 
     /// <summary>IDs of the peers messages can be sent to.</summary>
     public IReadOnlyCollection<ulong> Peers => [.. _peers.Keys];
+
+    /// <summary>How many peers have a stream acknowledged right now (etcd's ActivePeers).</summary>
+    public int ActivePeers => _peers.Values.Count(p => p.ActiveSince is not null);
+
+    /// <summary>
+    /// Completes when the next stream to any peer is acknowledged. Take it before reading <see cref="ActivePeers"/>,
+    /// so an activation in between is not missed.
+    /// </summary>
+    public Task NextPeerActive => Volatile.Read(ref _peerActivated).Task;
 
     /// <summary>Cancelled when the transport stops; ends incoming streams so the host can shut down.</summary>
     internal CancellationToken Stopping => _stopping.Token;
@@ -107,7 +117,7 @@ public sealed partial class PeerTransport : IAsyncDisposable
         var sender = _peers.GetOrAdd(peerId, id =>
         {
             added = true;
-            return new PeerSender(id, urls, Options, _handler, _logger);
+            return new PeerSender(id, urls, Options, _handler, _logger, OnPeerActive);
         });
         if (added)
         {
@@ -183,6 +193,9 @@ public sealed partial class PeerTransport : IAsyncDisposable
 
     /// <summary>Ends incoming streams now (the host is stopping); senders stop in <see cref="DisposeAsync"/>.</summary>
     internal void BeginStop() => _stopping.Cancel();
+
+    private void OnPeerActive() =>
+        Interlocked.Exchange(ref _peerActivated, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
 
     internal PeerSender? Sender(ulong peerId) => _peers.TryGetValue(peerId, out var sender) ? sender : null;
 

@@ -33,8 +33,12 @@ public sealed record PeerTransportOptions
     /// <summary>First reconnection delay; doubles on each failure up to <see cref="MaxBackoff"/>.</summary>
     public TimeSpan MinBackoff { get; init; } = TimeSpan.FromMilliseconds(50);
 
-    /// <summary>Largest reconnection delay.</summary>
-    public TimeSpan MaxBackoff { get; init; } = TimeSpan.FromSeconds(2);
+    /// <summary>
+    /// Largest reconnection delay. Short, as etcd's stream reader (it retries every 100 ms): members of a new cluster
+    /// start seconds apart, and a longer delay left a member waiting up to that long after its peer was listening,
+    /// which delayed the first election. A failed connect to a loopback or LAN peer costs next to nothing.
+    /// </summary>
+    public TimeSpan MaxBackoff { get; init; } = TimeSpan.FromMilliseconds(100);
 
     /// <summary>Time allowed to open a TCP (and TLS) connection and to get the peer's acknowledgement of a new stream.</summary>
     public TimeSpan DialTimeout { get; init; } = TimeSpan.FromSeconds(2);

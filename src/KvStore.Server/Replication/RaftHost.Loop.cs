@@ -99,6 +99,9 @@ public sealed partial class RaftHost
             case ControlRequest control:
                 RunControl(node, control);
                 break;
+            case TickAdvance advance:
+                AdvanceTicks(node, advance);
+                break;
         }
     }
 
@@ -146,14 +149,23 @@ public sealed partial class RaftHost
         node.ReadIndex(context);
     }
 
-    private void OnTick(RaftNode node)
+    /// <summary>
+    /// The only voter cannot lose an election, so it need not wait out an election timeout first (etcd fast-forwards
+    /// the election ticks of a one-member cluster for the same reason); this was most of a single member's start-up
+    /// time. It campaigns as soon as its committed membership is applied: right after the Ready that hands it out at
+    /// start, or at a later tick.
+    /// </summary>
+    private static void CampaignIfSoleVoter(RaftNode node)
     {
-        // The only voter cannot lose an election, so it need not wait out an election timeout first (etcd fast-forwards
-        // the election ticks of a one-member cluster the same way); this was most of a single member's start-up time.
         if (node.Leader == 0 && node.IsPromotable && node.AppliedIndex >= node.CommitIndex && node.ConfState.Voters.Count == 1)
         {
             node.Campaign();
         }
+    }
+
+    private void OnTick(RaftNode node)
+    {
+        CampaignIfSoleVoter(node);
 
         // Unanswered reads are asked again (a forwarded ReadIndex may be lost); abandoned ones are dropped.
         if (_readsInFlight.Count > 0)
@@ -283,6 +295,10 @@ public sealed partial class RaftHost
         }
 
         node.Advance(rd);
+        if (rd.CommittedEntries.Count > 0)
+        {
+            CampaignIfSoleVoter(node);
+        }
     }
 
     /// <summary>etcd's raft line for a role change ("8e9e05c52164694d became leader at term 2"), with the term as a field.</summary>
@@ -323,6 +339,7 @@ public sealed partial class RaftHost
             if (soft.Leader != 0)
             {
                 _metrics.LeaderChanges.Inc();
+                NoteFirstLeader();
             }
 
             LogLeaderChange(_lastLeader, soft.Leader, node.Term);

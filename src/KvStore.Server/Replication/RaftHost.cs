@@ -293,6 +293,8 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         _loopTask = Task.Factory.StartNew(RunLoopAsync, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap();
         _applyTask = Task.Factory.StartNew(RunApplyLoopAsync, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap();
         _tickTask = RunTickerAsync(TimeSpan.FromMilliseconds(heartbeat));
+        var members = _membership.Members.Count > 0 ? _membership.Members.Count : InitialMembers().Count;
+        _ = AdvanceElectionTicksAsync(electionTick, members, heartbeat);
         _ = PublishAsync();
         return Task.CompletedTask;
     }

@@ -99,7 +99,8 @@ internal sealed class ClusterMemberHost : IAsyncDisposable
         ulong snapshotCount = 100_000,
         ulong clusterId = 0,
         ulong catchUpEntries = RaftHost.SnapshotCatchUpEntries,
-        long electionTimeoutMs = 200)
+        long electionTimeoutMs = 200,
+        bool initialElectionTickAdvance = true)
     {
         var options = new ServerOptions
         {
@@ -110,6 +111,7 @@ internal sealed class ClusterMemberHost : IAsyncDisposable
             InitialClusterToken = "test-token",
             HeartbeatIntervalMs = 20,
             ElectionTimeoutMs = electionTimeoutMs,
+            InitialElectionTickAdvance = initialElectionTickAdvance,
             SnapshotCount = snapshotCount,
             AdvertiseClientUrls = [new Uri($"http://127.0.0.1:{port + 10000}")],
             InitialAdvertisePeerUrls = [new Uri($"http://127.0.0.1:{port}")],
@@ -259,13 +261,26 @@ internal sealed class TestCluster : IAsyncDisposable
 
     public string Root => _root;
 
-    public static async Task<TestCluster> StartAsync(int size, ulong snapshotCount = 100_000, ulong catchUpEntries = RaftHost.SnapshotCatchUpEntries)
+    public static async Task<TestCluster> StartAsync(
+        int size,
+        ulong snapshotCount = 100_000,
+        ulong catchUpEntries = RaftHost.SnapshotCatchUpEntries,
+        long electionTimeoutMs = 200,
+        bool initialElectionTickAdvance = true)
     {
         var root = Path.Combine(Path.GetTempPath(), "kvstore-cluster-" + Guid.NewGuid().ToString("N")[..8]);
         var ports = LoopbackPorts.Take(size);
         var initial = string.Join(',', ports.Select((p, i) => $"m{i}=http://127.0.0.1:{p}"));
         var members = await Task.WhenAll(ports.Select((p, i) =>
-            ClusterMemberHost.StartAsync($"m{i}", Path.Combine(root, $"m{i}"), p, initial, snapshotCount: snapshotCount, catchUpEntries: catchUpEntries)));
+            ClusterMemberHost.StartAsync(
+                $"m{i}",
+                Path.Combine(root, $"m{i}"),
+                p,
+                initial,
+                snapshotCount: snapshotCount,
+                catchUpEntries: catchUpEntries,
+                electionTimeoutMs: electionTimeoutMs,
+                initialElectionTickAdvance: initialElectionTickAdvance)));
         var cluster = new TestCluster(root, [.. members], initial);
         await cluster.WaitForLeaderAsync();
         return cluster;

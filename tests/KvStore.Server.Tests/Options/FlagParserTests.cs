@@ -155,6 +155,17 @@ public sealed class FlagParserTests
         FluentActions.Invoking(() => Parse("--experimental-corrupt-check-time=-1s")).Should().Throw<OptionsException>()
             .WithMessage("error verifying flags, --experimental-corrupt-check-time must not be negative");
 
+    [Theory]
+    [InlineData(new string[0], true)]
+    [InlineData(new[] { "--initial-election-tick-advance=false" }, false)]
+    [InlineData(new[] { "--initial-election-tick-advance" }, true)]
+    public void Initial_election_tick_advance_is_on_by_default_and_takes_effect_without_a_warning(string[] args, bool expected)
+    {
+        var options = Parse(args);
+        options.InitialElectionTickAdvance.Should().Be(expected);
+        options.Warnings.Should().BeEmpty();
+    }
+
     [Fact]
     public void No_effect_flags_are_accepted_with_a_warning()
     {
