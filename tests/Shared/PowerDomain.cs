@@ -13,6 +13,7 @@ public sealed class PowerDomain
     private readonly List<PowerLossDevice> _devices = [];
     private bool _cut;
     private bool _freeze;
+    private bool _released;
 
     public bool IsCut
     {
@@ -34,6 +35,11 @@ public sealed class PowerDomain
             if (_cut)
             {
                 device.CutPower(_freeze);
+            }
+
+            if (_released)
+            {
+                device.ReleaseDiscarding();
             }
 
             _devices.Add(device);
@@ -62,6 +68,22 @@ public sealed class PowerDomain
             {
                 device.CutPower(freeze);
             }
+        }
+    }
+
+    /// <summary><see cref="PowerLossDevice.ReleaseDiscarding"/> on every device, and on those wrapped from now on.</summary>
+    public void ReleaseDiscarding()
+    {
+        PowerLossDevice[] devices;
+        lock (_lock)
+        {
+            _released = true;
+            devices = [.. _devices];
+        }
+
+        foreach (var device in devices)
+        {
+            device.ReleaseDiscarding();
         }
     }
 
