@@ -212,8 +212,7 @@ internal static class DataLogCheck
     /// </summary>
     private static (long Begin, long End)? LatestLogCheckpoint(string checkpointDir)
     {
-        using var manager = new DeviceLogCommitCheckpointManager(
-            new LocalStorageNamedDeviceFactory(), new DefaultCheckpointNamingScheme(new DirectoryInfo(checkpointDir).FullName));
+        using var manager = CheckpointFiles.OpenManager(checkpointDir);
         foreach (var token in manager.GetLogCheckpointTokens())
         {
             try

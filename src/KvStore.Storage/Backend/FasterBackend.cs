@@ -28,6 +28,7 @@ internal sealed unsafe class FasterBackend : IDisposable
     private readonly FasterKV<SpanByte, SpanByte> _kv;
     private readonly IDevice _device;
     private readonly string _checkpointDir;
+    private readonly DeviceLogCommitCheckpointManager _checkpoints; // FasterKV does not dispose a manager it is given
     private readonly SpanByteFunctions<Empty> _functions = new AppendOnlyFunctions();
     private readonly int _segmentBits;
     private readonly int _pageBits;
@@ -36,7 +37,9 @@ internal sealed unsafe class FasterBackend : IDisposable
     private Dictionary<byte[], byte[]?>? _recoveredRecords; // every key's latest record as the checked log files hold it
 
     /// <param name="wrapLogDevice">Tests only: wraps the log device (power-cut simulation); null in the server.</param>
-    public FasterBackend(string dataDirectory, long indexBuckets, int memoryBits, int pageBits, int segmentBits, ILogger logger, Func<IDevice, IDevice>? wrapLogDevice = null)
+    /// <param name="wrapCheckpointDevice">Tests only: wraps each checkpoint file's device (power-cut simulation); null in the server.</param>
+    public FasterBackend(string dataDirectory, long indexBuckets, int memoryBits, int pageBits, int segmentBits, ILogger logger,
+        Func<IDevice, IDevice>? wrapLogDevice = null, Func<IDevice, IDevice>? wrapCheckpointDevice = null)
     {
         _checkpointDir = Path.Combine(dataDirectory, "checkpoints");
         _segmentBits = segmentBits;
@@ -49,6 +52,7 @@ internal sealed unsafe class FasterBackend : IDisposable
             _device = wrapLogDevice(_device);
         }
 
+        _checkpoints = CheckpointFiles.OpenManager(_checkpointDir, wrapCheckpointDevice);
         var settings = new FasterKVSettings<SpanByte, SpanByte>
         {
             IndexSize = indexBuckets * 64,
@@ -56,8 +60,7 @@ internal sealed unsafe class FasterBackend : IDisposable
             MemorySize = 1L << memoryBits,
             PageSize = 1L << pageBits,
             SegmentSize = 1L << segmentBits,
-            CheckpointDir = _checkpointDir,
-            RemoveOutdatedCheckpoints = true,
+            CheckpointManager = _checkpoints,
             TryRecoverLatest = false,
         };
         _kv = new FasterKV<SpanByte, SpanByte>(settings);
@@ -517,6 +520,7 @@ internal sealed unsafe class FasterBackend : IDisposable
     {
         WaitForCheckpointInFlight();
         _kv.Dispose();
+        _checkpoints.Dispose();
         _device.Dispose();
     }
 }

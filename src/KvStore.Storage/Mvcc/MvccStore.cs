@@ -60,7 +60,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
         _options = options;
         _dataDirectory = Path.GetFullPath(options.DataDirectory);
         DurableDirectory.Create(_dataDirectory);
-        _backend = new FasterBackend(_dataDirectory, options.IndexBuckets, options.MemorySizeBits, options.PageSizeBits, options.SegmentSizeBits, logger, options.WrapLogDevice);
+        _backend = new FasterBackend(_dataDirectory, options.IndexBuckets, options.MemorySizeBits, options.PageSizeBits, options.SegmentSizeBits, logger, options.WrapLogDevice, options.WrapCheckpointDevice);
         _writerSession = _backend.NewSession();
         _logCompactionMinBytes = options.LogCompactionMinBytes;
     }

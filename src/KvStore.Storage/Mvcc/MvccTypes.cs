@@ -93,4 +93,7 @@ public sealed class MvccStoreOptions
 
     /// <summary>Tests only: wraps the FasterKV log device (power-cut simulation); null in the server.</summary>
     internal Func<FASTER.core.IDevice, FASTER.core.IDevice>? WrapLogDevice { get; init; }
+
+    /// <summary>Tests only: wraps each device a FasterKV checkpoint file goes through (power-cut simulation); null in the server.</summary>
+    internal Func<FASTER.core.IDevice, FASTER.core.IDevice>? WrapCheckpointDevice { get; init; }
 }

@@ -8,9 +8,10 @@ namespace KvStore.Server.Tests.Cluster;
 
 /// <summary>
 /// Power cuts of members of a running 3-member cluster (one follower, the leader, all three at once) while clients
-/// write through every member. Each member's WAL and MVCC store run over <see cref="PowerLossDevice"/>: at the cut,
-/// writes the disk had not confirmed are dropped or torn at sector granularity, the member is abandoned as a dead
-/// machine leaves it (no shutdown, no checkpoint), and it restarts from what reached the disk. Every acknowledged
+/// write through every member. Each member's WAL and MVCC store (its log and checkpoint files) run over
+/// <see cref="PowerLossDevice"/>s on one <see cref="PowerDomain"/>: at the cut, writes the disk had not confirmed are
+/// dropped or torn at sector granularity, the member is abandoned as a dead machine leaves it (no shutdown, no
+/// checkpoint), and it restarts from what reached the disk. Every acknowledged
 /// write must then be on every member, and all members must converge to the same revision and HashKV.
 /// </summary>
 public sealed class ClusterPowerLossTests(ITestOutputHelper output)
@@ -193,17 +194,15 @@ public sealed class ClusterPowerLossTests(ITestOutputHelper output)
     private static Task<FullServer> WaitLeaderAsync(PoweredMember?[] members) =>
         FullServer.WaitLeaderAsync(members.Select(m => m!.Server).ToList());
 
-    /// <summary>A member (<see cref="FullServer"/>) whose WAL and store run on devices that can lose power.</summary>
+    /// <summary>A member (<see cref="FullServer"/>) whose WAL and store (log and checkpoint files) run on devices that lose power together.</summary>
     private sealed class PoweredMember : IAsyncDisposable
     {
-        private readonly PowerLossDevice _walDevice;
-        private readonly PowerLossDevice _storeDevice;
+        private readonly PowerDomain _power;
 
-        private PoweredMember(FullServer server, PowerLossDevice walDevice, PowerLossDevice storeDevice, string dataDir)
+        private PoweredMember(FullServer server, PowerDomain power, string dataDir)
         {
             Server = server;
-            _walDevice = walDevice;
-            _storeDevice = storeDevice;
+            _power = power;
             DataDir = dataDir;
         }
 
@@ -213,20 +212,19 @@ public sealed class ClusterPowerLossTests(ITestOutputHelper output)
 
         public string DataDir { get; }
 
-        public bool IsCut => _walDevice.IsCut;
+        public bool IsCut => _power.IsCut;
 
-        public bool WritesInFlight => _walDevice.InFlight + _storeDevice.InFlight > 0;
+        public bool WritesInFlight => _power.InFlight() > 0;
 
         /// <summary>Disk writes that had not completed when the power was cut.</summary>
         public int InFlightAtCut { get; private set; }
 
         public static async Task<PoweredMember> StartAsync(string dataDir, int i, int peerPort, int clientPort, string initialCluster)
         {
-            PowerLossDevice? walDevice = null;
-            PowerLossDevice? storeDevice = null;
-            var storage = new MemberStorage(dataDir, inner => walDevice = new PowerLossDevice(inner), inner => storeDevice = new PowerLossDevice(inner));
+            var power = new PowerDomain();
+            var storage = new MemberStorage(dataDir, power.Wrap, power.Wrap, power.Wrap);
             var server = await FullServer.StartAsync(Path.GetDirectoryName(dataDir)!, i, peerPort, clientPort, initialCluster, storage: storage);
-            return new PoweredMember(server, walDevice!, storeDevice!, dataDir);
+            return new PoweredMember(server, power, dataDir);
         }
 
         public async Task PutAsync(string key, string value, CancellationToken cancellationToken)
@@ -238,26 +236,20 @@ public sealed class ClusterPowerLossTests(ITestOutputHelper output)
                 timeout.Token);
         }
 
-        /// <summary>The machine stops: from now on nothing reaches either disk and nothing the disks had not confirmed completes.</summary>
+        /// <summary>The machine stops: from now on nothing reaches its disk and nothing the disk had not confirmed completes.</summary>
         public void CutPower()
         {
-            _walDevice.CutPower(freeze: true);
-            _storeDevice.CutPower(freeze: true);
-            InFlightAtCut = _walDevice.InFlight + _storeDevice.InFlight;
+            _power.CutPower(freeze: true);
+            InFlightAtCut = _power.InFlight();
         }
 
         public Task AbandonAsync() => Server.AbandonAsync();
 
         /// <summary>Rewrites the files as the power cut left them; returns how many sectors were rolled back.</summary>
-        public async Task<int> ApplyLossAsync(Random rng) =>
-            await _walDevice.ApplyLossAsync(rng, Bound) + await _storeDevice.ApplyLossAsync(rng, Bound);
+        public Task<int> ApplyLossAsync(Random rng) => _power.ApplyLossAsync(rng, Bound);
 
         /// <summary>After the restart on a copy: the dead member's frozen storage lets its threads finish into nothing.</summary>
-        public void ReleaseDiscarding()
-        {
-            _walDevice.ReleaseDiscarding();
-            _storeDevice.ReleaseDiscarding();
-        }
+        public void ReleaseDiscarding() => _power.ReleaseDiscarding();
 
         public ValueTask DisposeAsync() => Server.DisposeAsync();
     }

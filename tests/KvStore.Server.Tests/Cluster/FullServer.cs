@@ -84,6 +84,7 @@ internal sealed class FullServer : IAsyncDisposable
                 PageSizeBits = 16,
                 IndexBuckets = 1 << 12,
                 WrapLogDevice = storage?.WrapStoreDevice,
+                WrapCheckpointDevice = storage?.WrapStoreCheckpointDevice,
             },
             NullLogger.Instance);
         var app = ServerHost.Build(options, identity, store, wal, Serilog.Core.Logger.None);
@@ -153,5 +154,12 @@ internal sealed class FullServer : IAsyncDisposable
     private static CancellationTokenSource Timeout() => new(TimeSpan.FromSeconds(30));
 }
 
-/// <summary>Test hooks for a member's storage: its data dir, and wrappers around its WAL's and its store's log devices.</summary>
-internal sealed record MemberStorage(string? DataDir = null, Func<FASTER.core.IDevice, FASTER.core.IDevice>? WrapWalDevice = null, Func<FASTER.core.IDevice, FASTER.core.IDevice>? WrapStoreDevice = null);
+/// <summary>
+/// Test hooks for a member's storage: its data dir, and wrappers around its WAL's and its store's log devices and
+/// its store's checkpoint file devices.
+/// </summary>
+internal sealed record MemberStorage(
+    string? DataDir = null,
+    Func<FASTER.core.IDevice, FASTER.core.IDevice>? WrapWalDevice = null,
+    Func<FASTER.core.IDevice, FASTER.core.IDevice>? WrapStoreDevice = null,
+    Func<FASTER.core.IDevice, FASTER.core.IDevice>? WrapStoreCheckpointDevice = null);

@@ -6,12 +6,13 @@ using Xunit.Abstractions;
 namespace KvStore.Storage.Tests.PowerLoss;
 
 /// <summary>
-/// The MVCC store's FasterKV log over <see cref="PowerLossDevice"/>: writes and fold-over checkpoints run while the
-/// power is cut at a random moment with log writes in flight (a checkpoint's flush among them), which then reach the
-/// disk whole, torn at a sector, or not at all. The store must then open at a consistent index no lower than the last
-/// checkpoint that completed, holding exactly the state the writes up to that index made (the WAL replays the rest),
-/// or refuse naming its directory; it must never open with missing or altered data. The checkpoint metadata and
-/// index files are written through FasterKV's own devices, not this one, so only the log's writes are lost here.
+/// The MVCC store's FasterKV files over <see cref="PowerLossDevice"/>s on one <see cref="PowerDomain"/>: the log, and
+/// every checkpoint file (index table, index and log checkpoint metadata). Writes and fold-over checkpoints run while
+/// the power is cut at a random moment with writes in flight, in half the cuts to the log and in the other half to a
+/// checkpoint's own files; every write in flight at the cut, on any of the files, then reaches the disk whole, torn
+/// at a sector, or not at all. The store must then open at a consistent index no lower than the last checkpoint that
+/// completed, holding exactly the state the writes up to that index made (the WAL replays the rest), or refuse naming
+/// its directory; it must never open with missing or altered data.
 /// </summary>
 public sealed class MvccCheckpointPowerLossTests(ITestOutputHelper output) : IDisposable
 {
@@ -30,8 +31,9 @@ public sealed class MvccCheckpointPowerLossTests(ITestOutputHelper output) : IDi
         var dir = _tmp.Sub("kv");
         for (var cut = 0; cut < 2; cut++)
         {
-            PowerLossDevice? device = null;
-            var store = Open(dir, inner => device = new PowerLossDevice(inner));
+            var power = new PowerDomain();
+            PowerLossDevice? log = null;
+            var store = Open(dir, inner => log = power.Wrap(inner), power.Wrap);
             var next = (int)store.ConsistentIndex + 1;
 
             // One writer: batches of writes, each followed by a checkpoint; the cut comes after a few checkpoints,
@@ -39,19 +41,22 @@ public sealed class MvccCheckpointPowerLossTests(ITestOutputHelper output) : IDi
             var checkpointed = (int)store.ConsistentIndex;
             var checkpoints = 0;
             var checkpointsBeforeCut = rng.Next(1, 6);
+            // Half the cuts wait for a write to the log in flight, half for one to a checkpoint file (which, the
+            // index table being written whole each time, would otherwise take nearly every cut).
+            Func<PowerLossDevice, bool> cutDuring = rng.Next(2) == 0 ? d => d == log : d => d != log;
             // A thread of its own: after the cut it may wait forever on a flush that never completes.
             var writerRng = new Random(rng.Next());
             var writer = new Thread(() =>
             {
-                for (var batch = 0; batch < 1000 && !device!.IsCut; batch++)
+                for (var batch = 0; batch < 1000 && !power.IsCut; batch++)
                 {
-                    for (var k = writerRng.Next(5, 60); k > 0 && !device.IsCut; k--)
+                    for (var k = writerRng.Next(5, 60); k > 0 && !power.IsCut; k--)
                     {
                         CheckpointDamageSweepTests.Write(store, next++);
                     }
 
                     store.Checkpoint();
-                    if (!device.IsCut)
+                    if (!power.IsCut)
                     {
                         Volatile.Write(ref checkpointed, (int)store.ConsistentIndex);
                         Interlocked.Increment(ref checkpoints);
@@ -61,20 +66,21 @@ public sealed class MvccCheckpointPowerLossTests(ITestOutputHelper output) : IDi
             writer.Start();
 
             var deadline = DateTime.UtcNow + Bound;
-            while ((Volatile.Read(ref checkpoints) < checkpointsBeforeCut || device!.InFlight == 0) && writer.IsAlive && DateTime.UtcNow < deadline)
+            while ((Volatile.Read(ref checkpoints) < checkpointsBeforeCut || power.InFlight(cutDuring) == 0) && writer.IsAlive && DateTime.UtcNow < deadline)
             {
                 Thread.SpinWait(50); // looking for a moment with writes in flight; bounded by the deadline
             }
 
             // The machine stops: the store is abandoned as a dead process would leave it (not closed, no checkpoint).
-            device!.CutPower(freeze: true);
-            var inFlight = device.InFlight;
+            power.CutPower(freeze: true);
+            var logInFlight = log!.InFlight;
+            var checkpointInFlight = power.InFlight(d => d != log);
             var durable = Volatile.Read(ref checkpointed);
-            var changed = await device.ApplyLossAsync(rng, Bound);
-            output.WriteLine($"cut {cut}: {checkpoints} checkpoints completed (last at index {durable}), {next - 1} writes, {inFlight} log writes in flight, {changed} sectors rolled back");
+            var changed = await power.ApplyLossAsync(rng, Bound);
+            output.WriteLine($"cut {cut}: {checkpoints} checkpoints completed (last at index {durable}), {next - 1} writes, {logInFlight} log and {checkpointInFlight} checkpoint file writes in flight, {changed} sectors rolled back");
 
             // Restart from what reached the disk.
-            using var reopened = await Task.Run(() => Open(dir, null)).WaitAsync(Bound);
+            using var reopened = await Task.Run(() => Open(dir, null, null)).WaitAsync(Bound);
             var index = (int)reopened.ConsistentIndex;
             output.WriteLine($"  reopened at consistent index {index}");
             index.Should().BeGreaterThanOrEqualTo(durable, "a checkpoint that completed survives the power cut (seed {0}, cut {1})", seed, cut);
@@ -83,8 +89,12 @@ public sealed class MvccCheckpointPowerLossTests(ITestOutputHelper output) : IDi
         }
     }
 
-    private static MvccStore Open(string dir, Func<FASTER.core.IDevice, FASTER.core.IDevice>? wrap) =>
+    private static MvccStore Open(string dir, Func<FASTER.core.IDevice, FASTER.core.IDevice>? wrapLog, Func<FASTER.core.IDevice, FASTER.core.IDevice>? wrapCheckpoint) =>
         MvccStore.Open(
-            new MvccStoreOptions { DataDirectory = dir, MemorySizeBits = 16, PageSizeBits = 12, SegmentSizeBits = 20, IndexBuckets = 1 << 8, WrapLogDevice = wrap },
+            new MvccStoreOptions
+            {
+                DataDirectory = dir, MemorySizeBits = 16, PageSizeBits = 12, SegmentSizeBits = 20, IndexBuckets = 1 << 8,
+                WrapLogDevice = wrapLog, WrapCheckpointDevice = wrapCheckpoint,
+            },
             NullLogger.Instance);
 }
