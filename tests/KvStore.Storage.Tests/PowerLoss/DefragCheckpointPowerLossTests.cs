@@ -11,10 +11,9 @@ namespace KvStore.Storage.Tests.PowerLoss;
 /// switch: from then on the writer commits txns while the checkpoint's last flush and metadata are still being written.
 /// A writer commits txns throughout (raft index i = write i, see <see cref="CheckpointDamageSweepTests.Write"/>); the
 /// power goes (log writes in flight frozen, then dropped or torn at sector granularity) at a chosen point of that
-/// checkpoint. On restart the store must hold exactly the state at its consistent index, and that index must be the
-/// last checkpoint known to be committed at the cut (the raft log keeps every entry after it until the applier's next
-/// checkpoint, so no acknowledged write is lost) — the previous checkpoint while the defrag's was not committed, the
-/// defrag's once it was.
+/// checkpoint. On restart the store must hold exactly the state at its consistent index, and that index must be one
+/// of the two checkpoints and no older than the last one known to be committed at the cut (the raft log keeps every
+/// entry after it until the applier's next checkpoint, so no acknowledged write is lost).
 /// </summary>
 public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : IDisposable
 {
@@ -166,11 +165,9 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
         var index = (int)reopened.ConsistentIndex;
         output.WriteLine($"  reopened at consistent index {index}");
         index.Should().BeGreaterThanOrEqualTo(durable, "a committed checkpoint survives the cut");
+        // Either checkpoint may be found even when the cut came at the switch: when the defrag's own flushes left its
+        // final flush nothing to write, its metadata reaches the disk before this test sees the commit.
         index.Should().BeOneOf([previous, atSwitch], "recovery finds a checkpoint's state, nothing of the next version");
-        if (point is CutPoint.AtVersionSwitch or CutPoint.AfterWritesPastVersionSwitch)
-        {
-            index.Should().Be(previous, "the defrag's checkpoint never finished its flush, so its metadata was never written");
-        }
 
         reopened.CurrentRevision.Should().Be(index + 1);
         CheckpointDamageSweepTests.Describe(reopened).Should().Equal(CheckpointDamageSweepTests.Expected(index), "the store holds exactly the state at its consistent index {0}", index);
