@@ -34,4 +34,40 @@ public static class DurableDirectory
 
     /// <summary>fsyncs <paramref name="directory"/>, making the names created or renamed in it durable.</summary>
     public static void Sync(string directory) => NativeFile.SyncDirectory(directory);
+
+    /// <summary>
+    /// fsyncs every directory below <paramref name="root"/>, deepest first, then the root itself: the names of files
+    /// and directories a library created in there (without syncing their parents) become durable. A directory removed
+    /// meanwhile (an outdated checkpoint being deleted) is skipped.
+    /// </summary>
+    public static void SyncTree(string root)
+    {
+        SyncChildren(root);
+        NativeFile.SyncDirectory(root);
+    }
+
+    private static void SyncChildren(string directory)
+    {
+        string[] children;
+        try
+        {
+            children = Directory.GetDirectories(directory);
+        }
+        catch (DirectoryNotFoundException)
+        {
+            return;
+        }
+
+        foreach (var child in children)
+        {
+            SyncChildren(child);
+            try
+            {
+                NativeFile.SyncDirectory(child);
+            }
+            catch (IOException) when (!Directory.Exists(child))
+            {
+            }
+        }
+    }
 }

@@ -9,8 +9,12 @@ internal static partial class NativeFile
     // architectures (x64's 0x10000 is O_DIRECT on arm64, which a directory refuses with EINVAL).
     private const int ORdOnly = 0;
 
+    /// <summary>Tests: told each directory synced.</summary>
+    internal static Action<string>? SyncedForTest { get; set; }
+
     public static void SyncDirectory(string path)
     {
+        SyncedForTest?.Invoke(path);
         if (!OperatingSystem.IsLinux())
         {
             return;

@@ -439,6 +439,8 @@ internal sealed unsafe class FasterBackend : IDisposable
         {
             throw new IOException($"FasterKV checkpoint into '{_checkpointDir}' failed");
         }
+
+        SyncNewNames();
     }
 
     /// <summary>
@@ -453,6 +455,20 @@ internal sealed unsafe class FasterBackend : IDisposable
         {
             throw new IOException($"FasterKV index checkpoint into '{_checkpointDir}' failed");
         }
+
+        SyncNewNames();
+    }
+
+    /// <summary>
+    /// FASTER creates a checkpoint's directories and files, and new log segment files, without syncing their parent
+    /// directories; once the raft log is truncated behind a checkpoint, losing one of those names in a power cut would
+    /// lose acknowledged writes. So every completed checkpoint makes the names under the checkpoint directory and the
+    /// data directory (segment files) durable before it counts as taken.
+    /// </summary>
+    private void SyncNewNames()
+    {
+        DurableDirectory.SyncTree(_checkpointDir);
+        DurableDirectory.Sync(Path.GetDirectoryName(_checkpointDir)!);
     }
 
     /// <summary>A durable fold-over checkpoint of the log alone; recovery pairs it with the last index checkpoint.</summary>
@@ -478,7 +494,8 @@ internal sealed unsafe class FasterBackend : IDisposable
 
         // Runs the state machine on this thread up to the flush it waits for (past the version switch, normally).
         var completion = _kv.CompleteCheckpointAsync().AsTask();
-        Volatile.Write(ref _checkpointInFlight, completion);
+        var durable = SyncNewNamesAfter(completion);
+        Volatile.Write(ref _checkpointInFlight, durable);
         Task.WaitAny(switched.Task, completion);
         _phases.Disarm();
         if (completion.IsFaulted)
@@ -486,8 +503,20 @@ internal sealed unsafe class FasterBackend : IDisposable
             throw new IOException($"FasterKV log checkpoint into '{_checkpointDir}' failed", completion.Exception);
         }
 
-        return completion;
+        return durable;
     }
+
+    // (A continuation, not an async method: this class is compiled unsafe, where await is not allowed.)
+    private Task SyncNewNamesAfter(Task checkpoint) =>
+        checkpoint.ContinueWith(
+            done =>
+            {
+                done.GetAwaiter().GetResult(); // a failed checkpoint stays failed, names unsynced
+                SyncNewNames();
+            },
+            CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default);
 
     /// <summary>The phases the last <see cref="BeginLogCheckpoint"/> went through up to its version switch, with when.</summary>
     public string LastVersionSwitchPhases => _phases.Reached;
