@@ -32,10 +32,14 @@ namespace KvStore.Server.Hosting;
 /// </summary>
 public static class ServerHost
 {
+    /// <summary>Thread-pool threads the pool starts at once, without waiting for its starvation check.</summary>
+    private const int MinThreadPoolThreads = 32;
+
     /// <summary>Runs the member; returns the process exit code.</summary>
     public static async Task<int> RunAsync(ServerOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
+        ReserveThreadPoolThreads();
         using var serilog = Logging.Create(options);
         using var loggerFactory = LoggerFactory.Create(b => b.AddSerilog(serilog));
         var logger = loggerFactory.CreateLogger("kvstore");
@@ -296,6 +300,19 @@ public static class ServerHost
             metrics.CurrentRevision.Set(current.CurrentRevision);
             metrics.CompactRevision.Set(current.CompactRevision);
         });
+    }
+
+    /// <summary>
+    /// FASTER writes its log pages and the WAL through FileStream, whose asynchronous writes on Linux are synchronous
+    /// writes on thread-pool threads, each holding its thread until the disk is done (O_SYNC). A checkpoint or a
+    /// defragment hands over many page writes at once; with the default minimum (one thread per core) the WAL's writes,
+    /// the apply loop and the gRPC handlers then queue behind them until the pool adds threads, one about every half
+    /// second (docs/storage.md has the measurements).
+    /// </summary>
+    private static void ReserveThreadPoolThreads()
+    {
+        ThreadPool.GetMinThreads(out var workers, out var completionPorts);
+        ThreadPool.SetMinThreads(Math.Max(workers, MinThreadPoolThreads), completionPorts);
     }
 
     private static FileStream LockDataDir(string memberDir)

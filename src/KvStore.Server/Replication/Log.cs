@@ -17,9 +17,6 @@ internal static partial class Log
     [LoggerMessage(EventId = 1404, Level = LogLevel.Information, Message = "snapshot at applied index {Index}: store checkpointed, raft log compacted through {CompactIndex}")]
     public static partial void Snapshotted(ILogger logger, ulong index, ulong compactIndex);
 
-    [LoggerMessage(EventId = 1415, Level = LogLevel.Information, Message = "snapshot at applied index {Index} deferred: the store is compacting its log (a defrag), checkpoint after it")]
-    public static partial void SnapshotDeferred(ILogger logger, ulong index);
-
     [LoggerMessage(EventId = 1405, Level = LogLevel.Information, Message = "sending snapshot {Index}/{Term} (store at index {StoreIndex}, {Bytes} bytes) to {Peer}")]
     public static partial void SendingSnapshot(ILogger logger, ulong index, ulong term, ulong storeIndex, long bytes, string peer);
 

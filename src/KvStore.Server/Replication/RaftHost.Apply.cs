@@ -15,7 +15,9 @@ public sealed partial class RaftHost
     private static readonly TimeSpan SlowApplyThreshold = TimeSpan.FromMilliseconds(100);
 
     private ulong _appliedSinceSnapshot;
-    private bool _snapshotDeferred;
+
+    // The --snapshot-count checkpoint being written while apply goes on (one at a time); completed when none is.
+    private Task _snapshotInFlight = Task.CompletedTask;
 
     private async Task RunApplyLoopAsync()
     {
@@ -88,24 +90,12 @@ public sealed partial class RaftHost
         Interlocked.Exchange(ref _appliedSignal, NewSignal()).TrySetResult();
 
         _appliedSinceSnapshot += (ulong)entries.Count;
-        if (_appliedSinceSnapshot >= Math.Max(1, _options.SnapshotCount))
+        if (_appliedSinceSnapshot >= Math.Max(1, _options.SnapshotCount) && _snapshotInFlight.IsCompleted)
         {
-            if (store.IsCompactingLog)
-            {
-                // A defrag is copying the log forward: a checkpoint now would stall apply while it flushes those copies.
-                // Deferred to the first batch after it (the raft log keeps every entry until then, so nothing is lost).
-                if (!_snapshotDeferred)
-                {
-                    _snapshotDeferred = true;
-                    Log.SnapshotDeferred(_logger, store.ConsistentIndex);
-                }
-
-                return;
-            }
-
-            _snapshotDeferred = false;
+            // While the previous one is still being written the count goes on, and the next batch starts it.
             _appliedSinceSnapshot = 0;
-            await SnapshotAsync(store);
+            _snapshotInFlight = SnapshotAsync(store);
+            _ = _snapshotInFlight.ContinueWith(failed => Fail(failed.Exception!.GetBaseException()), CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
         }
     }
 
@@ -288,17 +278,19 @@ public sealed partial class RaftHost
     }
 
     /// <summary>
-    /// Every --snapshot-count applied entries: checkpoint the store (data + consistent index), record a raft snapshot
-    /// marker at the applied index with the membership as of it, and drop the log behind it, keeping
-    /// <see cref="SnapshotCatchUpEntries"/> entries for followers that are a little behind.
+    /// Every --snapshot-count applied entries, while apply goes on: checkpoint the store (data + consistent index),
+    /// holding write txns off only for the checkpoint's version switch; once it is durable, record a raft snapshot
+    /// marker at the index it holds, with the membership as of that index (read from the store's member table at the
+    /// switch), and drop the log behind it, keeping <see cref="SnapshotCatchUpEntries"/> entries for followers that
+    /// are a little behind. The raft log keeps every entry until then, so a crash meanwhile replays them.
     /// </summary>
     private async Task SnapshotAsync(MvccStore store)
     {
-        var index = store.ConsistentIndex;
         var started = Stopwatch.GetTimestamp();
-        store.Checkpoint();
+        var membership = new Membership();
+        var index = await store.CheckpointWhileWritingAsync(() => membership.Load(store));
         _metrics.SnapshotSave.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
-        _raftLog.CreateSnapshot(index, _membership.ToConfState());
+        _raftLog.CreateSnapshot(index, membership.ToConfState());
         await _raftLog.SyncAsync();
         var compactIndex = index > CatchUpEntries ? index - CatchUpEntries : 0;
         if (compactIndex > 0)
@@ -307,6 +299,19 @@ public sealed partial class RaftHost
         }
 
         Log.Snapshotted(_logger, index, compactIndex);
+    }
+
+    /// <summary>Waits for a --snapshot-count checkpoint still being written; its failure was reported when it failed.</summary>
+    private async Task WaitForSnapshotInFlightAsync()
+    {
+        try
+        {
+            await _snapshotInFlight;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // Reported through Fail by its continuation.
+        }
     }
 
     /// <summary>
@@ -365,6 +370,8 @@ public sealed partial class RaftHost
             var meta = install.Snapshot.Metadata;
             Log.InstallingSnapshot(_logger, meta.Index, meta.Term, install.FilePath);
             var store = Store;
+            // The raft log must not record a snapshot of the old state after the installed one.
+            await WaitForSnapshotInFlightAsync();
             store.RestoreFrom(install.FilePath);
             _raftLog.ApplySnapshot(install.Snapshot);
             await _raftLog.SyncAsync();

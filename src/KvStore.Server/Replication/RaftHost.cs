@@ -325,6 +325,7 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
             FailAllWaiters(EtcdErrors.Stopped);
         }
 
+        await WaitForSnapshotInFlightAsync();
         if (loopsEnded && !_failed)
         {
             var store = Store;

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics;
 using FASTER.core;
 using Microsoft.Extensions.Logging;
 
@@ -82,17 +83,29 @@ internal sealed unsafe class FasterBackend : IDisposable
     public void ShiftReadOnlyAddress(long address) => _kv.Log.ShiftReadOnlyAddress(address, wait: true);
 
     /// <summary>
-    /// <see cref="ShiftReadOnlyAddress"/> in steps of at most stepBytes, each flushed before the next is issued: the
-    /// mutable region can hold hundreds of MB, and handing it to the disk at once queues the WAL's fsyncs behind it.
+    /// <see cref="FlushPaced"/> in steps of at most stepBytes: the mutable region can hold hundreds of MB, and handing
+    /// it to the disk at once queues the WAL's fsyncs behind all of it.
     /// </summary>
     public void FlushInSteps(long address, long stepBytes)
     {
         for (var next = _kv.Log.ReadOnlyAddress + stepBytes; next < address; next += stepBytes)
         {
-            _kv.Log.ShiftReadOnlyAddress(next, wait: true);
+            FlushPaced(next);
         }
 
+        FlushPaced(address);
+    }
+
+    /// <summary>
+    /// Background flushes (a checkpoint's, a log compaction's copies) leave the disk to the WAL at least half the time:
+    /// flushes up to address (<see cref="ShiftReadOnlyAddress"/>), then waits as long as that took. A WAL fsync that
+    /// arrives meanwhile queues behind one step at most, however much there is to flush.
+    /// </summary>
+    public void FlushPaced(long address)
+    {
+        var started = Stopwatch.GetTimestamp();
         _kv.Log.ShiftReadOnlyAddress(address, wait: true);
+        Thread.Sleep(Stopwatch.GetElapsedTime(started));
     }
 
     /// <summary>Drops the in-memory pages below address (flushed already, see <see cref="ShiftReadOnlyAddress"/>); reads of them go to disk.</summary>

@@ -31,12 +31,7 @@ public sealed partial class MvccStore
     {
         ArgumentNullException.ThrowIfNull(export);
         ObjectDisposedException.ThrowIf(_disposed, this);
-        lock (_physicalGate)
-        {
-            var done = _physical.ContinueWith(_ => ExportOnChain(export), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
-            _physical = done.ContinueWith(_ => { }, TaskScheduler.Default);
-            return done;
-        }
+        return RunOnMaintenanceChain(() => ExportOnChain(export));
     }
 
     /// <summary>

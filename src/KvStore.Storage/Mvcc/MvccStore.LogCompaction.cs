@@ -12,20 +12,14 @@ namespace KvStore.Storage.Mvcc;
 /// </summary>
 public sealed partial class MvccStore
 {
-    private const long FlushEveryBytes = 16L << 20;
+    // One page: a WAL fsync never queues behind more than one step of a background flush.
+    private const long FlushEveryBytes = 4L << 20;
 
     private readonly long _logCompactionMinBytes;
 
     // Log bytes per live byte measured right after the last log compaction (record headers, alignment, page slack).
     private double _footprintRatio = 2.0;
     private int _logCompactions;
-    private int _logCompactionsRunning;
-
-    /// <summary>
-    /// True while a log compaction (defrag or background) runs: it ends with its own checkpoint, so the raft host defers
-    /// its periodic checkpoint instead of stalling apply to flush copies the compaction is still making.
-    /// </summary>
-    public bool IsCompactingLog => Volatile.Read(ref _logCompactionsRunning) > 0;
 
     /// <summary>How many log compactions ran (tests).</summary>
     internal int LogCompactions => Volatile.Read(ref _logCompactions);
@@ -41,7 +35,7 @@ public sealed partial class MvccStore
 
     internal void CheckpointAfterCompactionForTest()
     {
-        CheckpointAfterCompaction();
+        CheckpointWhileWriting(atSwitch: null, out _);
         _backend.WaitForSegmentsBelowBeginDeleted(TimeSpan.FromSeconds(10));
     }
 
@@ -53,48 +47,30 @@ public sealed partial class MvccStore
     public Task DefragmentAsync()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        lock (_physicalGate)
+        return RunOnMaintenanceChain(() =>
         {
-            var done = _physical.ContinueWith(
-                _ =>
-                {
-                    var before = DbSizeBytes;
-                    var took = System.Diagnostics.Stopwatch.StartNew();
-                    TimeSpan compacted, blocked;
-                    Interlocked.Increment(ref _logCompactionsRunning);
-                    try
-                    {
-                        CompactLog();
-                        compacted = took.Elapsed;
-                        blocked = CheckpointAfterCompaction();
-                    }
-                    finally
-                    {
-                        Interlocked.Decrement(ref _logCompactionsRunning);
-                    }
+            var before = DbSizeBytes;
+            var took = System.Diagnostics.Stopwatch.StartNew();
+            CompactLog();
+            var compacted = took.Elapsed;
+            var blocked = CheckpointWhileWriting(atSwitch: null, out _);
 
-                    var checkpointed = took.Elapsed;
-                    if (!_backend.WaitForSegmentsBelowBeginDeleted(TimeSpan.FromSeconds(10)))
-                    {
-                        _logger.LogWarning("Defragment: segment files below the begin address are not deleted yet");
-                    }
+            var checkpointed = took.Elapsed;
+            if (!_backend.WaitForSegmentsBelowBeginDeleted(TimeSpan.FromSeconds(10)))
+            {
+                _logger.LogWarning("Defragment: segment files below the begin address are not deleted yet");
+            }
 
-                    _logger.LogInformation(
-                        "Defragmented: {Before} -> {After} bytes on disk in {Seconds:F2}s (log compaction {Compaction:F2}s, checkpoint {Checkpoint:F2}s with writes held off {Blocked:F3}s, old segment files deleted {Deleted:F2}s after it)",
-                        before,
-                        DbSizeBytes,
-                        took.Elapsed.TotalSeconds,
-                        compacted.TotalSeconds,
-                        (checkpointed - compacted).TotalSeconds,
-                        blocked.TotalSeconds,
-                        (took.Elapsed - checkpointed).TotalSeconds);
-                },
-                CancellationToken.None,
-                TaskContinuationOptions.None,
-                TaskScheduler.Default);
-            _physical = done.ContinueWith(_ => { }, TaskScheduler.Default);
-            return done;
-        }
+            _logger.LogInformation(
+                "Defragmented: {Before} -> {After} bytes on disk in {Seconds:F2}s (log compaction {Compaction:F2}s, checkpoint {Checkpoint:F2}s with writes held off {Blocked:F3}s, old segment files deleted {Deleted:F2}s after it)",
+                before,
+                DbSizeBytes,
+                took.Elapsed.TotalSeconds,
+                compacted.TotalSeconds,
+                (checkpointed - compacted).TotalSeconds,
+                blocked.TotalSeconds,
+                (took.Elapsed - checkpointed).TotalSeconds);
+        });
     }
 
     /// <summary>After physical deletes: compacts the log when its estimated garbage is large enough.</summary>
@@ -113,11 +89,10 @@ public sealed partial class MvccStore
             return;
         }
 
-        Interlocked.Increment(ref _logCompactionsRunning);
         try
         {
             CompactLog();
-            CheckpointAfterCompaction();
+            CheckpointWhileWriting(atSwitch: null, out _);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
@@ -125,62 +100,8 @@ public sealed partial class MvccStore
             _logger.LogWarning(ex, "background FasterKV log compaction failed");
             return;
         }
-        finally
-        {
-            Interlocked.Decrement(ref _logCompactionsRunning);
-        }
 
         _backend.WaitForSegmentsBelowBeginDeleted(TimeSpan.FromSeconds(10));
-    }
-
-    /// <summary>
-    /// The checkpoint that makes a log compaction durable, with writes held off as briefly as possible: the records
-    /// compacted forward (possibly hundreds of MB) are flushed and the hash index (which the copies rewrote) is
-    /// checkpointed while writes go on. The log checkpoint must begin between write txns, so that its version holds
-    /// whole txns only; writes are held off until its version switch (a txn after it lies wholly in the next version,
-    /// past the checkpoint's final address), not while its last flush and metadata reach the disk. Nothing depends on
-    /// the checkpoint before it is durable: the raft log is truncated only after a checkpoint the applier takes, and a
-    /// crash before the commit recovers the previous checkpoint with every file still there. Returns how long write
-    /// txns were held off.
-    /// </summary>
-    private TimeSpan CheckpointAfterCompaction()
-    {
-        var step = System.Diagnostics.Stopwatch.StartNew();
-        _backend.FlushInSteps(_backend.LogTailAddress, FlushEveryBytes);
-        var flushed = step.Elapsed;
-        _backend.CheckpointIndex();
-        var indexed = step.Elapsed;
-        // The index checkpoint can take seconds while writes go on: flush what they appended meanwhile before the gate.
-        _backend.ShiftReadOnlyAddress(_backend.LogTailAddress);
-        var flushedAgain = step.Elapsed;
-        Task durable;
-        ulong index;
-        long revision;
-        _txnGate.Wait();
-        var held = System.Diagnostics.Stopwatch.StartNew();
-        try
-        {
-            durable = _backend.BeginLogCheckpoint();
-            (index, revision) = (ConsistentIndex, CurrentRevision);
-            held.Stop();
-        }
-        finally
-        {
-            _txnGate.Release();
-        }
-
-        durable.GetAwaiter().GetResult();
-        _logger.LogInformation(
-            "Checkpoint taken at consistent index {Index}, revision {Revision} (log flushed {Flush:F3}s, index checkpoint {IndexCheckpoint:F3}s, second flush {Flush2:F3}s, log checkpoint durable {Durable:F3}s later, writes held off {Held:F3}s of it: {Phases})",
-            index,
-            revision,
-            flushed.TotalSeconds,
-            (indexed - flushed).TotalSeconds,
-            (flushedAgain - indexed).TotalSeconds,
-            (step.Elapsed - flushedAgain).TotalSeconds,
-            held.Elapsed.TotalSeconds,
-            _backend.LastVersionSwitchPhases);
-        return held.Elapsed;
     }
 
     /// <summary>
@@ -241,9 +162,9 @@ public sealed partial class MvccStore
                 copied += record.Length + 17;
                 if (copied - flushed >= FlushEveryBytes)
                 {
-                    // Flushed as they go: a checkpoint the applier takes meanwhile (every --snapshot-count entries)
-                    // must not find hundreds of MB of copies to flush while it holds up apply.
-                    _backend.ShiftReadOnlyAddress(_backend.LogTailAddress);
+                    // Flushed as they go, paced: the copy can outrun the disk many times over, and the WAL's fsyncs
+                    // would queue behind everything it handed over at once.
+                    _backend.FlushPaced(_backend.LogTailAddress);
                     flushed = copied;
                 }
             }

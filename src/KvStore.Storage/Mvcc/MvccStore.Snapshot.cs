@@ -32,12 +32,7 @@ public sealed partial class MvccStore
         ArgumentNullException.ThrowIfNull(directory);
         ObjectDisposedException.ThrowIf(_disposed, this);
         Directory.CreateDirectory(directory);
-        lock (_physicalGate)
-        {
-            var done = _physical.ContinueWith(_ => WriteSnapshotFile(Path.GetFullPath(directory)), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
-            _physical = done.ContinueWith(_ => { }, TaskScheduler.Default);
-            return done;
-        }
+        return RunOnMaintenanceChain(() => WriteSnapshotFile(Path.GetFullPath(directory)));
     }
 
     /// <summary>
@@ -80,14 +75,7 @@ public sealed partial class MvccStore
 
         // On the maintenance chain: no physical compaction, log compaction or snapshot dump runs on the old backend
         // while it is replaced, and the ones scheduled later run on the new one.
-        Task done;
-        lock (_physicalGate)
-        {
-            done = _physical.ContinueWith(_ => RestoreInPlace(snapshotFile), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
-            _physical = done.ContinueWith(_ => { }, TaskScheduler.Default);
-        }
-
-        done.GetAwaiter().GetResult();
+        RunOnMaintenanceChain(() => RestoreInPlace(snapshotFile)).GetAwaiter().GetResult();
     }
 
     private void RestoreInPlace(string snapshotFile)

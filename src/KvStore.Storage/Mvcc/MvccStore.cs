@@ -150,43 +150,6 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
         return _openTxn;
     }
 
-    /// <summary>
-    /// Durable FasterKV checkpoint (fold-over: the log is flushed and its metadata saved) holding data, meta
-    /// buckets and the state record (consistent index, revisions). Call between txns, from the writer (another
-    /// thread's call waits for the open txn to close; from the server's maintenance path prefer <see cref="DefragmentAsync"/>).
-    /// </summary>
-    public void Checkpoint()
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        if (_openTxn is not null)
-        {
-            throw new InvalidOperationException("Checkpoint must not run while a write txn is open");
-        }
-
-        _txnGate.Wait();
-        try
-        {
-            CheckpointBetweenTxns();
-        }
-        finally
-        {
-            _txnGate.Release();
-        }
-    }
-
-    /// <summary>Checkpoint with the txn gate held; deletes log segments the checkpoint made obsolete.</summary>
-    private void CheckpointBetweenTxns()
-    {
-        _backend.Checkpoint();
-        _lastCheckpoint = CheckpointFingerprint();
-
-        _logger.LogInformation("Checkpoint taken at consistent index {Index}, revision {Revision}", ConsistentIndex, CurrentRevision);
-    }
-
-    /// <summary>What a checkpoint captured: every committed write saves the state record; other writes move the log's ends.</summary>
-    private (long StateSaves, long Begin, long Tail) CheckpointFingerprint() =>
-        (Interlocked.Read(ref _stateSaves), _backend.LogBeginAddress, _backend.LogTailAddress);
-
     public IEnumerable<KeyValuePair<byte[], byte[]>> ReadMeta(string bucket)
     {
         lock (_meta)

@@ -7,8 +7,9 @@ using Xunit.Abstractions;
 namespace KvStore.Storage.Tests.PowerLoss;
 
 /// <summary>
-/// Power cuts inside the final log checkpoint of a defragmentation, which holds writes off only until its version
-/// switch: from then on the writer commits txns while the checkpoint's last flush and metadata are still being written.
+/// Power cuts inside the checkpoints that hold writes off only until their version switch — the final log checkpoint of
+/// a defragmentation, and the raft host's periodic checkpoint (<see cref="MvccStore.CheckpointWhileWritingAsync"/>):
+/// from then on the writer commits txns while the checkpoint's last flush and metadata are still being written.
 /// A writer commits txns throughout (raft index i = write i, see <see cref="CheckpointDamageSweepTests.Write"/>); the
 /// power goes (log writes in flight frozen, then dropped or torn at sector granularity) at a chosen point of that
 /// checkpoint. On restart the store must hold exactly the state at its consistent index, and that index must be one
@@ -38,14 +39,26 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
         Random,
     }
 
-    public static TheoryData<CutPoint, int> Cases()
+    public enum Checkpointer
     {
-        var cases = new TheoryData<CutPoint, int>();
-        foreach (var point in Enum.GetValues<CutPoint>())
+        /// <summary><see cref="MvccStore.DefragmentAsync"/>: a log compaction, then its checkpoint.</summary>
+        Defragment,
+
+        /// <summary><see cref="MvccStore.CheckpointWhileWritingAsync"/>: the checkpoint alone.</summary>
+        WhileWriting,
+    }
+
+    public static TheoryData<Checkpointer, CutPoint, int> Cases()
+    {
+        var cases = new TheoryData<Checkpointer, CutPoint, int>();
+        foreach (var checkpointer in Enum.GetValues<Checkpointer>())
         {
-            foreach (var seed in point == CutPoint.Random ? [1, 2, 3, 4, 5, 6] : new[] { 1, 2 })
+            foreach (var point in Enum.GetValues<CutPoint>())
             {
-                cases.Add(point, seed);
+                foreach (var seed in point == CutPoint.Random ? [1, 2, 3, 4, 5, 6] : new[] { 1, 2 })
+                {
+                    cases.Add(checkpointer, point, seed);
+                }
             }
         }
 
@@ -56,7 +69,7 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public async Task A_power_cut_inside_the_defrag_checkpoint_loses_no_checkpointed_write_and_leaves_an_exact_state(CutPoint point, int seed)
+    public async Task A_power_cut_inside_a_checkpoint_past_its_version_switch_loses_no_checkpointed_write_and_leaves_an_exact_state(Checkpointer checkpointer, CutPoint point, int seed)
     {
         var rng = new Random(seed);
         var dir = _tmp.Sub("kv");
@@ -75,7 +88,7 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
 
         var acknowledged = 0;          // last write committed by the writer
         var stopped = false;
-        var atSwitch = -1;             // consistent index the defrag's checkpoint holds (writes are held off at its switch)
+        var atSwitch = -1;             // consistent index the new checkpoint holds (writes are held off at its switch)
         var ackAtSwitch = -1;
         var committed = previous;      // last checkpoint whose metadata is committed
         var cut = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -122,13 +135,16 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
             {
                 CheckpointDamageSweepTests.Write(store, i);
                 Volatile.Write(ref acknowledged, i);
-                Thread.Yield(); // lets the defrag take the txn gate between writes, as the applier's batches do
+                Thread.Yield(); // lets the checkpoint take the txn gate between writes, as the applier's batches do
             }
-        }) { IsBackground = true, Name = $"defrag-power-loss-{point}-{seed}" };
+        }) { IsBackground = true, Name = $"checkpoint-power-loss-{checkpointer}-{point}-{seed}" };
         writer.Start();
 
-        // The defrag runs on the store's background chain; after a cut it may never finish (the machine is gone).
-        var defrag = store.DefragmentAsync();
+        // Both run on the store's background chain; after a cut they may never finish (the machine is gone).
+        var seenAtSwitch = -1;
+        var checkpoint = checkpointer == Checkpointer.Defragment
+            ? store.DefragmentAsync()
+            : store.CheckpointWhileWritingAsync(() => seenAtSwitch = (int)store.ConsistentIndex);
         await switched.Task.WaitAsync(Bound);
         atSwitch.Should().Be(ackAtSwitch, "the checkpoint's version holds every write committed before its switch, and no txn is open at it");
         atSwitch.Should().BeGreaterThan(previous);
@@ -159,14 +175,22 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
         Volatile.Write(ref stopped, true);
         var durable = Volatile.Read(ref committed);
         var changed = await device!.ApplyLossAsync(rng, Bound);
-        output.WriteLine($"{point} seed {seed}: previous checkpoint at {previous}, defrag checkpoint at {atSwitch}, committed {durable}, {Volatile.Read(ref acknowledged)} writes acknowledged, defrag {(defrag.IsCompleted ? "done" : "not done")}, {changed} sectors rolled back");
+        output.WriteLine($"{checkpointer} {point} seed {seed}: previous checkpoint at {previous}, new checkpoint at {atSwitch}, committed {durable}, {Volatile.Read(ref acknowledged)} writes acknowledged, checkpoint {(checkpoint.IsCompleted ? "done" : "not done")}, {changed} sectors rolled back");
+        if (checkpointer == Checkpointer.WhileWriting)
+        {
+            seenAtSwitch.Should().Be(atSwitch, "the caller's callback runs at the version switch, seeing the state the checkpoint holds");
+            if (checkpoint.IsCompletedSuccessfully)
+            {
+                (await (Task<ulong>)checkpoint).Should().Be((ulong)atSwitch, "the checkpoint reports the consistent index it holds");
+            }
+        }
 
         using var reopened = await Task.Run(() => Open(dir, null)).WaitAsync(Bound);
         var index = (int)reopened.ConsistentIndex;
         output.WriteLine($"  reopened at consistent index {index}");
         index.Should().BeGreaterThanOrEqualTo(durable, "a committed checkpoint survives the cut");
-        // Either checkpoint may be found even when the cut came at the switch: when the defrag's own flushes left its
-        // final flush nothing to write, its metadata reaches the disk before this test sees the commit.
+        // Either checkpoint may be found even when the cut came at the switch: when the checkpoint's own paced flushes
+        // left its final flush nothing to write, its metadata reaches the disk before this test sees the commit.
         index.Should().BeOneOf([previous, atSwitch], "recovery finds a checkpoint's state, nothing of the next version");
 
         reopened.CurrentRevision.Should().Be(index + 1);
