@@ -20,27 +20,39 @@ public sealed partial class DocCommandTests(ITestOutputHelper output) : IDisposa
     public async Task Install_md_publish_profiles_produce_the_documented_self_contained_binaries()
     {
         var commands = Lines(Block(Doc("install.md"), "Build a release binary")).ToList();
-        commands.Should().HaveCount(2);
+        commands.Should().HaveCount(3);
         var dotnet = Tools.Require("dotnet", "dotnet-sdk-10.0");
         foreach (var line in commands)
         {
-            // "dotnet publish <project> -c Release -p:PublishProfile=<rid>   # <output binary>": the profile's settings,
-            // evaluated without the (network-bound, minutes-long) self-contained publish itself.
+            // "dotnet publish <project> -c Release -p:PublishProfile=<profile>   # <output binary>": the profile's settings,
+            // evaluated without the (network-bound, minutes-long) self-contained publish itself. A profile named <rid>-aot
+            // is Native AOT for <rid>; the others are ReadyToRun single-file binaries for the runtime they are named after.
             var m = PublishLine().Match(line);
             m.Success.Should().BeTrue("an install.md publish line: {0}", line);
-            var rid = m.Groups["profile"].Value;
+            var profile = m.Groups["profile"].Value;
+            var aot = profile.EndsWith("-aot", StringComparison.Ordinal);
             var result = await Tools.RunAsync(
                 dotnet,
-                ["msbuild", m.Groups["project"].Value, "-nologo", "-p:Configuration=Release", "-p:PublishProfile=" + rid,
-                    "-getProperty:PublishDir", "-getProperty:RuntimeIdentifier", "-getProperty:SelfContained", "-getProperty:PublishSingleFile", "-getProperty:PublishReadyToRun"],
+                ["msbuild", m.Groups["project"].Value, "-nologo", "-p:Configuration=Release", "-p:PublishProfile=" + profile,
+                    "-getProperty:PublishDir", "-getProperty:RuntimeIdentifier", "-getProperty:SelfContained", "-getProperty:PublishSingleFile",
+                    "-getProperty:PublishReadyToRun", "-getProperty:PublishAot"],
                 timeout: TimeSpan.FromMinutes(3),
                 workingDirectory: ServerProcess.RepoRoot);
             result.ExitCode.Should().Be(0, result.ToString());
             var properties = JsonDocument.Parse(result.Stdout).RootElement.GetProperty("Properties");
-            properties.GetProperty("RuntimeIdentifier").GetString().Should().Be(rid);
+            properties.GetProperty("RuntimeIdentifier").GetString().Should().Be(aot ? profile[..^"-aot".Length] : profile);
             properties.GetProperty("SelfContained").GetString().Should().Be("true");
-            properties.GetProperty("PublishSingleFile").GetString().Should().Be("true");
-            properties.GetProperty("PublishReadyToRun").GetString().Should().Be("true", "install.md says the binary is precompiled");
+            if (aot)
+            {
+                properties.GetProperty("PublishAot").GetString().Should().Be("true", "install.md says {0} is compiled ahead of time", profile);
+            }
+            else
+            {
+                properties.GetProperty("PublishAot").GetString().Should().NotBe("true");
+                properties.GetProperty("PublishSingleFile").GetString().Should().Be("true");
+                properties.GetProperty("PublishReadyToRun").GetString().Should().Be("true", "install.md says the binary is precompiled");
+            }
+
             var binary = Path.GetFullPath(Path.Combine(properties.GetProperty("PublishDir").GetString()!, "kvstore"));
             binary.Should().Be(Path.Combine(ServerProcess.RepoRoot, m.Groups["output"].Value));
         }

@@ -226,7 +226,7 @@ public static class JsonGateway
 
     private static string ReasonPhrases(int status) => Microsoft.AspNetCore.WebUtilities.ReasonPhrases.GetReasonPhrase(status);
 
-    private static string Quote(string text) => System.Text.Json.JsonSerializer.Serialize(text);
+    private static string Quote(string text) => System.Text.Json.JsonSerializer.Serialize(text, GatewayJson.Default.String);
 
     private static Method<IMessage, IMessage> GrpcMethod(MethodDescriptor descriptor, MethodType type) => new(
         type,
@@ -235,3 +235,7 @@ public static class JsonGateway
         Marshallers.Create<IMessage>(m => m.ToByteArray(), bytes => descriptor.InputType.Parser.ParseFrom(bytes)),
         Marshallers.Create<IMessage>(m => m.ToByteArray(), bytes => descriptor.OutputType.Parser.ParseFrom(bytes)));
 }
+
+/// <summary>Source-generated JSON for the gateway's quoted strings (no reflection at run time, so native AOT builds serve them too).</summary>
+[System.Text.Json.Serialization.JsonSerializable(typeof(string))]
+internal sealed partial class GatewayJson : System.Text.Json.Serialization.JsonSerializerContext;

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using KvStore.Server.Options;
 using KvStore.Storage;
 
@@ -102,7 +103,7 @@ public sealed record MemberIdentity(ulong MemberId, ulong ClusterId, string Name
             return null;
         }
 
-        var stored = JsonSerializer.Deserialize<StoredIdentity>(File.ReadAllBytes(path))
+        var stored = JsonSerializer.Deserialize(File.ReadAllBytes(path), IdentityJson.Default.StoredIdentity)
             ?? throw new InvalidDataException($"{path} is empty");
         var cluster = InitialCluster.Parse(options.InitialCluster);
         var ownUrls = cluster.TryGetValue(options.Name, out var urls) ? urls.Order(StringComparer.Ordinal).ToArray() : stored.PeerUrls;
@@ -133,7 +134,7 @@ public sealed record MemberIdentity(ulong MemberId, ulong ClusterId, string Name
         var temp = path + ".tmp";
         using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
         {
-            JsonSerializer.Serialize(stream, record);
+            JsonSerializer.Serialize(stream, record, IdentityJson.Default.StoredIdentity);
             stream.Flush(flushToDisk: true);
         }
 
@@ -144,8 +145,12 @@ public sealed record MemberIdentity(ulong MemberId, ulong ClusterId, string Name
 
     private static ulong First8(byte[] hash) => BinaryPrimitives.ReadUInt64BigEndian(hash);
 
-    private sealed record StoredIdentity(string MemberId, string ClusterId, string Name, string[] PeerUrls, KnownPeer[]? Peers = null);
+    internal sealed record StoredIdentity(string MemberId, string ClusterId, string Name, string[] PeerUrls, KnownPeer[]? Peers = null);
 }
 
 /// <summary>Another member as the cluster described it when this member joined (see <see cref="MemberIdentity.Peers"/>).</summary>
 public sealed record KnownPeer(ulong Id, string Name, IReadOnlyList<string> PeerUrls, bool IsLearner);
+
+/// <summary>Source-generated JSON for identity.json (no reflection at run time, so native AOT builds read it too).</summary>
+[JsonSerializable(typeof(MemberIdentity.StoredIdentity))]
+internal sealed partial class IdentityJson : JsonSerializerContext;

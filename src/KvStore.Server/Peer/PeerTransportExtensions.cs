@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using Grpc.AspNetCore.Server;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -11,6 +12,10 @@ namespace KvStore.Server.Peer;
 /// <summary>Hosting of the peer transport: registration and mapping on the peer listener only.</summary>
 public static class PeerTransportExtensions
 {
+    /// <summary>What gRPC's MapGrpcService reaches by reflection on a service type (kept by the trimmer of a native AOT build).</summary>
+    private const DynamicallyAccessedMemberTypes GrpcServiceMembers =
+        DynamicallyAccessedMemberTypes.PublicConstructors | DynamicallyAccessedMemberTypes.PublicMethods | DynamicallyAccessedMemberTypes.NonPublicMethods;
+
     /// <summary>
     /// Registers <see cref="PeerTransport"/> (a singleton built from the two factories), gRPC, the peer service's receive
     /// limit (<see cref="PeerTransportOptions.MaxReceiveBytes"/>) and a hosted service that stops the transport — ending
@@ -48,7 +53,7 @@ public static class PeerTransportExtensions
     /// <paramref name="isPeerConnection"/> is true; on any other listener it looks like an unknown service
     /// (UNIMPLEMENTED). Every peer-only service (raft messages, cluster info for joining members) is mapped this way.
     /// </summary>
-    public static GrpcServiceEndpointConventionBuilder MapGrpcServiceOnPeerPort<TService>(this IEndpointRouteBuilder endpoints, Func<HttpContext, bool> isPeerConnection)
+    public static GrpcServiceEndpointConventionBuilder MapGrpcServiceOnPeerPort<[DynamicallyAccessedMembers(GrpcServiceMembers)] TService>(this IEndpointRouteBuilder endpoints, Func<HttpContext, bool> isPeerConnection)
         where TService : class
     {
         ArgumentNullException.ThrowIfNull(endpoints);

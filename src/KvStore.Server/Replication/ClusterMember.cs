@@ -28,11 +28,11 @@ public sealed record ClusterMember(
     }
 
     /// <summary>JSON encoding (meta value and conf-change context).</summary>
-    public byte[] Encode() => JsonSerializer.SerializeToUtf8Bytes(this);
+    public byte[] Encode() => JsonSerializer.SerializeToUtf8Bytes(this, MembershipJson.Default.ClusterMember);
 
     /// <summary>Decodes <see cref="Encode"/>'s output.</summary>
     public static ClusterMember Decode(ReadOnlySpan<byte> data) =>
-        JsonSerializer.Deserialize<ClusterMember>(data) ?? throw new InvalidDataException("empty member record");
+        JsonSerializer.Deserialize(data, MembershipJson.Default.ClusterMember) ?? throw new InvalidDataException("empty member record");
 }
 
 /// <summary>
@@ -45,9 +45,15 @@ public sealed record ConfChangeContext(
     [property: JsonPropertyName("member")] ClusterMember? Member)
 {
     /// <summary>JSON encoding.</summary>
-    public byte[] Encode() => JsonSerializer.SerializeToUtf8Bytes(this);
+    public byte[] Encode() => JsonSerializer.SerializeToUtf8Bytes(this, MembershipJson.Default.ConfChangeContext);
 
     /// <summary>Decodes <see cref="Encode"/>'s output; null for an empty context (bootstrap entries carry none).</summary>
     public static ConfChangeContext? Decode(ReadOnlySpan<byte> data) =>
-        data.IsEmpty ? null : JsonSerializer.Deserialize<ConfChangeContext>(data);
+        data.IsEmpty ? null : JsonSerializer.Deserialize(data, MembershipJson.Default.ConfChangeContext);
 }
+
+/// <summary>Source-generated JSON for the member records (no reflection at run time, so native AOT builds serve them too);
+/// the same bytes as the reflection-based serializer with default options.</summary>
+[JsonSerializable(typeof(ClusterMember))]
+[JsonSerializable(typeof(ConfChangeContext))]
+internal sealed partial class MembershipJson : JsonSerializerContext;
