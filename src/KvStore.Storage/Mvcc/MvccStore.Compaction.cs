@@ -241,7 +241,7 @@ public sealed partial class MvccStore
         }
     }
 
-    /// <summary>Revisions scheduled for physical deletion and not deleted yet. Caller holds the txn gate.</summary>
+    /// <summary>Revisions scheduled for physical deletion and not deleted yet.</summary>
     private List<Revision> PendingDeletes()
     {
         lock (_physicalGate)

@@ -245,4 +245,59 @@ public sealed class SpaceReclamationTests : IDisposable
         await Task.WhenAll(readers);
         store.Range(B("key/7"), [], default).Kvs.Single().Value.Should().Equal(B("w199"));
     }
+
+    [Fact]
+    public async Task Defragment_keeps_every_revision_of_more_keys_than_one_listing_chunk_while_a_writer_adds_keys_between_them()
+    {
+        // 10,000 keys, two revisions each: the live revisions are listed a few thousand keys at a time, and a key the
+        // listing skipped would lose its records below the new begin address.
+        const int Many = 10_000;
+        var dir = _tmp.Sub("db");
+        var store = MvccStore.Open(Options(dir), NullLogger.Instance);
+        long firstRound = 0;
+        string expected;
+        try
+        {
+            for (var round = 0; round < 2; round++)
+            {
+                for (var k = 0; k < Many; k += 500)
+                {
+                    using var txn = store.BeginWrite(++_index);
+                    for (var j = k; j < k + 500; j++)
+                    {
+                        txn.Put(B($"key/{j:D5}"), B($"r{round}-{j}"), 0);
+                    }
+
+                    txn.Commit();
+                }
+
+                firstRound = firstRound == 0 ? store.CurrentRevision : firstRound;
+            }
+
+            // Keys that sort between the listed ones, written while the defragment runs.
+            var writer = Task.Run(() =>
+            {
+                for (var j = 0; j < Many; j += 7)
+                {
+                    using var txn = store.BeginWrite(Interlocked.Increment(ref _index));
+                    txn.Put(B($"key/{j:D5}+"), B($"new-{j}"), 0);
+                    txn.Commit();
+                }
+            });
+            await store.DefragmentAsync();
+            await writer;
+            store.LogCompactions.Should().Be(1);
+            expected = Dump(store);
+        }
+        finally
+        {
+            store.Dispose();
+        }
+
+        using var reopened = MvccStore.Open(Options(dir), NullLogger.Instance);
+        Dump(reopened).Should().Be(expected);
+        var old = reopened.Range(B("key/"), B("key0"), new RangeOptions { Revision = firstRound }).Kvs;
+        old.Select(kv => Encoding.UTF8.GetString(kv.Value)).Should().Equal(Enumerable.Range(0, Many).Select(j => $"r0-{j}"), "every key's first revision survives the defragment");
+        reopened.Range(B("key/"), B("key0"), default).Kvs.Should().HaveCount(Many + ((Many + 6) / 7));
+    }
 }
