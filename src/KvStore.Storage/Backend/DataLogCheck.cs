@@ -8,7 +8,10 @@ namespace KvStore.Storage.Backend;
 /// latest log checkpoint covers, and checks what FasterKV would otherwise trust blindly: each segment file is there and
 /// long enough, each record's length fields keep it inside its page (FasterKV follows them with raw pointers, so a
 /// damaged length crashes the process during recovery instead of failing it), and each live record's checksum holds.
-/// Returns every key's latest record (null for a deletion), which the open then compares with the recovered index.
+/// Returns every key's latest record (null for a deletion), which the open then compares with the recovered index, and
+/// the checkpoints FasterKV must recover: exactly the log checkpoint checked here, and the index checkpoint it pairs
+/// with (FasterKV left to choose would list the checkpoint directories again, ordered by their times, which a
+/// checkpoint being committed or purged can change in between).
 /// Throws <see cref="InvalidDataException"/> naming the file and the address of the first damage.
 /// </summary>
 /// <remarks>
@@ -28,14 +31,14 @@ internal static class DataLogCheck
     private const int LengthMask = 0x3FFF_FFFF;
     private const int HeaderLength = 8;
 
-    public static Dictionary<byte[], byte[]?>? Read(string checkpointDir, string dataFilePrefix, int pageBits, int segmentBits)
+    public static CheckedLog? Read(string checkpointDir, string dataFilePrefix, int pageBits, int segmentBits)
     {
-        if (LatestLogCheckpoint(checkpointDir) is not { } range)
+        if (LatestCheckpoints(checkpointDir) is not { } chosen)
         {
             return null; // nothing readable: FasterKV's own recovery reports it
         }
 
-        var (begin, end) = range;
+        var (logToken, indexToken, begin, end) = chosen;
         var pageSize = 1 << pageBits;
         var latest = new Dictionary<byte[], byte[]?>(ByteArrayComparer.Instance);
         var page = new byte[pageSize];
@@ -81,7 +84,7 @@ internal static class DataLogCheck
             file?.Dispose();
         }
 
-        return latest;
+        return new CheckedLog(latest, logToken, indexToken);
     }
 
     /// <summary>
@@ -207,28 +210,58 @@ internal static class DataLogCheck
         new($"FasterKV log file '{file}' is damaged at log address {address}: {what}");
 
     /// <summary>
-    /// The begin and end addresses of the log checkpoint FasterKV will recover: the first one listed whose metadata
-    /// reads, as FasterKV chooses when asked for the latest.
+    /// The log checkpoint to recover — the first one listed whose metadata reads, as FasterKV chooses when asked for the
+    /// latest — with its begin and end addresses, and the first index checkpoint listed whose metadata reads and that
+    /// ended at or before that log checkpoint's end (FasterKV's pairing rule; none: FasterKV replays the whole log).
     /// </summary>
-    private static (long Begin, long End)? LatestLogCheckpoint(string checkpointDir)
+    private static (Guid Log, Guid Index, long Begin, long End)? LatestCheckpoints(string checkpointDir)
     {
         using var manager = CheckpointFiles.OpenManager(checkpointDir);
         foreach (var token in manager.GetLogCheckpointTokens())
         {
+            HybridLogRecoveryInfo info;
             try
             {
                 var metadata = manager.GetLogCheckpointMetadata(token, null, false, -1);
-                var info = default(HybridLogRecoveryInfo);
+                info = default;
                 using var reader = new StreamReader(new MemoryStream(metadata));
                 info.Initialize(reader);
-                return (info.beginAddress, info.finalLogicalAddress);
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
                 // FasterKV skips a checkpoint whose metadata does not read, and so does this check.
+                continue;
             }
+
+            return (token, PairedIndexCheckpoint(manager, info.finalLogicalAddress), info.beginAddress, info.finalLogicalAddress);
         }
 
         return null;
     }
+
+    private static Guid PairedIndexCheckpoint(DeviceLogCommitCheckpointManager manager, long logEnd)
+    {
+        foreach (var token in manager.GetIndexCheckpointTokens())
+        {
+            try
+            {
+                // FasterKV's index metadata is text, one field per line; the ninth is the log address it ended at.
+                using var reader = new StreamReader(new MemoryStream(manager.GetIndexCheckpointMetadata(token)));
+                var lines = Enumerable.Range(0, 9).Select(_ => reader.ReadLine()).ToArray();
+                if (long.Parse(lines[8]!, System.Globalization.CultureInfo.InvariantCulture) <= logEnd)
+                {
+                    return token;
+                }
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                // Unreadable: skipped, as FasterKV does.
+            }
+        }
+
+        return Guid.Empty;
+    }
 }
+
+/// <summary>What <see cref="DataLogCheck.Read"/> checked: every key's latest record, and the checkpoints to recover.</summary>
+internal sealed record CheckedLog(Dictionary<byte[], byte[]?> Latest, Guid LogToken, Guid IndexToken);

@@ -220,10 +220,20 @@ internal sealed unsafe class FasterBackend : IDisposable
         }
 
         // Before FasterKV reads the log: it trusts every length field it meets.
-        _recoveredRecords = DataLogCheck.Read(_checkpointDir, DataFilePrefix, _pageBits, _segmentBits);
+        var checkedLog = DataLogCheck.Read(_checkpointDir, DataFilePrefix, _pageBits, _segmentBits);
+        _recoveredRecords = checkedLog?.Latest;
         try
         {
-            _kv.Recover();
+            if (checkedLog is null)
+            {
+                _kv.Recover();
+            }
+            else
+            {
+                // Exactly the checkpoint whose log was checked (an empty index token: no index, replay the whole log).
+                _kv.Recover(checkedLog.IndexToken, checkedLog.LogToken);
+            }
+
             logger.LogInformation("FasterKV recovered from checkpoint in {Dir}", _checkpointDir);
             return true;
         }
