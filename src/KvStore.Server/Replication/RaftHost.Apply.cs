@@ -26,16 +26,15 @@ public sealed partial class RaftHost
         {
             while (await reader.WaitToReadAsync())
             {
-                while (reader.TryRead(out var item))
+                while (reader.TryRead(out var work))
                 {
-                    switch (item)
+                    if (work.Install is { } install)
                     {
-                        case IReadOnlyList<Entry> entries:
-                            await ApplyEntriesAsync(entries);
-                            break;
-                        case SnapshotInstall install:
-                            await InstallAsync(install);
-                            break;
+                        await InstallAsync(install);
+                    }
+                    else
+                    {
+                        await ApplyEntriesAsync(work.Entries);
                     }
                 }
             }
@@ -353,7 +352,7 @@ public sealed partial class RaftHost
 
         _receivedSnapshots.Clear();
         var install = new SnapshotInstall(snapshot, received.FilePath);
-        _applyQueue.Writer.TryWrite(install);
+        _applyQueue.Writer.TryWrite(new ApplyWork([], install));
         await install.Done.Task;
     }
 
@@ -413,6 +412,9 @@ public sealed partial class RaftHost
     /// in-memory state derived from the store (leases, watchers). Nothing else is applied while handlers run.
     /// </summary>
     public event Action<MvccStore>? SnapshotInstalled;
+
+    /// <summary>What the raft loop hands the apply loop, in order: committed entries, or a snapshot to install.</summary>
+    private readonly record struct ApplyWork(IReadOnlyList<Entry> Entries, SnapshotInstall? Install);
 
     /// <summary>A snapshot to install, queued behind the entries committed before it.</summary>
     private sealed class SnapshotInstall(Snapshot snapshot, string filePath)
