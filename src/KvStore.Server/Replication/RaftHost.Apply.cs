@@ -26,15 +26,16 @@ public sealed partial class RaftHost
         {
             while (await reader.WaitToReadAsync())
             {
-                while (reader.TryRead(out var work))
+                while (reader.TryRead(out var item))
                 {
-                    if (work.Install is { } install)
+                    switch (item)
                     {
-                        await InstallAsync(install);
-                    }
-                    else
-                    {
-                        await ApplyEntriesAsync(work.Entries);
+                        case IReadOnlyList<Entry> entries:
+                            await ApplyEntriesAsync(entries);
+                            break;
+                        case SnapshotInstall install:
+                            await InstallAsync(install);
+                            break;
                     }
                 }
             }
@@ -352,7 +353,7 @@ public sealed partial class RaftHost
 
         _receivedSnapshots.Clear();
         var install = new SnapshotInstall(snapshot, received.FilePath);
-        _applyQueue.Writer.TryWrite(new ApplyWork([], install));
+        _applyQueue.Writer.TryWrite(install);
         await install.Done.Task;
     }
 
@@ -412,9 +413,6 @@ public sealed partial class RaftHost
     /// in-memory state derived from the store (leases, watchers). Nothing else is applied while handlers run.
     /// </summary>
     public event Action<MvccStore>? SnapshotInstalled;
-
-    /// <summary>What the raft loop hands the apply loop, in order: committed entries, or a snapshot to install.</summary>
-    private readonly record struct ApplyWork(IReadOnlyList<Entry> Entries, SnapshotInstall? Install);
 
     /// <summary>A snapshot to install, queued behind the entries committed before it.</summary>
     private sealed class SnapshotInstall(Snapshot snapshot, string filePath)

@@ -17,7 +17,8 @@ public sealed partial class RaftHost
     private readonly Dictionary<ulong, ReadBatch> _readsInFlight = [];
     private readonly Dictionary<ulong, ClusterMember> _initialMembers = [];
     private readonly Dictionary<ulong, ReceivedSnapshot> _receivedSnapshots = [];
-    private readonly List<RaftProposal> _waitingForLeader = [];
+    private readonly List<Proposal> _waitingForLeader = [];
+    private readonly List<ControlRequest> _controlWaitingForLeader = [];
     private ReadBatch? _pendingRead;
     private ulong _nextReadContext;
     private long _ticks;
@@ -29,50 +30,25 @@ public sealed partial class RaftHost
     private async Task RunLoopAsync()
     {
         var node = _node!;
-        var inbox = _inbox;
+        var reader = _inbox.Reader;
         try
         {
             while (true)
             {
-                if (!node.HasReady() && !inbox.HasWork)
+                if (!node.HasReady() && !await reader.WaitToReadAsync())
                 {
-                    if (inbox.IsClosed)
-                    {
-                        break;
-                    }
-
-                    await inbox.WaitAsync();
-                    continue;
-                }
-
-                // Peer input first (acknowledgements move the commit index), then the rest, then a batch of proposals.
-                while (inbox.TryTakePeer(out var input))
-                {
-                    Step(node, input);
-                }
-
-                while (inbox.TryTakeWork(out var work))
-                {
-                    work!.Run(node);
-                }
-
-                if (inbox.TakeTick())
-                {
-                    _ticks++;
-                    node.Tick();
-                    OnTick(node);
-                }
-
-                if (inbox.TakeRead())
-                {
-                    IssueRead(node, Interlocked.Exchange(ref _pendingRead, null));
+                    break;
                 }
 
                 var proposals = 0;
-                while (proposals < MaxProposalsPerBatch && inbox.TryTakeProposal(out var proposal))
+                while (proposals < MaxProposalsPerBatch && reader.TryRead(out var item))
                 {
-                    proposals++;
-                    Propose(node, proposal);
+                    if (item is Proposal)
+                    {
+                        proposals++;
+                    }
+
+                    Handle(node, item);
                 }
 
                 // One Ready per round: proposals that arrived during its fsync join the next Ready (group commit).
@@ -92,28 +68,44 @@ public sealed partial class RaftHost
         }
     }
 
-    private void Step(RaftNode node, PeerInput input)
+    private void Handle(RaftNode node, object item)
     {
-        var m = input.Message;
-        if (input.Snapshot is { } snapshot)
+        switch (item)
         {
-            StepSnapshot(node, snapshot);
-        }
-        else if (m.Type == MessageType.Unreachable)
-        {
-            node.ReportUnreachable(m.From);
-        }
-        else if (m.Type == MessageType.SnapStatus)
-        {
-            node.ReportSnapshot(m.From, m.Reject ? SnapshotStatus.Failure : SnapshotStatus.Finish);
-        }
-        else
-        {
-            node.Step(m);
+            case Proposal proposal:
+                Propose(node, proposal);
+                break;
+            case Message { Type: MessageType.Unreachable } m:
+                node.ReportUnreachable(m.From);
+                break;
+            case Message { Type: MessageType.SnapStatus } m:
+                node.ReportSnapshot(m.From, m.Reject ? SnapshotStatus.Failure : SnapshotStatus.Finish);
+                break;
+            case Message m:
+                node.Step(m);
+                break;
+            case ReceivedSnapshot snapshot:
+                StepSnapshot(node, snapshot);
+                break;
+            case ReadSignal:
+                IssueRead(node, Interlocked.Exchange(ref _pendingRead, null));
+                break;
+            case TickSignal:
+                Interlocked.Exchange(ref _tickPending, 0);
+                _ticks++;
+                node.Tick();
+                OnTick(node);
+                break;
+            case ControlRequest control:
+                RunControl(node, control);
+                break;
+            case TickAdvance advance:
+                AdvanceTicks(node, advance);
+                break;
         }
     }
 
-    private void Propose(RaftNode node, RaftProposal proposal)
+    private void Propose(RaftNode node, Proposal proposal)
     {
         if (!_waiters.ContainsKey(proposal.Id))
         {
@@ -212,6 +204,13 @@ public sealed partial class RaftHost
         {
             Propose(node, proposal);
         }
+
+        var controls = _controlWaitingForLeader.ToArray();
+        _controlWaitingForLeader.Clear();
+        foreach (var control in controls)
+        {
+            RunControl(node, control);
+        }
     }
 
     private void StepSnapshot(RaftNode node, ReceivedSnapshot snapshot)
@@ -280,7 +279,7 @@ public sealed partial class RaftHost
         if (rd.CommittedEntries.Count > 0)
         {
             _state.CommittedIndex = rd.CommittedEntries[^1].Index;
-            _applyQueue.Writer.TryWrite(new ApplyWork(rd.CommittedEntries, null));
+            _applyQueue.Writer.TryWrite(rd.CommittedEntries);
         }
         else if (node.CommitIndex > _state.CommittedIndex)
         {
@@ -416,7 +415,10 @@ public sealed partial class RaftHost
             while (await timer.WaitForNextTickAsync(_stop.Token))
             {
                 // Ticks are coalesced: a loop busy with a slow fsync must not see a burst of ticks afterwards.
-                _inbox.PostTick();
+                if (Interlocked.Exchange(ref _tickPending, 1) == 0)
+                {
+                    _inbox.Writer.TryWrite(TickSignal.Instance);
+                }
             }
         }
         catch (OperationCanceledException)

@@ -115,12 +115,8 @@ public sealed partial class RaftHost
 
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(_requestTimeout);
-        var control = new ControlRequest(node => node.TransferLeadership(target));
-        if (!_inbox.Post(control))
-        {
-            throw EtcdErrors.Stopped.Exception();
-        }
-
+        var control = new ControlRequest(node => node.TransferLeadership(target), null);
+        _inbox.Writer.TryWrite(control);
         var result = await control.Result.Task.WaitAsync(timeout.Token);
         if (result is RequestResult.InvalidConfChange)
         {
@@ -160,12 +156,8 @@ public sealed partial class RaftHost
         {
             while (true)
             {
-                var control = new ControlRequest(node => ProposeChange(node, withContext, promote));
-                if (!_inbox.Post(control))
-                {
-                    throw EtcdErrors.Stopped.Exception();
-                }
-
+                var control = new ControlRequest(node => ProposeChange(node, withContext, promote), null);
+                _inbox.Writer.TryWrite(control);
                 var result = await control.Result.Task.WaitAsync(timeout.Token);
                 switch (result)
                 {
@@ -217,6 +209,12 @@ public sealed partial class RaftHost
         return node.ProposeConfChange(change);
     }
 
+    private static void RunControl(RaftNode node, ControlRequest control)
+    {
+        var result = control.Action(node);
+        control.Result.TrySetResult(result);
+    }
+
     /// <summary>
     /// Publishes this member's name and client URLs through the log once a leader is known (etcd's publish), so every
     /// member's MemberList shows them. Retried until it succeeds or the member stops.
@@ -263,11 +261,13 @@ public sealed partial class RaftHost
         }
     }
 
-    /// <summary>Work run on the raft loop with the node (conf changes, transfers), answered with the core's result.</summary>
-    private sealed class ControlRequest(Func<RaftNode, RequestResult> action) : LoopWork
+    /// <summary>Work run on the raft loop with the node (conf changes, transfers).</summary>
+    private sealed class ControlRequest(Func<RaftNode, RequestResult> action, object? state)
     {
-        public TaskCompletionSource<RequestResult> Result { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public Func<RaftNode, RequestResult> Action { get; } = action;
 
-        public override void Run(RaftNode node) => Result.TrySetResult(action(node));
+        public object? State { get; } = state;
+
+        public TaskCompletionSource<RequestResult> Result { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 }

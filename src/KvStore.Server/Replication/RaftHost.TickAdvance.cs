@@ -69,7 +69,7 @@ public sealed partial class RaftHost
                         ("election-ticks", electionTick),
                         ("election-timeout", EtcdLog.Duration(TimeSpan.FromMilliseconds(electionTick * heartbeatMs))),
                         ("active-remote-members", active));
-                    _inbox.Post(new TickAdvance(this, ticks));
+                    _inbox.Writer.TryWrite(new TickAdvance(ticks));
                     return;
                 }
 
@@ -83,11 +83,11 @@ public sealed partial class RaftHost
     }
 
     /// <summary>In the raft loop: the advance itself, the only place the core's timer is fast-forwarded.</summary>
-    private void AdvanceTicks(RaftNode node, int ticks)
+    private void AdvanceTicks(RaftNode node, TickAdvance advance)
     {
-        node.AdvanceTicks(ticks);
+        node.AdvanceTicks(advance.Ticks);
         Interlocked.Exchange(ref _ticksAtAdvance, _ticks);
-        Volatile.Write(ref _ticksAdvanced, ticks);
+        Volatile.Write(ref _ticksAdvanced, advance.Ticks);
     }
 
     /// <summary>Records the tick count at the first leader this member learns of (raft loop).</summary>
@@ -100,8 +100,5 @@ public sealed partial class RaftHost
     }
 
     /// <summary>Election ticks to fast-forward, posted to the raft loop.</summary>
-    private sealed class TickAdvance(RaftHost host, int ticks) : LoopWork
-    {
-        public override void Run(RaftNode node) => host.AdvanceTicks(node, ticks);
-    }
+    private sealed record TickAdvance(int Ticks);
 }

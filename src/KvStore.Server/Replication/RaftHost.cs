@@ -20,9 +20,9 @@ namespace KvStore.Server.Replication;
 /// <summary>
 /// Drives the Raft core for this member and puts it in the middle of the write path (docs/cluster.md):
 /// <code>
-///   ProposeAsync ── encode InternalRequest{id} ──► inbox ─┐   (RaftInbox: a queue per kind, ticks and reads as flags)
+///   ProposeAsync ── encode InternalRequest{id} ──► inbox ─┐
 ///   peer transport (DeliverAsync) ──────────────► inbox ──┤   raft loop (owns RaftNode, one logical thread):
-///   read barrier (batched ReadIndex) ────────────► inbox ──┤     drain inbox: Step / conf changes / Tick / ReadIndex / Propose (a batch)
+///   read barrier (batched ReadIndex) ────────────► inbox ──┤     drain inbox: Step / Propose (a batch) / ReadIndex / conf changes / Tick
 ///   PeriodicTimer(--heartbeat-interval) ─────────► inbox ──┘     each Ready: leader sends first; Save + ONE SyncAsync (group commit);
 ///                                                                  follower sends after the sync; committed entries → apply loop; Advance
 ///   apply loop: apply in order (skip index ≤ consistent index), complete local waiters by request id, conf changes
@@ -49,8 +49,8 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     private readonly ILogger _logger;
     private readonly IHostApplicationLifetime? _lifetime;
     private readonly Func<PeerTransport> _transportFactory;
-    private readonly RaftInbox _inbox = new();
-    private readonly Channel<ApplyWork> _applyQueue = Channel.CreateUnbounded<ApplyWork>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    private readonly Channel<object> _inbox = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<object> _applyQueue = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource<IMessage>> _waiters = new();
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource> _confWaiters = new();
     private readonly TimeSpan _requestTimeout;
@@ -65,6 +65,7 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     private Task _applyTask = Task.CompletedTask;
     private Task _tickTask = Task.CompletedTask;
     private long _nextId;
+    private int _tickPending;
     private volatile bool _stopping;
     private volatile bool _failed;
     private volatile bool _isLearner;
@@ -174,7 +175,7 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
 
         var waiter = new TaskCompletionSource<IMessage>(TaskCreationOptions.RunContinuationsAsynchronously);
         _waiters[id] = waiter;
-        if (!_inbox.Post(new RaftProposal(id, data)))
+        if (!_inbox.Writer.TryWrite(new Proposal(id, data)))
         {
             _waiters.TryRemove(id, out _);
             _metrics.ProposalsFailed.Inc();
@@ -216,7 +217,7 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         var batch = ReadBatch.Join(ref _pendingRead, out var isNew);
         if (isNew)
         {
-            _inbox.PostRead();
+            _inbox.Writer.TryWrite(ReadSignal.Instance);
         }
 
         return new ValueTask(WaitReadAsync(batch, cancellationToken));
@@ -304,7 +305,7 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         Log.Stopping(_logger);
         _stopping = true;
         await _stop.CancelAsync();
-        _inbox.Close();
+        _inbox.Writer.TryComplete();
         var loopsEnded = false;
         try
         {
@@ -339,22 +340,22 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     public ValueTask DeliverAsync(Message message, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(message);
-        return _inbox.Post(new PeerInput(message, null)) ? ValueTask.CompletedTask : ValueTask.FromException(EtcdErrors.Stopped.Exception());
+        return _inbox.Writer.TryWrite(message) ? ValueTask.CompletedTask : ValueTask.FromException(EtcdErrors.Stopped.Exception());
     }
 
     /// <inheritdoc/>
     public ValueTask DeliverSnapshotAsync(ReceivedSnapshot snapshot, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(snapshot);
-        return _inbox.Post(new PeerInput(snapshot.Message, snapshot)) ? ValueTask.CompletedTask : ValueTask.FromException(EtcdErrors.Stopped.Exception());
+        return _inbox.Writer.TryWrite(snapshot) ? ValueTask.CompletedTask : ValueTask.FromException(EtcdErrors.Stopped.Exception());
     }
 
     /// <inheritdoc/>
-    public void ReportUnreachable(ulong peerId) => _inbox.Post(new PeerInput(new Message { Type = MessageType.Unreachable, From = peerId }, null));
+    public void ReportUnreachable(ulong peerId) => _inbox.Writer.TryWrite(new Message { Type = MessageType.Unreachable, From = peerId });
 
     /// <inheritdoc/>
     public void ReportSnapshot(ulong peerId, bool success) =>
-        _inbox.Post(new PeerInput(new Message { Type = MessageType.SnapStatus, From = peerId, Reject = !success }, null));
+        _inbox.Writer.TryWrite(new Message { Type = MessageType.SnapStatus, From = peerId, Reject = !success });
 
     /// <summary>Waits until a leader is known (or the token fires).</summary>
     public async Task WaitForLeaderAsync(CancellationToken cancellationToken)
@@ -520,4 +521,19 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private static string Hex(ulong id) => id.ToString("x", CultureInfo.InvariantCulture);
+
+    /// <summary>A client proposal on its way to the raft loop.</summary>
+    private sealed record Proposal(ulong Id, byte[] Data);
+
+    /// <summary>Wakes the raft loop to send the pending read batch.</summary>
+    private sealed class ReadSignal
+    {
+        public static readonly ReadSignal Instance = new();
+    }
+
+    /// <summary>A tick of the heartbeat timer.</summary>
+    private sealed class TickSignal
+    {
+        public static readonly TickSignal Instance = new();
+    }
 }

@@ -37,6 +37,7 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
 
     // Group commit state, guarded by _gate.
     private long _durableAddress;
+    private long _roundTarget;
     private Task? _round;
     private long _syncedSegment = -1;
     private bool _disposed;
@@ -155,8 +156,7 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
 
     /// <summary>
     /// Makes everything appended before the call durable. Concurrent callers share one commit: a caller that
-    /// arrives while a commit is running waits for it and then joins (or starts) the single next one. The caller that
-    /// starts a commit issues it on its own thread (no hand-off before the write is submitted); the others wait for it.
+    /// arrives while a commit is running waits for it and then joins (or starts) the single next one.
     /// </summary>
     public async ValueTask SyncAsync(CancellationToken ct = default)
     {
@@ -170,8 +170,6 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
         while (true)
         {
             Task round;
-            TaskCompletionSource? started = null;
-            long roundTarget = 0;
             lock (_gate)
             {
                 if (_durableAddress >= target)
@@ -181,29 +179,20 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
 
                 if (_round is null)
                 {
-                    started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                    _round = started.Task;
-                    roundTarget = _log.TailAddress;
+                    _roundTarget = _log.TailAddress;
+                    _round = RunCommitRoundAsync(_roundTarget);
                 }
 
                 round = _round;
-            }
-
-            if (started is not null)
-            {
-                round = RunCommitRoundAsync(started, roundTarget);
             }
 
             await round.WaitAsync(ct).ConfigureAwait(false);
         }
     }
 
-    /// <summary>
-    /// One group commit of the log up to at least <paramref name="target"/>; <paramref name="round"/> (what joining
-    /// callers wait for) ends with it.
-    /// </summary>
-    private async Task RunCommitRoundAsync(TaskCompletionSource round, long target)
+    private async Task RunCommitRoundAsync(long target)
     {
+        await Task.Yield();
         try
         {
             // FasterLog opens segments with O_SYNC (FileOptions.WriteThrough) on Linux, so the commit's pwrite of the
@@ -218,23 +207,13 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
                 Volatile.Write(ref _syncedSegment, segment);
             }
         }
-        catch (Exception e)
+        finally
         {
-            EndRound();
-            round.TrySetException(e);
-            throw;
-        }
-
-        EndRound();
-        round.TrySetResult();
-    }
-
-    private void EndRound()
-    {
-        lock (_gate)
-        {
-            _durableAddress = Math.Max(_durableAddress, _log.CommittedUntilAddress);
-            _round = null;
+            lock (_gate)
+            {
+                _durableAddress = Math.Max(_durableAddress, _log.CommittedUntilAddress);
+                _round = null;
+            }
         }
     }
 
