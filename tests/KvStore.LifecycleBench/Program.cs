@@ -107,9 +107,10 @@ static async Task RunAsync(string serverPath, Options o)
 // inside that window count. The operation starts one second into the phase, so the putters are warm.
 static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o, Func<Process>? operation)
 {
+    const int SlowestShown = 12;
     var latencies = new List<double>[channels.Count];
-    // When the worst put of each putter started (UTC), to line it up with the member's log timestamps.
-    var worstStarts = new (double Ms, DateTime At)[channels.Count];
+    // When each putter's slowest puts started (UTC), to line them up with the member's log timestamps.
+    var slowest = new List<(double Ms, DateTime At)>[channels.Count];
     using var stop = new CancellationTokenSource();
     long windowStart = long.MaxValue;
     long windowEnd = long.MaxValue;
@@ -119,6 +120,7 @@ static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o,
     {
         var c = new KV.KVClient(ch);
         var mine = latencies[n] = [];
+        var slow = slowest[n] = [];
         var value = ByteString.CopyFrom(new byte[o.ValueBytes]);
         var rng = new Random(n);
         while (!stop.IsCancellationRequested)
@@ -140,9 +142,11 @@ static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o,
             {
                 var ms = (end - start) * 1000.0 / Stopwatch.Frequency;
                 mine.Add(ms);
-                if (ms > worstStarts[n].Ms)
+                slow.Add((ms, startedAt));
+                if (slow.Count > 2 * SlowestShown)
                 {
-                    worstStarts[n] = (ms, startedAt);
+                    slow.Sort((a, b) => b.Ms.CompareTo(a.Ms));
+                    slow.RemoveRange(SlowestShown, slow.Count - SlowestShown);
                 }
             }
         }
@@ -174,9 +178,11 @@ static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o,
     var p50 = all.Count > 0 ? all[all.Count / 2] : 0;
     var p99 = all.Count > 0 ? all[Math.Min(all.Count - 1, (int)(all.Count * 0.99))] : 0;
     var max = all.Count > 0 ? all[^1] : 0;
-    var worstAt = worstStarts.MaxBy(w => w.Ms).At;
+    var worst = slowest.SelectMany(l => l).OrderByDescending(w => w.Ms).Take(SlowestShown).OrderBy(w => w.At).ToList();
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"  {name,-15} {opSeconds,6:F2} s ({result}), {all.Count} puts ({failures} failed): p50 {p50:F1} ms, p99 {p99:F1} ms, max {max:F1} ms (started {worstAt:HH:mm:ss.fff}); load {File.ReadAllText("/proc/loadavg").Split(' ')[0]}"));
+        $"  {name,-15} {opSeconds,6:F2} s ({result}), {all.Count} puts ({failures} failed): p50 {p50:F1} ms, p99 {p99:F1} ms, max {max:F1} ms; load {File.ReadAllText("/proc/loadavg").Split(' ')[0]}"));
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        $"    slowest puts (start UTC, ms): {string.Join(", ", worst.Select(w => $"{w.At:HH:mm:ss.fff} {w.Ms:F0}"))}"));
 }
 
 // Runs one offline operation on the snapshot file and prints the file's size over the operation's wall time.
