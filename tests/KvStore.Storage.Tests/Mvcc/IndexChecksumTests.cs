@@ -35,7 +35,7 @@ public sealed class IndexChecksumTests : IDisposable
     {
         var dir = _tmp.Sub("db");
         WriteAndClose(dir);
-        var table = Path.Combine(IndexCheckpointDir(dir), "ht.dat");
+        var table = HashTableFile(dir);
         var bytes = File.ReadAllBytes(table);
         // The last byte of the table: a bucket no key of this small store uses, so no read through the index would see it.
         bytes[^1] ^= 0x40;
@@ -52,7 +52,7 @@ public sealed class IndexChecksumTests : IDisposable
         var dir = _tmp.Sub("db");
         WriteAndClose(dir);
         Directory.Delete(Path.Combine(dir, "checkpoints", "index-sums"), recursive: true);
-        var table = Path.Combine(IndexCheckpointDir(dir), "ht.dat");
+        var table = HashTableFile(dir);
         File.WriteAllBytes(table, new byte[new FileInfo(table).Length]); // every bucket empty
 
         var open = () => Open(dir).Dispose();
@@ -81,8 +81,11 @@ public sealed class IndexChecksumTests : IDisposable
             store.Checkpoint();
         }
 
-        var token = Path.GetFileName(IndexCheckpointDir(dir));
-        File.ReadAllText(Path.Combine(dir, "checkpoints", "index-sums", token)).Should().EndWith("\n").And.Contain("ht.dat ");
+        var records = Directory.EnumerateDirectories(Path.Combine(dir, "checkpoints", "index-checkpoints"))
+            .Select(d => File.ReadAllText(Path.Combine(dir, "checkpoints", "index-sums", Path.GetFileName(d))))
+            .ToList();
+        records.Should().Contain(r => r.Contains("ht.dat", StringComparison.Ordinal) && !r.Contains("  ", StringComparison.Ordinal), "the new index checkpoint has an intact record");
+
         using var reopened = Open(dir);
         Values(reopened).Should().HaveCount(Keys + 1);
     }
@@ -121,6 +124,10 @@ public sealed class IndexChecksumTests : IDisposable
         store.LeasedKeys().Select(k => $"{Encoding.UTF8.GetString(k.Key)}={k.Lease}").Order(StringComparer.Ordinal).ToList();
 
     private static byte[] Key(string s) => Encoding.UTF8.GetBytes(s);
+
+    // FasterKV's hash table file (ht.dat, with its device's segment suffix).
+    private static string HashTableFile(string dir) =>
+        Directory.EnumerateFiles(IndexCheckpointDir(dir)).Single(f => Path.GetFileName(f).StartsWith("ht.dat", StringComparison.Ordinal));
 
     private static string IndexCheckpointDir(string dir) =>
         Directory.EnumerateDirectories(Path.Combine(dir, "checkpoints", "index-checkpoints")).Single();
