@@ -13,17 +13,26 @@ using Grpc.Net.Client;
 // data dir with the server's own tool (`kvstore snapshot restore`, or `etcdctl snapshot restore` for etcd). Bounded:
 // every phase ends with its operation (killed after 5 minutes); each member is killed at the end and its data dir
 // removed.
+// With --mode restart it measures a member with a large store instead (RestartBench.cs): load rate, memory and disk
+// after loading KEYS keys once, a paginated list, and how long a SIGTERM restart takes until /health is OK.
 var o = Options.Parse(args);
 if (o is null)
 {
-    await Console.Error.WriteLineAsync("usage: lifecyclebench --server PATH [--server PATH2] [--keys 60000] [--value 2048] [--rounds 3] [--clients 16] [--seconds 5] [--etcdctl /usr/bin/etcdctl]");
+    await Console.Error.WriteLineAsync("usage: lifecyclebench --server PATH [--server PATH2] [--mode defrag|restart] [--keys 60000] [--value 2048] [--value-max BYTES] [--rounds 3] [--clients 16] [--seconds 5] [--etcdctl /usr/bin/etcdctl] [--logs DIR]");
     return 2;
 }
 
 Console.WriteLine($"load average at start: {File.ReadAllText("/proc/loadavg").Trim()}");
 foreach (var server in o.Servers)
 {
-    await RunAsync(server, o);
+    if (o.Mode == "restart")
+    {
+        await RestartBench.RunAsync(server, o);
+    }
+    else
+    {
+        await RunAsync(server, o);
+    }
 }
 
 Console.WriteLine($"load average at end: {File.ReadAllText("/proc/loadavg").Trim()}");
@@ -274,11 +283,22 @@ static ByteString Key(int i) => ByteString.CopyFromUtf8(string.Create(CultureInf
 
 internal sealed record Options(IReadOnlyList<string> Servers, int Keys, int ValueBytes, int Rounds, int Clients, int Seconds, string Etcdctl)
 {
+    /// <summary>defrag (the latency phases above) or restart (<see cref="RestartBench"/>).</summary>
+    public string Mode { get; init; } = "defrag";
+
+    /// <summary>Restart mode: values are ValueBytes..ValueMaxBytes long (uniform, fixed seed); equal by default.</summary>
+    public int ValueMaxBytes { get; init; }
+
+    /// <summary>Restart mode: where each member's own output goes (one file per start), if set.</summary>
+    public string? LogDirectory { get; init; }
+
     public static Options? Parse(string[] args)
     {
         var servers = new List<string>();
-        int keys = 60_000, value = 2048, rounds = 3, clients = 16, seconds = 5;
+        int keys = 60_000, value = 2048, rounds = 3, clients = 16, seconds = 5, valueMax = 0;
         var etcdctl = "/usr/bin/etcdctl";
+        var mode = "defrag";
+        string? logs = null;
         for (var i = 0; i + 1 < args.Length; i += 2)
         {
             switch (args[i])
@@ -290,10 +310,15 @@ internal sealed record Options(IReadOnlyList<string> Servers, int Keys, int Valu
                 case "--clients": clients = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
                 case "--seconds": seconds = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
                 case "--etcdctl": etcdctl = args[i + 1]; break;
+                case "--mode" when args[i + 1] is "defrag" or "restart": mode = args[i + 1]; break;
+                case "--value-max": valueMax = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
+                case "--logs": logs = args[i + 1]; break;
                 default: return null;
             }
         }
 
-        return servers.Count == 0 || args.Length % 2 != 0 ? null : new Options(servers, keys, value, rounds, clients, seconds, etcdctl);
+        return servers.Count == 0 || args.Length % 2 != 0 || (valueMax != 0 && valueMax < value)
+            ? null
+            : new Options(servers, keys, value, rounds, clients, seconds, etcdctl) { Mode = mode, ValueMaxBytes = Math.Max(valueMax, value), LogDirectory = logs };
     }
 }

@@ -60,17 +60,5 @@ public sealed class MvccLeaseRecoverySource(MvccStore store) : ILeaseRecoverySou
     public IEnumerable<KeyValuePair<byte[], byte[]>> ReadLeaseRecords() => store.ReadMeta(Lessor.MetaBucket);
 
     /// <inheritdoc/>
-    public IEnumerable<(byte[] Key, long Lease)> ReadLeasedKeys()
-    {
-        // "\0" .. "\0" is the whole key space (etcd's "from key" form); keys-only still carries each key's lease.
-        byte[] all = [0];
-        var result = store.Range(all, all, new RangeOptions(KeysOnly: true));
-        foreach (var kv in result.Kvs)
-        {
-            if (kv.Lease != 0)
-            {
-                yield return (kv.Key, kv.Lease);
-            }
-        }
-    }
+    public IEnumerable<(byte[] Key, long Lease)> ReadLeasedKeys() => store.LeasedKeys();
 }

@@ -299,7 +299,7 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         return Task.CompletedTask;
     }
 
-    /// <summary>Stops taking requests, stops the loops, checkpoints the store.</summary>
+    /// <summary>Stops taking requests, stops the loops, checkpoints the store and compacts the raft log behind it.</summary>
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         Log.Stopping(_logger);
@@ -328,8 +328,11 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         await WaitForSnapshotInFlightAsync();
         if (loopsEnded && !_failed)
         {
-            var store = Store;
-            store.Checkpoint();
+            // A snapshot as every --snapshot-count entries, not only a checkpoint: with its marker the raft log drops
+            // what the checkpoint holds (keeping the catch-up entries), so the next start reads the WAL since now
+            // instead of every entry since the last periodic snapshot (up to --snapshot-count entries: 200 MiB and
+            // ~3 s of a 300,000-key restart).
+            await SnapshotAsync(Store);
         }
     }
 

@@ -8,10 +8,14 @@ namespace KvStore.Storage.Backend;
 /// latest log checkpoint covers, and checks what FasterKV would otherwise trust blindly: each segment file is there and
 /// long enough, each record's length fields keep it inside its page (FasterKV follows them with raw pointers, so a
 /// damaged length crashes the process during recovery instead of failing it), and each live record's checksum holds.
-/// Returns every key's latest record (null for a deletion), which the open then compares with the recovered index, and
-/// the checkpoints FasterKV must recover: exactly the log checkpoint checked here, and the index checkpoint it pairs
-/// with (FasterKV left to choose would list the checkpoint directories again, ordered by their times, which a
-/// checkpoint being committed or purged can change in between).
+/// Hands every valid record, in log order, to the caller's <see cref="ILogRecordSink"/> (the MVCC store rebuilds its key
+/// index from them, so the open reads the log once), checks the paired index checkpoint's files against the checksums
+/// recorded when it was taken (<see cref="IndexChecksums"/>), and returns the checkpoints FasterKV must recover: exactly
+/// the log checkpoint checked here, and the index checkpoint it pairs with (FasterKV left to choose would list the
+/// checkpoint directories again, ordered by their times, which a checkpoint being committed or purged can change in
+/// between). Only when that index checkpoint has no recorded checksums (a crash right after FasterKV committed it) does
+/// it also return each key's latest record (its length and checksum), for the open to compare with reads through the
+/// recovered index.
 /// Throws <see cref="InvalidDataException"/> naming the file and the address of the first damage.
 /// </summary>
 /// <remarks>
@@ -31,16 +35,19 @@ internal static class DataLogCheck
     private const int LengthMask = 0x3FFF_FFFF;
     private const int HeaderLength = 8;
 
-    public static CheckedLog? Read(string checkpointDir, string dataFilePrefix, int pageBits, int segmentBits)
+    public static CheckedLog Read(string checkpointDir, string dataFilePrefix, int pageBits, int segmentBits, ILogRecordSink? sink)
     {
         if (LatestCheckpoints(checkpointDir) is not { } chosen)
         {
-            return null; // nothing readable: FasterKV's own recovery reports it
+            throw new InvalidDataException($"no FasterKV log checkpoint in '{checkpointDir}' has readable metadata");
         }
 
         var (logToken, indexToken, begin, end) = chosen;
         var pageSize = 1 << pageBits;
-        var latest = new Dictionary<byte[], byte[]?>(ByteArrayComparer.Instance);
+        // An index checkpoint whose files match their recorded checksums needs no key-by-key comparison after recovery.
+        var latest = indexToken != Guid.Empty && IndexChecksums.Verify(checkpointDir, indexToken)
+            ? null
+            : new Dictionary<byte[], LatestRecord>(ByteArrayComparer.Instance);
         var page = new byte[pageSize];
         FileStream? file = null;
         var fileSegment = -1L;
@@ -72,7 +79,7 @@ internal static class DataLogCheck
                     throw Damaged(file.Name, pageStart + stray, "bytes before the log's first record are not zero");
                 }
 
-                ReadPage(page, pageSize, first, length, pageStart, file.Name, latest);
+                ReadPage(page, pageSize, first, length, pageStart, file.Name, latest, sink);
                 if (length < pageSize)
                 {
                     ClearPastTail(file, offsetInFile + length, pageSize - length);
@@ -125,7 +132,7 @@ internal static class DataLogCheck
         return new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, 1 << 16);
     }
 
-    private static void ReadPage(byte[] page, int pageSize, int offset, int used, long pageStart, string file, Dictionary<byte[], byte[]?> latest)
+    private static void ReadPage(byte[] page, int pageSize, int offset, int used, long pageStart, string file, Dictionary<byte[], LatestRecord>? latest, ILogRecordSink? sink)
     {
         while (offset < used)
         {
@@ -160,26 +167,28 @@ internal static class DataLogCheck
             // Closed records (invalid or sealed) are skipped by FasterKV's own scan and reads.
             if ((header & (ValidBit | SealedBit)) == ValidBit)
             {
-                var key = page.AsSpan(offset + HeaderLength + sizeof(int), keyLength).ToArray();
+                var key = page.AsSpan(offset + HeaderLength + sizeof(int), keyLength);
                 if ((header & TombstoneBit) != 0)
                 {
                     // Deletes always append a tombstone without a value; a put's record has its checksum after it.
                     if (valueLength != 0)
                     {
-                        throw Damaged(file, pageStart + offset, $"the deletion of key {Convert.ToHexString(key.AsSpan(0, Math.Min(key.Length, 32)))} carries a {valueLength}-byte value");
+                        throw Damaged(file, pageStart + offset, $"the deletion of key {Convert.ToHexString(key[..Math.Min(key.Length, 32)])} carries a {valueLength}-byte value");
                     }
 
-                    latest[key] = null;
+                    latest?[key.ToArray()] = LatestRecord.Deletion;
+                    sink?.Deleted(key);
                 }
                 else
                 {
                     var stored = page.AsSpan(valueAt + sizeof(int), valueLength);
                     if (!FasterBackend.TryStripChecksum(key, stored, out var value))
                     {
-                        throw Damaged(file, pageStart + offset, $"the record of key {Convert.ToHexString(key.AsSpan(0, Math.Min(key.Length, 32)))} fails its checksum");
+                        throw Damaged(file, pageStart + offset, $"the record of key {Convert.ToHexString(key[..Math.Min(key.Length, 32)])} fails its checksum");
                     }
 
-                    latest[key] = value.ToArray();
+                    latest?[key.ToArray()] = new LatestRecord(value.Length, BinaryPrimitives.ReadUInt32LittleEndian(stored[^FasterBackend.ChecksumLength..]));
+                    sink?.Record(key, value);
                 }
             }
 
@@ -263,5 +272,26 @@ internal static class DataLogCheck
     }
 }
 
-/// <summary>What <see cref="DataLogCheck.Read"/> checked: every key's latest record, and the checkpoints to recover.</summary>
-internal sealed record CheckedLog(Dictionary<byte[], byte[]?> Latest, Guid LogToken, Guid IndexToken);
+/// <summary>
+/// What <see cref="DataLogCheck.Read"/> checked: the checkpoints to recover, and every key's latest record when the
+/// index checkpoint could not be checked by its recorded checksums (null when it was).
+/// </summary>
+internal sealed record CheckedLog(Dictionary<byte[], LatestRecord>? Latest, Guid LogToken, Guid IndexToken);
+
+/// <summary>A key's latest record in the log: the length and stored checksum of its value, or a deletion (length -1).</summary>
+internal readonly record struct LatestRecord(int Length, uint Checksum)
+{
+    public static LatestRecord Deletion => new(-1, 0);
+
+    public bool IsDeletion => Length < 0;
+}
+
+/// <summary>Receives the valid records of the checked log in log order (the last one of a key is its current state).</summary>
+internal interface ILogRecordSink
+{
+    /// <summary>A put: the value without its checksum (which held). The spans are valid during the call only.</summary>
+    void Record(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value);
+
+    /// <summary>A deletion of key.</summary>
+    void Deleted(ReadOnlySpan<byte> key);
+}

@@ -13,7 +13,8 @@ using Session = ClientSession<SpanByte, SpanByte, SpanByte, SpanByteAndMemory, E
 /// <para>
 /// Every stored value ends with a CRC-32C of its key and value (FasterKV's records carry no checksum, so a flipped
 /// byte on disk would otherwise be served as data). Reads verify and strip it; opening a store checks every record of
-/// the log files first (<see cref="DataLogCheck"/>). The <see cref="FormatFileName"/> file marks a store written this way.
+/// the log files first (<see cref="DataLogCheck"/>), and the index checkpoint's files against the checksums recorded
+/// when it was taken (<see cref="IndexChecksums"/>). The <see cref="FormatFileName"/> file marks a store written this way.
 /// </para>
 /// </summary>
 internal sealed unsafe class FasterBackend : IDisposable
@@ -38,12 +39,13 @@ internal sealed unsafe class FasterBackend : IDisposable
     private readonly int _pageBits;
     private readonly CheckpointPhases _phases = new();
     private Task _checkpointInFlight = Task.CompletedTask;
-    private Dictionary<byte[], byte[]?>? _recoveredRecords; // every key's latest record as the checked log files hold it
+    private Dictionary<byte[], LatestRecord>? _recoveredRecords; // every key's latest record, when the index must be checked key by key
 
+    /// <param name="recoverySink">Receives every record of the recovered checkpoint's log, in log order, as it is checked (the open's one read of the log); null when nothing needs them.</param>
     /// <param name="wrapLogDevice">Tests only: wraps the log device (power-cut simulation); null in the server.</param>
     /// <param name="wrapCheckpointDevice">Tests only: wraps each checkpoint file's device (power-cut simulation); null in the server.</param>
     public FasterBackend(string dataDirectory, long indexBuckets, int memoryBits, int pageBits, int segmentBits, ILogger logger,
-        Func<IDevice, IDevice>? wrapLogDevice = null, Func<IDevice, IDevice>? wrapCheckpointDevice = null)
+        ILogRecordSink? recoverySink = null, Func<IDevice, IDevice>? wrapLogDevice = null, Func<IDevice, IDevice>? wrapCheckpointDevice = null)
     {
         _checkpointDir = Path.Combine(dataDirectory, "checkpoints");
         _segmentBits = segmentBits;
@@ -72,7 +74,7 @@ internal sealed unsafe class FasterBackend : IDisposable
         };
         _kv = new FasterKV<SpanByte, SpanByte>(settings);
         _kv.UnsafeRegisterCallback(_phases);
-        RecoveredFromCheckpoint = TryRecover(logger);
+        RecoveredFromCheckpoint = TryRecover(logger, recoverySink);
     }
 
     public bool RecoveredFromCheckpoint { get; }
@@ -216,7 +218,7 @@ internal sealed unsafe class FasterBackend : IDisposable
         return value;
     }
 
-    private bool TryRecover(ILogger logger)
+    private bool TryRecover(ILogger logger, ILogRecordSink? sink)
     {
         var hasCheckpoint = Directory.Exists(Path.Combine(_checkpointDir, "cpr-checkpoints"))
             && Directory.EnumerateFileSystemEntries(Path.Combine(_checkpointDir, "cpr-checkpoints")).Any();
@@ -226,21 +228,21 @@ internal sealed unsafe class FasterBackend : IDisposable
         }
 
         // Before FasterKV reads the log: it trusts every length field it meets.
-        var checkedLog = DataLogCheck.Read(_checkpointDir, DataFilePrefix, _pageBits, _segmentBits);
-        _recoveredRecords = checkedLog?.Latest;
+        var started = Stopwatch.GetTimestamp();
+        var checkedLog = DataLogCheck.Read(_checkpointDir, DataFilePrefix, _pageBits, _segmentBits, sink);
+        _recoveredRecords = checkedLog.Latest;
+        var checkedAt = Stopwatch.GetTimestamp();
         try
         {
-            if (checkedLog is null)
-            {
-                _kv.Recover();
-            }
-            else
-            {
-                // Exactly the checkpoint whose log was checked (an empty index token: no index, replay the whole log).
-                _kv.Recover(checkedLog.IndexToken, checkedLog.LogToken);
-            }
-
-            logger.LogInformation("FasterKV recovered from checkpoint in {Dir}", _checkpointDir);
+            // Exactly the checkpoint whose log was checked (an empty index token: no index, replay the whole log).
+            _kv.Recover(checkedLog.IndexToken, checkedLog.LogToken);
+            logger.LogInformation(
+                "FasterKV recovered from checkpoint in {Dir}: data log read and checked in {CheckSeconds:F3}s ({LogMiB:F0} MiB), index {IndexCheck}, FasterKV recovery {RecoverSeconds:F3}s",
+                _checkpointDir,
+                Stopwatch.GetElapsedTime(started, checkedAt).TotalSeconds,
+                (_kv.Log.TailAddress - _kv.Log.BeginAddress) / 1048576.0,
+                checkedLog.Latest is null ? "checked by its recorded checksums" : "without recorded checksums (checked key by key next)",
+                Stopwatch.GetElapsedTime(checkedAt).TotalSeconds);
             return true;
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
@@ -399,36 +401,18 @@ internal sealed unsafe class FasterBackend : IDisposable
         }
     }
 
-    /// <summary>Distinct keys of records in the log starting with prefix (live or not: callers re-read them).</summary>
-    public HashSet<byte[]> ScanKeys(byte prefix)
-    {
-        var keys = new HashSet<byte[]>(ByteArrayComparer.Instance);
-        using var iterator = _kv.Log.Scan(_kv.Log.BeginAddress, _kv.Log.TailAddress);
-        while (iterator.GetNext(out _))
-        {
-            ref var key = ref iterator.GetKey();
-            var span = key.AsReadOnlySpan();
-            if (span.Length > 0 && span[0] == prefix)
-            {
-                keys.Add(span.ToArray());
-            }
-        }
-
-        return keys;
-    }
-
     /// <summary>
-    /// Checks the recovered hash index against the log files read before recovery (whose records were checked then):
-    /// FasterKV's index checkpoint (ht.dat, ofb.dat) carries no checksum, and a damaged bucket silently hides a key or
-    /// leads to an older version of it. For every key, the latest valid record in the log must be what a read through
-    /// the index returns. Throws <see cref="InvalidDataException"/> naming the index checkpoint files on the first
-    /// disagreement.
+    /// When the recovered index checkpoint had no recorded checksums (<see cref="IndexChecksums"/>), checks it against
+    /// the log files read before recovery (whose records were checked then): FasterKV's index checkpoint (ht.dat,
+    /// ofb.dat) carries no checksum, and a damaged bucket silently hides a key or leads to an older version of it. For
+    /// every key, the latest valid record in the log must be what a read through the index returns (same length and
+    /// checksum). Throws <see cref="InvalidDataException"/> naming the index checkpoint files on the first disagreement.
     /// </summary>
     public void VerifyIndexAgainstLog(Session session)
     {
         var latest = _recoveredRecords ?? [];
         _recoveredRecords = null;
-        foreach (var (key, value) in latest)
+        foreach (var (key, record) in latest)
         {
             bool found;
             byte[] read;
@@ -442,9 +426,9 @@ internal sealed unsafe class FasterBackend : IDisposable
                 throw CorruptIndex(key, $"fails ({e.GetType().Name}: {e.Message})", e);
             }
 
-            if (found != (value is not null) || (found && !read.AsSpan().SequenceEqual(value)))
+            if (found == record.IsDeletion || (found && (read.Length != record.Length || Checksum(key, read) != record.Checksum)))
             {
-                throw CorruptIndex(key, found ? (value is null ? "finds a record the log deleted" : "returns another version than the log's latest") : "misses the log's latest record", null);
+                throw CorruptIndex(key, found ? (record.IsDeletion ? "finds a record the log deleted" : "returns another version than the log's latest") : "misses the log's latest record", null);
             }
         }
     }
@@ -492,10 +476,12 @@ internal sealed unsafe class FasterBackend : IDisposable
     /// FASTER creates a checkpoint's directories and files, and new log segment files, without syncing their parent
     /// directories; once the raft log is truncated behind a checkpoint, losing one of those names in a power cut would
     /// lose acknowledged writes. So every completed checkpoint makes the names under the checkpoint directory and the
-    /// data directory (segment files) durable before it counts as taken.
+    /// data directory (segment files) durable before it counts as taken; first it records the checksums of a new index
+    /// checkpoint's files (<see cref="IndexChecksums"/>), which the next open checks instead of every key.
     /// </summary>
     private void SyncNewNames()
     {
+        IndexChecksums.RecordMissing(_checkpointDir);
         DurableDirectory.SyncTree(_checkpointDir);
         DurableDirectory.Sync(Path.GetDirectoryName(_checkpointDir)!);
     }

@@ -35,10 +35,37 @@ internal sealed class KeyIndex
 
     public Revision Modified { get; private set; }
 
+    /// <summary>The lease of the key's latest put; 0 when it has none or the key is deleted (what a lease's recovery attaches).</summary>
+    public long Lease { get; private set; }
+
     /// <summary>True when nothing is left (one empty generation).</summary>
     public bool IsEmpty => Generations.Count == 1 && Generations[0].IsEmpty;
 
-    public void Put(Revision rev)
+    public void Put(Revision rev, long lease)
+    {
+        Append(rev);
+        Lease = lease;
+    }
+
+    /// <summary>Recovery: first record seen of a key whose older revisions were compacted away.</summary>
+    public void Restore(Revision created, Revision modified, long version, long lease)
+    {
+        var g = Generations[^1];
+        g.Created = created;
+        g.Version = version;
+        g.Revisions.Add(modified);
+        Modified = modified;
+        Lease = lease;
+    }
+
+    public void Tombstone(Revision rev)
+    {
+        Append(rev);
+        Lease = 0;
+        Generations.Add(new Generation());
+    }
+
+    private void Append(Revision rev)
     {
         var g = Generations[^1];
         if (g.IsEmpty)
@@ -49,22 +76,6 @@ internal sealed class KeyIndex
         g.Revisions.Add(rev);
         g.Version++;
         Modified = rev;
-    }
-
-    /// <summary>Recovery: first record seen of a key whose older revisions were compacted away.</summary>
-    public void Restore(Revision created, Revision modified, long version)
-    {
-        var g = Generations[^1];
-        g.Created = created;
-        g.Version = version;
-        g.Revisions.Add(modified);
-        Modified = modified;
-    }
-
-    public void Tombstone(Revision rev)
-    {
-        Put(rev);
-        Generations.Add(new Generation());
     }
 
     /// <summary>The revision visible at atRev (latest &lt;= atRev in the generation alive at atRev).</summary>

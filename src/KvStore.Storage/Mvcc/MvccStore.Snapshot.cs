@@ -141,7 +141,8 @@ public sealed partial class MvccStore
             _compactRevision = 0;
             _liveBytes = 0;
             _footprintRatio = 2.0;
-            _backend = new FasterBackend(_dataDirectory, _options.IndexBuckets, _options.MemorySizeBits, _options.PageSizeBits, _options.SegmentSizeBits, _logger);
+            _recovered = new RecoveredRecords();
+            _backend = new FasterBackend(_dataDirectory, _options.IndexBuckets, _options.MemorySizeBits, _options.PageSizeBits, _options.SegmentSizeBits, _logger, _recovered);
             _writerSession = _backend.NewSession();
             Recover();
         }

@@ -60,7 +60,8 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
         _options = options;
         _dataDirectory = Path.GetFullPath(options.DataDirectory);
         DurableDirectory.Create(_dataDirectory);
-        _backend = new FasterBackend(_dataDirectory, options.IndexBuckets, options.MemorySizeBits, options.PageSizeBits, options.SegmentSizeBits, logger, options.WrapLogDevice, options.WrapCheckpointDevice);
+        _recovered = new RecoveredRecords();
+        _backend = new FasterBackend(_dataDirectory, options.IndexBuckets, options.MemorySizeBits, options.PageSizeBits, options.SegmentSizeBits, logger, _recovered, options.WrapLogDevice, options.WrapCheckpointDevice);
         _writerSession = _backend.NewSession();
         _logCompactionMinBytes = options.LogCompactionMinBytes;
     }
@@ -157,6 +158,23 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
             return _meta.TryGetValue(bucket, out var items)
                 ? items.Select(kv => KeyValuePair.Create(kv.Key.ToArray(), kv.Value.ToArray())).OrderBy(kv => kv.Key, ByteArrayComparer.Instance).ToList()
                 : [];
+        }
+    }
+
+    /// <summary>
+    /// Every live key that has a lease, with the lease of its latest put, from the key index alone (no record is read,
+    /// which for a large store on disk took seconds): what the lessor attaches when it recovers. Between write txns.
+    /// </summary>
+    public IReadOnlyList<(byte[] Key, long Lease)> LeasedKeys()
+    {
+        _lock.EnterReadLock();
+        try
+        {
+            return _index.Where(ki => ki.Lease != 0).Select(ki => (ki.Key, ki.Lease)).ToList();
+        }
+        finally
+        {
+            _lock.ExitReadLock();
         }
     }
 

@@ -70,7 +70,7 @@ public sealed class MvccWriteTxn : IMvccReader, IDisposable
             ArrayPool<byte>.Shared.Return(buffer);
         }
 
-        _store.MutateIndex(() => ki.Put(rev));
+        _store.MutateIndex(() => ki.Put(rev, lease));
         _changes.Add(new MvccEvent(EventType.Put, new KeyValue
         {
             Key = key,

@@ -74,7 +74,9 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
             }
 
             // Decide on the raw files before FasterLog recovers: its fast-commit recovery misreads a torn commit record.
+            var started = System.Diagnostics.Stopwatch.GetTimestamp();
             var scan = WalPhysicalScan.Run(full, LogFileName, SegmentSizeBits);
+            var scanned = System.Diagnostics.Stopwatch.GetTimestamp();
             if (scan.BreakAddress >= 0 && !scan.DamageIsTornLastWrite)
             {
                 // Not a tear of the last, unacknowledged write: data that may have been acknowledged is unreadable.
@@ -107,6 +109,12 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
                 }
             }
 
+            wal._logger.LogInformation(
+                "WAL opened: {Entries} entries after the snapshot marker, {MiB:F0} MiB of log; physical scan {ScanSeconds:F3}s, FasterLog recovery and replay {ReplaySeconds:F3}s",
+                wal._replay.Entries.Count,
+                (wal._log.TailAddress - wal._log.BeginAddress) / 1048576.0,
+                System.Diagnostics.Stopwatch.GetElapsedTime(started, scanned).TotalSeconds,
+                System.Diagnostics.Stopwatch.GetElapsedTime(scanned).TotalSeconds);
             return wal;
         }
         catch
