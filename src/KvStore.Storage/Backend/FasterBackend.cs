@@ -26,9 +26,6 @@ internal sealed unsafe class FasterBackend : IDisposable
     /// <summary>Bytes a stored value carries after it: callers of the no-copy upsert leave this much room.</summary>
     public const int ChecksumLength = sizeof(uint);
     private const int StackCopyLimit = 1024;
-    // Obsolete segment files go at 8 MiB per 20 ms (~400 MB/s): a defragment's ~700 MB in about two seconds.
-    private const long RemovalStepBytes = 8L << 20;
-    private static readonly TimeSpan RemovalPause = TimeSpan.FromMilliseconds(20);
 
     private readonly FasterKV<SpanByte, SpanByte> _kv;
     private readonly IDevice _device;
@@ -52,10 +49,7 @@ internal sealed unsafe class FasterBackend : IDisposable
         _pageBits = pageBits;
         CheckOrWriteFormat(dataDirectory);
         DurableDirectory.Create(_checkpointDir);
-        _device = new PacedRemovalDevice(
-            Devices.CreateLogDevice(Path.Combine(dataDirectory, "kv.log"), preallocateFile: false, deleteOnClose: false),
-            RemovalStepBytes,
-            RemovalPause);
+        _device = new PacedRemovalDevice(Devices.CreateLogDevice(Path.Combine(dataDirectory, "kv.log"), preallocateFile: false, deleteOnClose: false));
         if (wrapLogDevice is not null)
         {
             _device = wrapLogDevice(_device);

@@ -1,4 +1,5 @@
 using FASTER.core;
+using KvStore.Storage.Backend;
 using Microsoft.Extensions.Logging;
 
 namespace KvStore.Storage.Wal;
@@ -315,7 +316,7 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
 
     private void OpenLog()
     {
-        _device = Devices.CreateLogDevice(Path.Combine(_directory, LogFileName), preallocateFile: false, deleteOnClose: false);
+        _device = new PacedRemovalDevice(Devices.CreateLogDevice(Path.Combine(_directory, LogFileName), preallocateFile: false, deleteOnClose: false));
         if (_wrapLogDevice is not null)
         {
             _device = _wrapLogDevice(_device);

@@ -5,7 +5,10 @@ using KvStore.Storage.Backend;
 
 namespace KvStore.Storage.Tests.Backend;
 
-/// <summary>Obsolete segment files go a step at a time, in order, and all of them before the device closes.</summary>
+/// <summary>
+/// Obsolete segment files leave the log's names at once, then go a step at a time, in order, and all of them before
+/// the device closes; a crash's leftovers go when the device opens.
+/// </summary>
 public sealed class PacedRemovalDeviceTests : IDisposable
 {
     private const int SegmentBits = 16;
@@ -15,22 +18,26 @@ public sealed class PacedRemovalDeviceTests : IDisposable
     public void Dispose() => _tmp.Dispose();
 
     [Fact]
-    public async Task Removes_each_segment_after_shrinking_it_in_paced_steps()
+    public async Task Renames_each_segment_then_shrinks_it_in_paced_steps_before_deleting_it()
     {
-        var pause = TimeSpan.FromMilliseconds(40);
+        var pause = TimeSpan.FromMilliseconds(200);
         using var device = Open(pause);
         var files = WriteSegments(2, 4 * Step);
         var removed = new List<int>();
-        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var firstRemoved = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var clock = Stopwatch.StartNew();
 
-        device.RemoveSegmentAsync(0, _ => Record(removed, 0), null!);
-        device.RemoveSegmentAsync(1, _ => { Record(removed, 1); done.SetResult(); }, null!);
-        File.Exists(files[0]).Should().BeTrue("the removal is paced, not done on the caller's thread");
+        device.RemoveSegmentAsync(0, _ => { Record(removed, 0); firstRemoved.SetResult(); }, null!);
+        device.RemoveSegmentAsync(1, _ => Record(removed, 1), null!);
 
-        await done.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        // FASTER hears of the removal once the segment's name is gone; its bytes are still being given back.
+        await firstRemoved.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        File.Exists(files[0]).Should().BeFalse();
+        var leaving = files[0] + PacedRemovalDevice.RemovedSuffix;
+        File.Exists(leaving).Should().BeTrue("the renamed file is shrunk in paced steps before it is deleted");
+
+        await WaitUntilAsync(() => files.All(f => !File.Exists(f) && !File.Exists(f + PacedRemovalDevice.RemovedSuffix)));
         removed.Should().Equal(0, 1);
-        files.Should().OnlyContain(f => !File.Exists(f));
         // Each 16 KiB file shrinks to 12, 8 and 4 KiB with a pause after each step before it is deleted.
         clock.Elapsed.Should().BeGreaterThanOrEqualTo(6 * pause);
     }
@@ -38,7 +45,7 @@ public sealed class PacedRemovalDeviceTests : IDisposable
     [Fact]
     public void Dispose_finishes_pending_removals_without_waiting_out_the_pauses()
     {
-        using var device = Open(TimeSpan.FromMinutes(10));
+        var device = Open(TimeSpan.FromMinutes(10));
         var files = WriteSegments(3, 64 * Step);
         var removed = 0;
         for (var segment = 0; segment < files.Count; segment++)
@@ -51,7 +58,20 @@ public sealed class PacedRemovalDeviceTests : IDisposable
 
         clock.Elapsed.Should().BeLessThan(TimeSpan.FromMinutes(1));
         removed.Should().Be(files.Count);
-        files.Should().OnlyContain(f => !File.Exists(f));
+        Directory.EnumerateFiles(_tmp.Path).Should().BeEmpty();
+    }
+
+    [Fact]
+    public void Opening_deletes_what_a_crash_left_half_removed_and_keeps_the_segments()
+    {
+        var files = WriteSegments(2, Step);
+        var leftover = $"{_tmp.Sub("kv.log")}.7{PacedRemovalDevice.RemovedSuffix}";
+        File.WriteAllBytes(leftover, new byte[Step]);
+
+        using var device = Open(TimeSpan.FromMilliseconds(1));
+
+        File.Exists(leftover).Should().BeFalse();
+        files.Should().OnlyContain(f => File.Exists(f));
     }
 
     private static void Record(List<int> removed, int segment)
@@ -59,6 +79,16 @@ public sealed class PacedRemovalDeviceTests : IDisposable
         lock (removed)
         {
             removed.Add(segment);
+        }
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition)
+    {
+        var deadline = Stopwatch.StartNew();
+        while (!condition())
+        {
+            deadline.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(30));
+            await Task.Delay(10);
         }
     }
 
