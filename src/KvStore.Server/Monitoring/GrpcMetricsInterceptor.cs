@@ -239,9 +239,26 @@ public sealed class GrpcMetricsInterceptor(ServerMetrics metrics) : Interceptor
 
         public Task WriteAsync(T message) => WriteAsync(message, CancellationToken.None);
 
-        public async Task WriteAsync(T message, CancellationToken cancellationToken)
+        /// <summary>
+        /// Counts the message once the inner write has taken it. A buffered write (the watch send loop's) usually
+        /// completes at once, and is then counted without a second async step per message; only a write that is still
+        /// pending is awaited here.
+        /// </summary>
+        public Task WriteAsync(T message, CancellationToken cancellationToken)
         {
-            await inner.WriteAsync(message, cancellationToken);
+            var write = inner.WriteAsync(message, cancellationToken);
+            if (!write.IsCompletedSuccessfully)
+            {
+                return SentAfterAsync(write, message);
+            }
+
+            call.Sent(message);
+            return write;
+        }
+
+        private async Task SentAfterAsync(Task write, T message)
+        {
+            await write;
             call.Sent(message);
         }
     }
