@@ -213,46 +213,48 @@ public sealed partial class MvccStore
 
     /// <summary>
     /// Every revision at or below <paramref name="revision"/> that the key index holds or a scheduled physical delete
-    /// still needs (its delete must find the record, and <see cref="DbSizeInUseBytes"/> stays exact). Listed a few
-    /// thousand keys at a time under the index read lock, so the writer's index updates wait for one chunk at most (a
-    /// store of 100,000 keys took ~0.1 s to list at once). Between chunks the writer may add keys and revisions, all
-    /// above <paramref name="revision"/>, and compaction may drop revisions from the index, which it schedules for
-    /// physical deletion: those are taken from the schedule after the index (physical deletes run on the maintenance
-    /// chain, after this).
+    /// still needs (its delete must find the record, and <see cref="DbSizeInUseBytes"/> stays exact). The key index
+    /// references are copied under one read lock (a copy of references, ~1 ms per 100,000 keys), then their revisions
+    /// are read a thousand keys per read-lock hold, so the writer's index updates wait for one small chunk at most
+    /// (listing 350,000 revisions at once held every put for ~0.2 s). Between chunks the writer only adds revisions
+    /// above <paramref name="revision"/> (filtered out here), and compaction may drop revisions from a key index (a
+    /// dropped key's index is left empty): those are scheduled for physical deletion and taken from the schedule after
+    /// the index (physical deletes run on the maintenance chain, after this).
     /// </summary>
     private List<Revision> LiveRevisionsUpTo(long revision)
     {
-        const int KeysPerChunk = 4096;
-        List<Revision> live = [];
-        KeyIndex? after = null;
-        for (var more = true; more;)
+        const int KeysPerChunk = 1024;
+        KeyIndex[] keys;
+        _lock.EnterReadLock();
+        try
         {
+            keys = new KeyIndex[_index.Count];
+            _index.CopyTo(keys);
+        }
+        finally
+        {
+            _lock.ExitReadLock();
+        }
+
+        List<Revision> live = new(keys.Length);
+        for (var start = 0; start < keys.Length; start += KeysPerChunk)
+        {
+            var end = Math.Min(keys.Length, start + KeysPerChunk);
             _lock.EnterReadLock();
             try
             {
-                more = false;
-                var max = _index.Max;
-                if (max is null || (after is not null && KeyIndexComparer.Instance.Compare(after, max) >= 0))
+                for (var i = start; i < end; i++)
                 {
-                    break;
-                }
-
-                var listed = 0;
-                foreach (var ki in after is null ? _index : _index.GetViewBetween(after, max))
-                {
-                    if (after is not null && KeyIndexComparer.Instance.Compare(ki, after) == 0)
+                    foreach (var generation in keys[i].Generations)
                     {
-                        continue;
+                        foreach (var rev in generation.Revisions)
+                        {
+                            if (rev.Main <= revision)
+                            {
+                                live.Add(rev);
+                            }
+                        }
                     }
-
-                    if (listed++ == KeysPerChunk)
-                    {
-                        more = true;
-                        break;
-                    }
-
-                    live.AddRange(ki.AllRevisions().Where(r => r.Main <= revision));
-                    after = ki;
                 }
             }
             finally
