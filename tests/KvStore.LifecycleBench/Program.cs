@@ -18,7 +18,7 @@ using Grpc.Net.Client;
 var o = Options.Parse(args);
 if (o is null)
 {
-    await Console.Error.WriteLineAsync("usage: lifecyclebench --server PATH [--server PATH2] [--mode defrag|restart] [--keys 60000] [--value 2048] [--value-max BYTES] [--rounds 3] [--clients 16] [--seconds 5] [--etcdctl /usr/bin/etcdctl] [--logs DIR]");
+    await Console.Error.WriteLineAsync("usage: lifecyclebench --server PATH [--server PATH2] [--mode defrag|restart] [--keys 60000] [--value 2048] [--value-max BYTES] [--rounds 3] [--clients 16] [--seconds 5] [--etcdctl /usr/bin/etcdctl] [--logs DIR] [--snapshot-dir DIR]");
     return 2;
 }
 
@@ -90,15 +90,18 @@ static async Task RunAsync(string serverPath, Options o)
 
         var endpoint = clientUrl["http://".Length..];
         await PhaseAsync("no maintenance", channels, o, null);
+        // The putters keep writing through the defrag, so the size on disk is compared with the size in use.
+        var beforeDefrag = await maintenance.StatusAsync(new StatusRequest());
         await PhaseAsync("defrag", channels, o, () => Ctl(o.Etcdctl, endpoint, "defrag"));
-        var after = (await maintenance.StatusAsync(new StatusRequest())).DbSize;
-        Console.WriteLine($"  dbSize after defrag {Mib(after)} MiB (before {Mib(before)} MiB)");
-        var snapshot = Path.Combine(dataDir, "bench-snapshot.db");
+        var after = await maintenance.StatusAsync(new StatusRequest());
+        Console.WriteLine($"  dbSize (in use) before defrag {Mib(beforeDefrag.DbSize)} ({Mib(beforeDefrag.DbSizeInUse)}) MiB, after {Mib(after.DbSize)} ({Mib(after.DbSizeInUse)}) MiB");
+        var snapshot = Path.Combine(o.SnapshotDirectory ?? dataDir, $"bench-snapshot-{Environment.ProcessId}.db");
         await PhaseAsync("snapshot save", channels, o, () => Ctl(o.Etcdctl, endpoint, "snapshot", "save", snapshot));
         Console.WriteLine($"  snapshot {Mib(new FileInfo(snapshot).Length)} MiB");
         File.Delete(snapshot);
         await ThroughputAsync("snapshot save (no load)", snapshot, () => Ctl(o.Etcdctl, endpoint, "snapshot", "save", snapshot));
         await ThroughputAsync("snapshot restore", snapshot, () => Restore(serverPath, o.Etcdctl, snapshot, Path.Combine(dataDir, "restored"), peerUrl));
+        File.Delete(snapshot);
         foreach (var ch in channels)
         {
             ch.Dispose();
@@ -292,6 +295,9 @@ internal sealed record Options(IReadOnlyList<string> Servers, int Keys, int Valu
     /// <summary>Restart mode: where each member's own output goes (one file per start), if set.</summary>
     public string? LogDirectory { get; init; }
 
+    /// <summary>Where `snapshot save` writes its file (the member's data dir by default, so on the same disk).</summary>
+    public string? SnapshotDirectory { get; init; }
+
     public static Options? Parse(string[] args)
     {
         var servers = new List<string>();
@@ -299,6 +305,7 @@ internal sealed record Options(IReadOnlyList<string> Servers, int Keys, int Valu
         var etcdctl = "/usr/bin/etcdctl";
         var mode = "defrag";
         string? logs = null;
+        string? snapshotDir = null;
         for (var i = 0; i + 1 < args.Length; i += 2)
         {
             switch (args[i])
@@ -313,12 +320,13 @@ internal sealed record Options(IReadOnlyList<string> Servers, int Keys, int Valu
                 case "--mode" when args[i + 1] is "defrag" or "restart": mode = args[i + 1]; break;
                 case "--value-max": valueMax = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
                 case "--logs": logs = args[i + 1]; break;
+                case "--snapshot-dir": snapshotDir = args[i + 1]; break;
                 default: return null;
             }
         }
 
         return servers.Count == 0 || args.Length % 2 != 0 || (valueMax != 0 && valueMax < value)
             ? null
-            : new Options(servers, keys, value, rounds, clients, seconds, etcdctl) { Mode = mode, ValueMaxBytes = Math.Max(valueMax, value), LogDirectory = logs };
+            : new Options(servers, keys, value, rounds, clients, seconds, etcdctl) { Mode = mode, ValueMaxBytes = Math.Max(valueMax, value), LogDirectory = logs, SnapshotDirectory = snapshotDir };
     }
 }

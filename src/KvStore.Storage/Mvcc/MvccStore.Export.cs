@@ -106,44 +106,61 @@ public sealed partial class MvccStore
         return export(header, ReadRevisionRecords(revisions));
     }
 
-    /// <summary>State, meta and the sorted revision list, taken between write txns.</summary>
+    /// <summary>Tests: called after a view's state is taken and before its revisions are listed while writes go on.</summary>
+    internal Action? OnViewListingForTest { get; set; }
+
+    /// <summary>
+    /// State, meta and the sorted revision list as of one point between write txns. Only the state and meta are read
+    /// with the writer held off; the revisions up to that point's revision are listed while writes go on (listing
+    /// every revision of a large store with the writer held off stalled every put for its whole length). A compaction
+    /// during the listing may have dropped some of them, so then the view is taken again; after two such races the
+    /// listing holds the writer off too.
+    /// </summary>
     private (StoreViewHeader Header, List<Revision> Revisions) CaptureView()
     {
-        var revisions = new List<Revision>();
-        List<MetaRecord> meta;
-        ulong index;
-        long current, compact;
-        _txnGate.Wait();
-        try
+        const int ListingsWhileWriting = 2;
+        for (var attempt = 1; ; attempt++)
         {
-            index = ConsistentIndex;
-            current = CurrentRevision;
-            compact = CompactRevision;
-            _lock.EnterReadLock();
+            var holdWriter = attempt > ListingsWhileWriting;
+            List<Revision>? revisions = null;
+            List<MetaRecord> meta;
+            ulong index;
+            long current, compact;
+            _txnGate.Wait();
             try
             {
-                foreach (var ki in _index)
+                index = ConsistentIndex;
+                current = CurrentRevision;
+                compact = CompactRevision;
+                lock (_meta)
                 {
-                    revisions.AddRange(ki.AllRevisions());
+                    meta = [.. _meta.SelectMany(b => b.Value.Select(kv => new MetaRecord(b.Key, kv.Key.ToArray(), kv.Value.ToArray())))];
+                }
+
+                if (holdWriter)
+                {
+                    revisions = IndexedRevisionsUpTo(current);
                 }
             }
             finally
             {
-                _lock.ExitReadLock();
+                _txnGate.Release();
             }
 
-            lock (_meta)
+            if (revisions is null)
             {
-                meta = [.. _meta.SelectMany(b => b.Value.Select(kv => new MetaRecord(b.Key, kv.Key.ToArray(), kv.Value.ToArray())))];
+                OnViewListingForTest?.Invoke();
+                revisions = IndexedRevisionsUpTo(current);
             }
-        }
-        finally
-        {
-            _txnGate.Release();
-        }
 
-        revisions.Sort();
-        return (new StoreViewHeader(index, current, compact, revisions.Count, meta), revisions);
+            if (CompactRevision != compact)
+            {
+                continue;
+            }
+
+            revisions.Sort();
+            return (new StoreViewHeader(index, current, compact, revisions.Count, meta), revisions);
+        }
     }
 
     private IEnumerable<RevisionRecord> ReadRevisionRecords(List<Revision> revisions)

@@ -213,15 +213,27 @@ public sealed partial class MvccStore
 
     /// <summary>
     /// Every revision at or below <paramref name="revision"/> that the key index holds or a scheduled physical delete
-    /// still needs (its delete must find the record, and <see cref="DbSizeInUseBytes"/> stays exact). The key index
-    /// references are copied under one read lock (a copy of references, ~1 ms per 100,000 keys), then their revisions
-    /// are read a thousand keys per read-lock hold, so the writer's index updates wait for one small chunk at most
-    /// (listing 350,000 revisions at once held every put for ~0.2 s). Between chunks the writer only adds revisions
-    /// above <paramref name="revision"/> (filtered out here), and compaction may drop revisions from a key index (a
-    /// dropped key's index is left empty): those are scheduled for physical deletion and taken from the schedule after
-    /// the index (physical deletes run on the maintenance chain, after this).
+    /// still needs (its delete must find the record, and <see cref="DbSizeInUseBytes"/> stays exact). Compaction may
+    /// drop revisions from the key index while <see cref="IndexedRevisionsUpTo"/> lists: those are scheduled for
+    /// physical deletion and taken from the schedule after the index (physical deletes run on the maintenance chain,
+    /// after this).
     /// </summary>
     private List<Revision> LiveRevisionsUpTo(long revision)
+    {
+        var live = IndexedRevisionsUpTo(revision);
+        live.AddRange(PendingDeletes().Where(r => r.Main <= revision));
+        return live;
+    }
+
+    /// <summary>
+    /// The revisions at or below <paramref name="revision"/> that the key index holds, unsorted, while writes go on.
+    /// The key index references are copied under one read lock (~1 ms per 100,000 keys), then their revisions are
+    /// read a thousand keys per read-lock hold, so the writer's index updates wait for one small chunk at most (listing
+    /// 350,000 revisions at once held every put for ~0.2 s). Between chunks the writer only adds revisions above
+    /// <paramref name="revision"/> (filtered out here); only compaction removes any (a dropped key's index is left
+    /// empty), and it moves <see cref="CompactRevision"/> first, so a caller that needs the exact set checks that.
+    /// </summary>
+    private List<Revision> IndexedRevisionsUpTo(long revision)
     {
         const int KeysPerChunk = 1024;
         KeyIndex[] keys;
@@ -236,7 +248,7 @@ public sealed partial class MvccStore
             _lock.ExitReadLock();
         }
 
-        List<Revision> live = new(keys.Length);
+        List<Revision> revisions = new(keys.Length);
         for (var start = 0; start < keys.Length; start += KeysPerChunk)
         {
             var end = Math.Min(keys.Length, start + KeysPerChunk);
@@ -251,7 +263,7 @@ public sealed partial class MvccStore
                         {
                             if (rev.Main <= revision)
                             {
-                                live.Add(rev);
+                                revisions.Add(rev);
                             }
                         }
                     }
@@ -263,7 +275,6 @@ public sealed partial class MvccStore
             }
         }
 
-        live.AddRange(PendingDeletes().Where(r => r.Main <= revision));
-        return live;
+        return revisions;
     }
 }

@@ -102,6 +102,51 @@ public sealed class EtcdSnapshotTests : IDisposable
         dst.Range(B("a"), [], new RangeOptions(Revision: compactAt - 1)).Error.Should().Be(MvccError.Compacted);
     }
 
+    [Theory]
+    [InlineData(1)] // the second listing runs while writes go on
+    [InlineData(2)] // both listings raced a compaction: the third holds the writer off
+    public async Task Export_taken_again_when_a_compaction_drops_revisions_while_they_are_listed(int racingCompactions)
+    {
+        using var src = MvccStore.Open(Options("src"), NullLogger.Instance);
+        for (var i = 0; i < 300; i++)
+        {
+            Write(src, t => t.Put(B($"k/{i % 20}"), B($"v{i}"), 0));
+        }
+
+        var listings = 0;
+        var compactedAt = new List<long>();
+        src.OnViewListingForTest = () =>
+        {
+            if (++listings <= racingCompactions)
+            {
+                // The writer is not held off here: a compaction drops history the view's state still promises.
+                var at = src.CurrentRevision - 50 * (racingCompactions - listings + 1);
+                src.Compact(at).Error.Should().Be(MvccError.None);
+                compactedAt.Add(at);
+            }
+        };
+
+        var rev = src.CurrentRevision;
+        var (compact, exported) = await src.ExportAsync((view, records) => (view.CompactRevision, records.Select(r => r.Revision).ToList()));
+
+        listings.Should().Be(2, "a listing that raced a compaction is redone, and only two run while writes go on");
+        compact.Should().Be(compactedAt[^1]);
+        exported.Should().BeInAscendingOrder().And.OnlyHaveUniqueItems();
+        exported.Should().NotContain(r => r.Main > rev);
+
+        // Exactly what the key index holds after the last compaction: every key's history from the compact revision.
+        var expected = new SortedSet<Revision>();
+        for (var r = compact; r <= rev; r++)
+        {
+            foreach (var kv in src.Range(B("k/"), B("k0"), new RangeOptions(Revision: r)).Kvs)
+            {
+                expected.Add(new Revision(kv.ModRevision, 0));
+            }
+        }
+
+        exported.Should().Equal(expected);
+    }
+
     [Fact]
     public async Task Export_reads_records_evicted_from_memory_to_disk()
     {
