@@ -234,7 +234,7 @@ static Process Restore(string serverPath, string etcdctl, string snapshot, strin
 
 static void EchoDefrag(string? line)
 {
-    if (line is not null && (line.Contains("Defragmented", StringComparison.Ordinal) || line.Contains("log compacted", StringComparison.Ordinal) || line.Contains("writes held off", StringComparison.Ordinal) || line.Contains("snapshot at applied index", StringComparison.Ordinal)))
+    if (line is not null && (line.Contains("Defragmented", StringComparison.Ordinal) || line.Contains("log compacted", StringComparison.Ordinal) || line.Contains("writes held off", StringComparison.Ordinal) || line.Contains("snapshot at applied index", StringComparison.Ordinal) || line.Contains("snapshot written", StringComparison.Ordinal) || line.Contains("snapshot sent", StringComparison.Ordinal)))
     {
         Console.WriteLine("    server: " + line);
     }

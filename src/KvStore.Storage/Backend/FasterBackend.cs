@@ -281,15 +281,17 @@ internal sealed unsafe class FasterBackend : IDisposable
 
     /// <summary>
     /// Reads many keys with their disk reads in flight together (one completion wait per batch rather than one per key,
-    /// which bounds a cold read of a large store by disk throughput instead of latency). <paramref name="results"/>[i]
-    /// is the value of <paramref name="keys"/>[i], or null when absent.
+    /// which bounds a cold read of a large store by disk throughput instead of latency). The values are copied one after
+    /// another into <paramref name="values"/> (grown when too small, so a caller reusing it allocates nothing per key):
+    /// <paramref name="found"/>[i] is where the value of <paramref name="keys"/>[i] lies in it, or null when absent.
     /// </summary>
-    public static void ReadBatch(Session session, IReadOnlyList<byte[]> keys, byte[]?[] results)
+    public static void ReadBatch(Session session, IReadOnlyList<byte[]> keys, ref byte[] values, Range?[] found)
     {
+        var used = 0;
         var pending = new Dictionary<byte[], int>(ByteArrayComparer.Instance);
         for (var i = 0; i < keys.Count; i++)
         {
-            results[i] = null;
+            found[i] = null;
             fixed (byte* k = keys[i])
             {
                 var keySb = SpanByte.FromPointer(k, keys[i].Length);
@@ -301,7 +303,7 @@ internal sealed unsafe class FasterBackend : IDisposable
                 }
                 else if (status.Found)
                 {
-                    results[i] = ToArray(keys[i], ref output);
+                    found[i] = CopyOut(keys[i], ref output, ref values, ref used);
                 }
                 else
                 {
@@ -324,13 +326,30 @@ internal sealed unsafe class FasterBackend : IDisposable
                 var key = outputs.Current.Key.AsReadOnlySpan().ToArray();
                 if (outputs.Current.Status.Found && pending.TryGetValue(key, out var index))
                 {
-                    results[index] = ToArray(key, ref output);
+                    found[index] = CopyOut(key, ref output, ref values, ref used);
                 }
                 else
                 {
                     output.Memory?.Dispose();
                 }
             }
+        }
+    }
+
+    private static Range CopyOut(ReadOnlySpan<byte> key, ref SpanByteAndMemory output, ref byte[] values, ref int used)
+    {
+        IMemoryOwner<byte>? memory = output.IsSpanByte ? null : output.Memory;
+        using (memory)
+        {
+            var value = Verified(key, memory is null ? output.SpanByte.AsReadOnlySpan() : memory.Memory.Span[..output.Length]);
+            if (values.Length - used < value.Length)
+            {
+                Array.Resize(ref values, Math.Max(values.Length * 2, used + value.Length));
+            }
+
+            value.CopyTo(values.AsSpan(used));
+            used += value.Length;
+            return new Range(used - value.Length, used);
         }
     }
 

@@ -72,7 +72,7 @@ public static class EtcdSnapshotWriter
                 foreach (var record in revisions)
                 {
                     var length = EtcdLayout.WriteRevisionKey(key, record.Revision, record.Tombstone);
-                    writer.Put(key[..length], record.KeyValue);
+                    writer.Put(key[..length], record.KeyValue.Span);
                     count++;
                 }
             }

@@ -231,7 +231,7 @@ public sealed partial class MvccStore
                 BinaryPrimitives.WriteInt32LittleEndian(head[17..], record.KeyValue.Length + 1);
                 w.Write(head);
                 w.Write([record.Tombstone ? FlagTombstone : FlagPut]);
-                w.Write(record.KeyValue);
+                w.Write(record.KeyValue.Span);
             }
 
             foreach (var (bucket, key, value) in meta)

@@ -173,7 +173,7 @@ public sealed class EtcdSnapshotTests : IDisposable
         var live = src.Range(B("big/"), B("big0"), default).Kvs;
         for (var i = 0; i < live.Count; i += 97)
         {
-            var kv = KeyValueCodec.Decode(exported[i].KeyValue, keysOnly: false);
+            var kv = KeyValueCodec.Decode(exported[i].KeyValue.Span, keysOnly: false);
             (kv.Key, kv.Value, kv.ModRevision).Should().BeEquivalentTo((live[i].Key, live[i].Value, live[i].ModRevision));
         }
     }
