@@ -10,9 +10,9 @@ using Grpc.Net.Client;
 // records the puts that started while the operation ran (or during SECONDS for the baseline). Prints p50/p99/max per
 // phase, the operation's duration and dbSize before and after the defrag. Then the throughput of backup and restore on
 // the same store: a `snapshot save` with no load (MiB/s of the file written) and a restore of that file into a fresh
-// data dir with the server's own tool (`kvstore snapshot restore`, or `etcdctl snapshot restore` for etcd). Bounded:
-// every phase ends with its operation (killed after 5 minutes); each member is killed at the end and its data dir
-// removed.
+// data dir with the server's own tool (`kvstore snapshot restore`, or `etcdctl snapshot restore` for etcd), and a
+// defrag with no load after compacting everything (duration and dbSize before and after). Bounded: every phase ends
+// with its operation (killed after 5 or 10 minutes); each member is killed at the end and its data dir removed.
 // With --mode restart it measures a member with a large store instead (RestartBench.cs): load rate, memory and disk
 // after loading KEYS keys once, a paginated list, and how long a SIGTERM restart takes until /health is OK.
 var o = Options.Parse(args);
@@ -102,6 +102,17 @@ static async Task RunAsync(string serverPath, Options o)
         await ThroughputAsync("snapshot save (no load)", snapshot, () => Ctl(o.Etcdctl, endpoint, "snapshot", "save", snapshot));
         await ThroughputAsync("snapshot restore", snapshot, () => Restore(serverPath, o.Etcdctl, snapshot, Path.Combine(dataDir, "restored"), peerUrl));
         File.Delete(snapshot);
+
+        // A defrag with nothing else running, after compacting all the history the putters added: the drop in dbSize
+        // is what a defrag reclaims, and its duration compares with etcd's (which holds every put meanwhile).
+        var uncompacted = await maintenance.StatusAsync(new StatusRequest());
+        await kv.CompactAsync(new CompactionRequest { Revision = uncompacted.Header.Revision, Physical = true });
+        var quiet = await maintenance.StatusAsync(new StatusRequest());
+        var quietTook = Stopwatch.StartNew();
+        var quietResult = await RunToEndAsync(Ctl(o.Etcdctl, endpoint, "defrag"));
+        var quietAfter = await maintenance.StatusAsync(new StatusRequest());
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"  defrag (no load)         {quietTook.Elapsed.TotalSeconds,6:F2} s ({quietResult}): dbSize {Mib(uncompacted.DbSize)} MiB, compacted {Mib(quiet.DbSize)} (in use {Mib(quiet.DbSizeInUse)}), defragmented {Mib(quietAfter.DbSize)} MiB"));
         foreach (var ch in channels)
         {
             ch.Dispose();
@@ -197,17 +208,23 @@ static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o,
         $"    slowest puts (start UTC, ms): {string.Join(", ", worst.Select(w => $"{w.At:HH:mm:ss.fff} {w.Ms:F0}"))}"));
 }
 
-// Runs one offline operation on the snapshot file and prints the file's size over the operation's wall time.
-static async Task ThroughputAsync(string name, string snapshot, Func<Process> operation)
+// Waits (at most 10 minutes) for a process to exit: "ok", or its exit code and output.
+static async Task<string> RunToEndAsync(Process started)
 {
-    var took = Stopwatch.StartNew();
-    using var p = operation();
+    using var p = started;
     var stdout = p.StandardOutput.ReadToEndAsync();
     var stderr = p.StandardError.ReadToEndAsync();
     using var limit = new CancellationTokenSource(TimeSpan.FromMinutes(10));
     await p.WaitForExitAsync(limit.Token);
+    return p.ExitCode == 0 ? "ok" : $"exit {p.ExitCode}: {(await stderr).Trim()} {(await stdout).Trim()}";
+}
+
+// Runs one offline operation on the snapshot file and prints the file's size over the operation's wall time.
+static async Task ThroughputAsync(string name, string snapshot, Func<Process> operation)
+{
+    var took = Stopwatch.StartNew();
+    var result = await RunToEndAsync(operation());
     var seconds = took.Elapsed.TotalSeconds;
-    var result = p.ExitCode == 0 ? "ok" : $"exit {p.ExitCode}: {(await stderr).Trim()} {(await stdout).Trim()}";
     var mib = new FileInfo(snapshot).Length / 1048576.0;
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
         $"  {name,-24} {seconds,6:F2} s ({result}), {mib:F0} MiB: {mib / seconds:F1} MiB/s; load {File.ReadAllText("/proc/loadavg").Split(' ')[0]}"));
