@@ -17,6 +17,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 1404, Level = LogLevel.Information, Message = "snapshot at applied index {Index}: store checkpointed, raft log compacted through {CompactIndex}")]
     public static partial void Snapshotted(ILogger logger, ulong index, ulong compactIndex);
 
+    [LoggerMessage(EventId = 1415, Level = LogLevel.Information, Message = "store checkpointed at index {Index}, past the raft log's last index {LastIndex} (an installed snapshot held entries the log has not received yet): no raft snapshot marker")]
+    public static partial void CheckpointAheadOfLog(ILogger logger, ulong index, ulong lastIndex);
+
     [LoggerMessage(EventId = 1405, Level = LogLevel.Information, Message = "sending snapshot {Index}/{Term} (store at index {StoreIndex}, {Bytes} bytes) to {Peer}")]
     public static partial void SendingSnapshot(ILogger logger, ulong index, ulong term, ulong storeIndex, long bytes, string peer);
 

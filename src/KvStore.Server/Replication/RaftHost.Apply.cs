@@ -290,6 +290,15 @@ public sealed partial class RaftHost
         var membership = new Membership();
         var index = await store.CheckpointWhileWritingAsync(() => membership.Load(store));
         _metrics.SnapshotSave.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
+        if (index > _raftLog.LastIndex())
+        {
+            // A leader's snapshot file holds its store as of sending, past the snapshot's index; until the entries in
+            // between arrive (and are skipped at apply) there is no log entry to put a marker on. The checkpoint stands,
+            // and a restart starts from the installed snapshot's marker as it would have anyway.
+            Log.CheckpointAheadOfLog(_logger, index, _raftLog.LastIndex());
+            return;
+        }
+
         _raftLog.CreateSnapshot(index, membership.ToConfState());
         await _raftLog.SyncAsync();
         var compactIndex = index > CatchUpEntries ? index - CatchUpEntries : 0;
