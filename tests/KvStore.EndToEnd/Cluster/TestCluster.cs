@@ -121,12 +121,23 @@ public sealed class TestCluster : IAsyncDisposable
             var r = await CtlAsync(m, ["endpoint", "health"], TimeSpan.FromSeconds(2));
             if (r.ExitCode == 0)
             {
-                var status = await StatusAsync(m, TimeSpan.FromSeconds(5));
-                m.Id = status.MemberId;
-                return;
+                try
+                {
+                    var status = await StatusAsync(m, TimeSpan.FromSeconds(5));
+                    m.Id = status.MemberId;
+                    return;
+                }
+                catch (RpcException e) when (e.StatusCode == StatusCode.Unavailable)
+                {
+                    // The member's cached channel may still be backing off from the connection the restart broke.
+                    last = e.Status.Detail;
+                }
+            }
+            else
+            {
+                last = (r.Stdout + r.Stderr).Trim();
             }
 
-            last = (r.Stdout + r.Stderr).Trim();
             await Task.Delay(200);
         }
 
