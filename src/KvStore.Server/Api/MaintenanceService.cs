@@ -157,7 +157,7 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
                     Header = first ? _headers.Create(chunk.Revision) : null,
                     RemainingBytes = (ulong)chunk.RemainingBytes,
                     // The exporter reuses the chunk's buffer only after this write completes, and the write
-                    // serializes the message first: no copy of each 32 KiB piece.
+                    // serializes the message first: no copy of each piece.
                     Blob = UnsafeByteOperations.UnsafeWrap(chunk.Data),
                     Version = first ? Versions.EtcdServer : string.Empty,
                 };
