@@ -18,6 +18,7 @@ public sealed class RaftLogStore : IRaftStorage
     private readonly ILogger _logger;
     private readonly object _gate = new();
     private readonly InMemoryRaftStorage _memory = new();
+    private readonly EntryPayloadArena _payloads = new();
 
     private RaftLogStore(WriteAheadLog wal, ILogger logger)
     {
@@ -68,7 +69,7 @@ public sealed class RaftLogStore : IRaftStorage
                     + "entries before it were released without a snapshot marker covering them");
             }
 
-            memory.Append([ToEntry(e, wal.Directory)]);
+            memory.Append([store.Retained(e, wal.Directory)]);
         }
 
         memory.Term(store.Offset, out var snapTerm);
@@ -285,14 +286,17 @@ public sealed class RaftLogStore : IRaftStorage
                 throw new InvalidOperationException($"raft log: missing log entry [last: {_memory.LastIndex()}, append at: {e.Index}]");
             }
 
-            _wal.Append(new WalEntry(e.Index, e.Term, (byte)e.Type, e.Data));
-            _memory.Append([e]);
+            var record = new WalEntry(e.Index, e.Term, (byte)e.Type, e.Data);
+            _wal.Append(record);
+            _memory.Append([Retained(record, _wal.Directory)]);
         }
     }
 
-    private static Entry ToEntry(WalEntry e, string directory) => e.Type switch
+    // The entry as the log keeps it: its payload copied into the arena.
+    private Entry Retained(WalEntry e, string directory) => e.Type switch
     {
-        (byte)EntryType.Normal or (byte)EntryType.ConfChange => new Entry { Index = e.Index, Term = e.Term, Type = (EntryType)e.Type, Data = e.Data },
+        (byte)EntryType.Normal or (byte)EntryType.ConfChange =>
+            new Entry { Index = e.Index, Term = e.Term, Type = (EntryType)e.Type, Data = _payloads.Retain(e.Data) },
         _ => throw new InvalidDataException($"WAL in '{directory}': entry {e.Index} has unknown type {e.Type}"),
     };
 }

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using KvStore.Raft;
 using KvStore.Raft.Storage;
 using KvStore.Storage.Raft;
@@ -90,6 +91,34 @@ public sealed class RaftLogStoreTests : IDisposable
         _store.Save(null, Range(1, 5, 1), null); // each entry: 8 bytes + 24
         _store.Entries(1, 6, maxSize, out var ents).Should().Be(StorageStatus.Ok);
         ents.Should().HaveCount(want);
+    }
+
+    [Fact]
+    public void Retained_payloads_are_copies_packed_into_shared_segments()
+    {
+        // 3 KiB payloads: a 1 MiB segment holds 341 of them, so 1,000 entries span three segments.
+        var saved = Enumerable.Range(1, 1000).Select(i => E((ulong)i, 1, size: 3072)).ToList();
+        _store.Save(null, saved, null);
+        foreach (var e in saved)
+        {
+            MemoryMarshal.AsMemory(e.Data).Span.Clear(); // the caller reuses its buffers once Save returned
+        }
+
+        _store.Entries(1, 1001, ulong.MaxValue, out var ents).Should().Be(StorageStatus.Ok);
+        ents.Select(e => e.Data.ToArray().All(b => b == (byte)e.Index) && e.Data.Length == 3072).Should().AllBeEquivalentTo(true);
+        ents.Select(e => MemoryMarshal.TryGetArray(e.Data, out var a) ? a.Array : null).Distinct().Should().HaveCount(3);
+    }
+
+    [Fact]
+    public void A_payload_too_large_to_share_a_segment_is_kept_as_it_is()
+    {
+        var large = E(1, 1, size: 512 * 1024);
+        _store.Save(null, [large, E(2, 1)], null);
+        _store.Entries(1, 3, ulong.MaxValue, out var ents).Should().Be(StorageStatus.Ok);
+        MemoryMarshal.TryGetArray(ents[0].Data, out var kept).Should().BeTrue();
+        MemoryMarshal.TryGetArray(large.Data, out var given).Should().BeTrue();
+        kept.Array.Should().BeSameAs(given.Array);
+        ents[1].Data.ToArray().Should().Equal(Enumerable.Repeat((byte)2, 8));
     }
 
     [Fact]
