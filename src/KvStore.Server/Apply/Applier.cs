@@ -262,27 +262,16 @@ public sealed partial class Applier
     private PutResponse Put(MvccWriteTxn txn, PutRequest request)
     {
         var response = new PutResponse();
-        var key = request.Key.ToByteArray();
-        byte[] value;
-        long lease = request.Lease;
-        if (request.IgnoreValue || request.IgnoreLease)
+        var key = Convert.ToStored(request.Key);
+        var current = request.PrevKv || request.IgnoreValue || request.IgnoreLease ? Get(txn, request.Key) : null;
+        var value = request.IgnoreValue ? current!.Value : Convert.ToStored(request.Value);
+        var lease = request.IgnoreLease ? current!.Lease : request.Lease;
+        var oldLease = txn.Put(key, value, lease);
+        if (request.PrevKv && current is not null)
         {
-            var current = Get(txn, request.Key)!;
-            value = request.IgnoreValue ? current.Value : request.Value.ToByteArray();
-            lease = request.IgnoreLease ? current.Lease : lease;
-        }
-        else
-        {
-            value = request.Value.ToByteArray();
+            response.PrevKv = Convert.ToProto(current);
         }
 
-        var previous = txn.Put(key, value, lease);
-        if (request.PrevKv && previous is not null)
-        {
-            response.PrevKv = Convert.ToProto(previous);
-        }
-
-        var oldLease = previous?.Lease ?? 0;
         if (oldLease != 0 || lease != 0)
         {
             _leases.OnPut(key, oldLease, lease);

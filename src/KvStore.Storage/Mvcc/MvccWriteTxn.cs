@@ -43,16 +43,22 @@ public sealed class MvccWriteTxn : IMvccReader, IDisposable
     public RangeResult Range(ReadOnlySpan<byte> key, ReadOnlySpan<byte> rangeEnd, RangeOptions options) =>
         _store.RangeCore(_store.WriterSession, key, rangeEnd, options, CurrentRevision);
 
-    public KeyValue? Put(byte[] key, byte[] value, long lease)
+    /// <summary>
+    /// Puts key at this txn's revision. The new version and create revision come from the key index, as etcd takes
+    /// them, so the previous value is not read; a caller that needs it (prev_kv) reads it first.
+    /// </summary>
+    /// <returns>The lease the key was attached to before this put (0 when it had none or did not exist).</returns>
+    public long Put(byte[] key, byte[] value, long lease)
     {
         ArgumentNullException.ThrowIfNull(key);
         ArgumentNullException.ThrowIfNull(value);
         EnsureWritable();
         var ki = _store.GetOrAddKeyIndex(key);
-        var prev = ReadVisible(ki);
+        var existed = ki.TryGet(CurrentRevision, out _, out var created, out var previousVersion);
+        var previousLease = existed ? ki.Lease : 0;
         var rev = new Revision(Revision, _changes.Count);
-        var create = prev?.CreateRevision ?? Revision;
-        var version = (prev?.Version ?? 0) + 1;
+        var create = existed ? created : Revision;
+        var version = previousVersion + 1;
 
         var size = 1 + KeyValueCodec.MaxSize(key.Length, value.Length) + FasterBackend.ChecksumLength;
         var buffer = ArrayPool<byte>.Shared.Rent(size);
@@ -80,7 +86,7 @@ public sealed class MvccWriteTxn : IMvccReader, IDisposable
             Version = version,
             Lease = lease,
         }));
-        return prev;
+        return previousLease;
     }
 
     public IReadOnlyList<KeyValue> DeleteRange(ReadOnlySpan<byte> key, ReadOnlySpan<byte> rangeEnd)

@@ -122,14 +122,40 @@ public sealed class MvccStoreTests : IDisposable
     }
 
     [Fact]
+    public void Put_takes_version_and_create_revision_from_the_key_index_and_returns_the_previous_lease()
+    {
+        Put("k", "0", lease: 5); // revision 2
+        using (var txn = _store.BeginWrite(++_index))
+        {
+            txn.Put(B("k"), B("1"), 6).Should().Be(5);
+            txn.Put(B("k"), B("2"), 0).Should().Be(6, "the txn's own earlier put is the previous one");
+            txn.Commit();
+        }
+
+        var kv = _store.Range(B("k"), [], default).Kvs.Single();
+        (kv.CreateRevision, kv.ModRevision, kv.Version, kv.Lease).Should().Be((2L, 3L, 3L, 0L));
+
+        Reopen();
+        Del("k"); // revision 4
+        using (var txn = _store.BeginWrite(++_index))
+        {
+            txn.Put(B("k"), B("again"), 0).Should().Be(0, "a deleted key has no lease");
+            txn.Commit();
+        }
+
+        kv = _store.Range(B("k"), [], default).Kvs.Single();
+        (kv.CreateRevision, kv.ModRevision, kv.Version).Should().Be((5L, 5L, 1L));
+    }
+
+    [Fact]
     public void Txn_sees_own_writes_and_uses_one_revision_with_sub_revisions()
     {
         Put("a", "0");
         using (var txn = _store.BeginWrite(++_index))
         {
             txn.Revision.Should().Be(3);
-            txn.Put(B("a"), B("1"), 0)!.Value.Should().Equal(B("0"));
-            txn.Put(B("b"), B("2"), 7).Should().BeNull();
+            txn.Put(B("a"), B("1"), 0).Should().Be(0);
+            txn.Put(B("b"), B("2"), 7).Should().Be(0);
             txn.Range(B("a"), B("\0"), default).Kvs.Select(kv => S(kv.Value)).Should().Equal("1", "2");
             _store.Range(B("a"), B("\0"), default).Kvs.Select(kv => S(kv.Value)).Should().Equal("0");
             txn.DeleteRange(B("a"), []).Select(kv => S(kv.Value)).Should().Equal("1");

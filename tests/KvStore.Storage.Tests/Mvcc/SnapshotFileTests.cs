@@ -97,7 +97,7 @@ public sealed class SnapshotFileTests : IDisposable
         // The restored store keeps working and survives a restart.
         using (var txn = restored.BeginWrite(_index + 1))
         {
-            txn.Put(B("after"), B("restore"), 0).Should().BeNull();
+            txn.Put(B("after"), B("restore"), 0).Should().Be(0);
             txn.Revision.Should().Be(srcRev + 1);
             txn.Commit();
         }
