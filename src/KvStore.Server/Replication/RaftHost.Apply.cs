@@ -101,7 +101,7 @@ public sealed partial class RaftHost
 
     private void ApplyNormal(MvccStore store, Entry entry)
     {
-        var request = entry.Data.IsEmpty ? EmptyRequest : InternalRequest.Parser.ParseFrom(entry.Data.Span);
+        var request = entry.Data.IsEmpty ? EmptyRequest : OwnProposal(entry.Data.Span) ?? InternalRequest.Parser.ParseFrom(entry.Data.Span);
         if (request.RequestCase == InternalRequest.RequestOneofCase.MemberAttributes)
         {
             ApplyMemberAttributes(store, entry.Index, request.MemberAttributes);
@@ -112,6 +112,33 @@ public sealed partial class RaftHost
         // An empty entry (a new leader's) still records its index, so the consistent index equals the applied index.
         var outcome = _applier.Apply(entry.Index, request);
         Complete(request, outcome.Error, outcome.Response);
+    }
+
+    /// <summary>
+    /// The request of a proposal this member made and still awaits, when the entry holds exactly its bytes: applied as
+    /// it is instead of parsing the same bytes again. Another member's id could match (ids carry only 16 bits of the
+    /// member id), so equal bytes, not the id, are the proof.
+    /// </summary>
+    private InternalRequest? OwnProposal(ReadOnlySpan<byte> data)
+    {
+        // The id (field 1, a varint) is encoded first when set.
+        const byte IdTag = (1 << 3) | 0;
+        if (data[0] != IdTag)
+        {
+            return null;
+        }
+
+        ulong id = 0;
+        for (int i = 1, shift = 0; i < data.Length && shift < 64; i++, shift += 7)
+        {
+            id |= (ulong)(data[i] & 0x7F) << shift;
+            if (data[i] < 0x80)
+            {
+                return _waiters.TryGetValue(id, out var proposal) && data.SequenceEqual(proposal.Data) ? proposal.Request : null;
+            }
+        }
+
+        return null;
     }
 
     private void Complete(InternalRequest request, EtcdError? error, Google.Protobuf.IMessage? response)

@@ -51,7 +51,7 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     private readonly Func<PeerTransport> _transportFactory;
     private readonly Channel<object> _inbox = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true });
     private readonly Channel<object> _applyQueue = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-    private readonly ConcurrentDictionary<ulong, TaskCompletionSource<IMessage>> _waiters = new();
+    private readonly ConcurrentDictionary<ulong, Proposal> _waiters = new();
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource> _confWaiters = new();
     private readonly TimeSpan _requestTimeout;
     private readonly CancellationTokenSource _stop = new();
@@ -173,9 +173,9 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
             throw EtcdErrors.RequestTooLarge.Exception();
         }
 
-        var waiter = new TaskCompletionSource<IMessage>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var waiter = new Proposal(id, request, data);
         _waiters[id] = waiter;
-        if (!_inbox.Writer.TryWrite(new Proposal(id, data)))
+        if (!_inbox.Writer.TryWrite(waiter))
         {
             _waiters.TryRemove(id, out _);
             _metrics.ProposalsFailed.Inc();
@@ -525,8 +525,19 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
 
     private static string Hex(ulong id) => id.ToString("x", CultureInfo.InvariantCulture);
 
-    /// <summary>A client proposal on its way to the raft loop.</summary>
-    private sealed record Proposal(ulong Id, byte[] Data);
+    /// <summary>
+    /// A proposal of this member: what the raft loop proposes (<see cref="Data"/>, <see cref="Request"/> encoded) and
+    /// what the caller awaits. Neither the request nor the data is changed once proposed.
+    /// </summary>
+    private sealed class Proposal(ulong id, InternalRequest request, byte[] data)
+        : TaskCompletionSource<IMessage>(TaskCreationOptions.RunContinuationsAsynchronously)
+    {
+        public ulong Id { get; } = id;
+
+        public InternalRequest Request { get; } = request;
+
+        public byte[] Data { get; } = data;
+    }
 
     /// <summary>Wakes the raft loop to send the pending read batch.</summary>
     private sealed class ReadSignal
