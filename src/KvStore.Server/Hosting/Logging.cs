@@ -120,9 +120,10 @@ public static class Logging
     }
 
     /// <summary>
-    /// Drops the fields ASP.NET Core's request scope adds to everything logged while a call is served (RequestId,
-    /// RequestPath, ConnectionId): etcd's lines never carry them, so a defragment's lines, logged inside the
-    /// Defragment call, would otherwise differ from etcd's. Runs after the scope's fields were attached.
+    /// Drops the fields ASP.NET Core's scopes add to everything logged while a call is served (Kestrel's ConnectionId;
+    /// RequestId and RequestPath from the hosting layer's request scope, which ServerHost filters off): etcd's lines
+    /// never carry them, so a defragment's lines, logged inside the Defragment call, would otherwise differ from
+    /// etcd's. Runs after the scope's fields were attached.
     /// </summary>
     private sealed class NoRequestScope : ILogEventEnricher
     {

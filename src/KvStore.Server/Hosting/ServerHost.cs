@@ -23,6 +23,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Hosting.Systemd;
 using Microsoft.Extensions.Logging;
 using Serilog;
+using Serilog.Extensions.Logging;
 
 namespace KvStore.Server.Hosting;
 
@@ -142,8 +143,13 @@ public static class ServerHost
         ArgumentNullException.ThrowIfNull(options);
         var memberDir = Path.Combine(options.EffectiveDataDir, "member");
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
+        // Serilog as a provider behind the framework's filters rather than in place of the logger factory: the hosting
+        // layer opens a log scope and starts an Activity for every request whenever its logger is enabled at all, and
+        // only a filter can turn that logger off (its own messages are below the Warning floor set in Logging anyway).
         builder.Logging.ClearProviders();
-        builder.Services.AddSerilog(serilog, dispose: false);
+        builder.Logging.SetMinimumLevel(LogLevel.Trace);
+        builder.Logging.AddSerilog(serilog, dispose: false);
+        builder.Logging.AddFilter<SerilogLoggerProvider>("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(15));
 
         var forwarder = new Http1Forwarder();
