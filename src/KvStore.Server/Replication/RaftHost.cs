@@ -139,6 +139,12 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     /// <summary>Entries kept behind a snapshot for followers that are a little behind (default <see cref="SnapshotCatchUpEntries"/>).</summary>
     public ulong CatchUpEntries { get; init; } = SnapshotCatchUpEntries;
 
+    /// <summary>The raft log's first and last retained index (tests: whether a follower that far behind needs a snapshot).</summary>
+    internal (ulong First, ulong Last) LogIndexes => (_raftLog.FirstIndex(), _raftLog.LastIndex());
+
+    /// <summary>The --snapshot-count snapshot being taken, or the last one taken (tests: awaiting the log's compaction).</summary>
+    internal Task SnapshotInFlight => Volatile.Read(ref _snapshotInFlight);
+
     /// <summary>Completes at the next apply or leader change (for waiting on conditions without polling).</summary>
     public Task NextChangeAsync(CancellationToken cancellationToken) =>
         Task.WhenAny(Volatile.Read(ref _appliedSignal).Task, Volatile.Read(ref _leaderSignal).Task).WaitAsync(cancellationToken);

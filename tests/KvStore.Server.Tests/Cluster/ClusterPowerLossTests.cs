@@ -57,10 +57,14 @@ public sealed class ClusterPowerLossTests(ITestOutputHelper output)
             // Writers on every member; each key is written once, so an acknowledged key must be there with its value.
             var acknowledged = new System.Collections.Concurrent.ConcurrentDictionary<string, string>();
             using var stopWriters = new CancellationTokenSource(Bound);
+            // Captured, and with a deadline of its own: a failing assertion disposes the source (and its timer) before
+            // the writers are stopped, and they must still end by themselves.
+            var stopToken = stopWriters.Token;
+            var writersDeadline = DateTime.UtcNow + Bound;
             var next = 0;
             var writers = Enumerable.Range(0, 6).Select(w => Task.Run(async () =>
             {
-                while (!stopWriters.IsCancellationRequested)
+                while (!stopToken.IsCancellationRequested && DateTime.UtcNow < writersDeadline)
                 {
                     var i = Interlocked.Increment(ref next);
                     var member = Volatile.Read(ref members[w % Members]);
@@ -72,7 +76,7 @@ public sealed class ClusterPowerLossTests(ITestOutputHelper output)
 
                     try
                     {
-                        await member.PutAsync($"k/{i:D6}", $"v{i}", stopWriters.Token);
+                        await member.PutAsync($"k/{i:D6}", $"v{i}", stopToken);
                         acknowledged[$"k/{i:D6}"] = $"v{i}";
                     }
                     catch (Exception e) when (e is not OutOfMemoryException)

@@ -65,6 +65,7 @@ public sealed partial class SnapshotInstallTests
             // Round 1: cut off, the follower misses more than the leader keeps of its log; back, it gets a snapshot.
             gate.Close();
             var end = await WriteAsync(leader, servers, 5_300, 0);
+            end = Math.Max(end, await WriteUntilCompactedPastAsync(leader, servers, follower, 0));
             gate.Open();
             await AppliedAsync(follower, leader.Host.Store.ConsistentIndex, 90);
             installs.Should().Be(1, "the follower was behind the leader's compacted log");
@@ -89,6 +90,7 @@ public sealed partial class SnapshotInstallTests
             var compactAt = await WriteAsync(leader, servers, 100, 1);
             await leader.ProposeAsync(new InternalRequest { Compaction = new CompactionRequest { Revision = compactAt } });
             var end2 = await WriteAsync(leader, servers, 5_300, 2);
+            end2 = Math.Max(end2, await WriteUntilCompactedPastAsync(leader, servers, follower, 2));
             gate.Open();
             await AppliedAsync(follower, leader.Host.Store.ConsistentIndex, 90);
             installs.Should().Be(2);
@@ -169,6 +171,28 @@ public sealed partial class SnapshotInstallTests
                     return;
                 }
             }
+        }
+    }
+
+    /// <summary>
+    /// The leader snapshots every 50 entries, one snapshot at a time, and its log's start moves only when one ends; on a
+    /// loaded machine one can take seconds (its flush paced behind the WAL's fsyncs), so 5,300 writes may end before
+    /// the start passed the follower. Until it has (bounded): awaits the snapshot in flight, then writes 50 more to start
+    /// the next. Returns the last revision written, 0 when nothing more was needed.
+    /// </summary>
+    private static async Task<long> WriteUntilCompactedPastAsync(FullServer leader, List<FullServer> servers, FullServer follower, int round)
+    {
+        long last = 0;
+        for (var batch = 0; ; batch++)
+        {
+            await leader.Host.SnapshotInFlight.WaitAsync(TimeSpan.FromSeconds(60));
+            if (leader.Host.LogIndexes.First > follower.Host.LogIndexes.Last + 1)
+            {
+                return last;
+            }
+
+            batch.Should().BeLessThan(20, "the leader compacts its log past a follower that stopped hearing from it (leader {0}, follower {1})", leader.Host.LogIndexes, follower.Host.LogIndexes);
+            last = await WriteAsync(leader, servers, 50, round);
         }
     }
 
