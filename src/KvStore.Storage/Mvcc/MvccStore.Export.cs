@@ -167,11 +167,29 @@ public sealed partial class MvccStore
     }
 
     /// <summary>
-    /// The records of <paramref name="revisions"/>, in order, read a thousand at a time. A record's bytes are valid
-    /// until the enumeration moves past its batch: they lie in a buffer reused by the next one (a copy per record was
-    /// most of what a snapshot save allocated, and the garbage collections it caused stalled puts).
+    /// The records of <paramref name="revisions"/>, in order (see <see cref="ReadStoredValues"/> for how long a
+    /// record's bytes stay valid).
     /// </summary>
     private IEnumerable<RevisionRecord> ReadRevisionRecords(List<Revision> revisions)
+    {
+        foreach (var (rev, stored) in ReadStoredValues(revisions))
+        {
+            if (stored.IsEmpty)
+            {
+                throw new InvalidOperationException($"revision {rev} is in the key index but missing from FasterKV");
+            }
+
+            yield return new RevisionRecord(rev, stored.Span[0] == FlagTombstone, stored[1..]);
+        }
+    }
+
+    /// <summary>
+    /// The stored values (flag byte first) of <paramref name="revisions"/>, in order, read a thousand at a time; a
+    /// revision FasterKV does not hold comes with an empty value. The bytes are valid until the enumeration moves past
+    /// their batch: they lie in a buffer reused by the next one (a copy per record was most of what a snapshot save
+    /// allocated, and the garbage collections it caused stalled puts).
+    /// </summary>
+    private IEnumerable<(Revision Revision, ReadOnlyMemory<byte> Stored)> ReadStoredValues(List<Revision> revisions)
     {
         const int batch = 1024;
         using var session = _backend.NewSession();
@@ -199,14 +217,7 @@ public sealed partial class MvccStore
             FasterBackend.ReadBatch(session, keys, ref values, found);
             for (var i = 0; i < count; i++)
             {
-                var rev = revisions[start + i];
-                if (found[i] is not { } range || range.End.Value == range.Start.Value)
-                {
-                    throw new InvalidOperationException($"revision {rev} is in the key index but missing from FasterKV");
-                }
-
-                var record = values.AsMemory(range);
-                yield return new RevisionRecord(rev, record.Span[0] == FlagTombstone, record[1..]);
+                yield return (revisions[start + i], found[i] is { } range ? values.AsMemory(range) : ReadOnlyMemory<byte>.Empty);
             }
         }
     }

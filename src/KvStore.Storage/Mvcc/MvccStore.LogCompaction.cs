@@ -142,20 +142,29 @@ public sealed partial class MvccStore
         long flushed = 0;
         using var session = _backend.NewSession();
         Span<byte> rk = stackalloc byte[17];
-        foreach (var rev in live)
+        var pacer = new BackgroundPacer();
+
+        // In revision order, which is the order they were appended in: the reads of the records already evicted to
+        // disk go through the files front to back.
+        live.Sort();
+        foreach (var (rev, stored) in ReadStoredValues(live))
         {
-            WriteRevisionKey(rk, rev);
-            if (FasterBackend.TryRead(session, rk, out var record))
+            pacer.Step();
+            if (stored.IsEmpty)
             {
-                FasterBackend.Upsert(session, rk, record);
-                copied += record.Length + 17;
-                if (copied - flushed >= FlushEveryBytes)
-                {
-                    // Flushed as they go, paced: the copy can outrun the disk many times over, and the WAL's fsyncs
-                    // would queue behind everything it handed over at once.
-                    _backend.FlushPaced(_backend.LogTailAddress);
-                    flushed = copied;
-                }
+                continue;
+            }
+
+            WriteRevisionKey(rk, rev);
+            FasterBackend.Upsert(session, rk, stored.Span);
+            copied += stored.Length + 17;
+            if (copied - flushed >= FlushEveryBytes)
+            {
+                // Flushed as they go, paced: the copy can outrun the disk many times over, and the WAL's fsyncs
+                // would queue behind everything it handed over at once.
+                _backend.FlushPaced(_backend.LogTailAddress);
+                flushed = copied;
+                pacer.Restart();
             }
         }
 
@@ -232,9 +241,10 @@ public sealed partial class MvccStore
     /// The revisions at or below <paramref name="revision"/> that the key index holds, unsorted, while writes go on.
     /// The key index references are copied under one read lock (~1 ms per 100,000 keys), then their revisions are
     /// read a thousand keys per read-lock hold, so the writer's index updates wait for one small chunk at most (listing
-    /// 350,000 revisions at once held every put for ~0.2 s). Between chunks the writer only adds revisions above
-    /// <paramref name="revision"/> (filtered out here); only compaction removes any (a dropped key's index is left
-    /// empty), and it moves <see cref="CompactRevision"/> first, so a caller that needs the exact set checks that.
+    /// 350,000 revisions at once held every put for ~0.2 s), in paced bursts (see <see cref="BackgroundPacer"/>).
+    /// Between chunks the writer only adds revisions above <paramref name="revision"/> (filtered out here); only
+    /// compaction removes any (a dropped key's index is left empty), and it moves <see cref="CompactRevision"/> first,
+    /// so a caller that needs the exact set checks that.
     /// </summary>
     private List<Revision> IndexedRevisionsUpTo(long revision)
     {
@@ -252,8 +262,10 @@ public sealed partial class MvccStore
         }
 
         List<Revision> revisions = new(keys.Length);
+        var pacer = new BackgroundPacer();
         for (var start = 0; start < keys.Length; start += KeysPerChunk)
         {
+            pacer.Step();
             var end = Math.Min(keys.Length, start + KeysPerChunk);
             _lock.EnterReadLock();
             try
