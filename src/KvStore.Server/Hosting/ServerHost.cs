@@ -40,6 +40,21 @@ public static class ServerHost
     public static async Task<int> RunAsync(ServerOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
+
+        // First of all, before logging and storage are set up: a client that dials meanwhile waits in the backlog
+        // instead of being refused and backing off.
+        ListenSockets sockets;
+        try
+        {
+            sockets = ListenSockets.Bind(options);
+        }
+        catch (SocketException e)
+        {
+            await Console.Error.WriteLineAsync($"listen failed: {e.Message}");
+            return 1;
+        }
+
+        using var listenSockets = sockets;
         ReserveThreadPoolThreads();
         using var serilog = Logging.Create(options);
         using var loggerFactory = LoggerFactory.Create(b => b.AddSerilog(serilog));
@@ -110,7 +125,7 @@ public static class ServerHost
                 return 1;
             }
 
-            var app = Build(options, identity, store, wal, serilog);
+            var app = Build(options, identity, store, wal, serilog, listenSockets);
             try
             {
                 await app.StartAsync();
@@ -138,7 +153,8 @@ public static class ServerHost
     }
 
     /// <summary>Builds the web application (also used by integration tests).</summary>
-    public static WebApplication Build(ServerOptions options, MemberIdentity identity, MvccStore store, WriteAheadLog wal, Serilog.ILogger serilog)
+    /// <param name="listenSockets">Sockets bound before the storage was opened; null: Kestrel binds its own.</param>
+    public static WebApplication Build(ServerOptions options, MemberIdentity identity, MvccStore store, WriteAheadLog wal, Serilog.ILogger serilog, ListenSockets? listenSockets = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         var memberDir = Path.Combine(options.EffectiveDataDir, "member");
@@ -155,6 +171,10 @@ public static class ServerHost
         var forwarder = new Http1Forwarder();
         var listeners = new Listeners(forwarder, new Serilog.Extensions.Logging.SerilogLoggerFactory(serilog).CreateLogger("kvstore.tls"));
         builder.WebHost.ConfigureKestrel(k => listeners.Configure(k, options));
+        if (listenSockets is not null)
+        {
+            builder.WebHost.UseSockets(o => o.CreateBoundListenSocket = listenSockets.Take);
+        }
 
         var services = builder.Services;
         services.AddSingleton(options);

@@ -1,5 +1,4 @@
-using System.Net;
-using System.Net.Sockets;
+using System.Diagnostics;
 using System.Text.RegularExpressions;
 using KvStore.EndToEnd.Cluster;
 using Xunit.Abstractions;
@@ -21,24 +20,50 @@ public sealed partial class DataDirSyncTests(ITestOutputHelper output)
         try
         {
             var dataDir = Path.Combine(root, "fresh", "data");
-            var peer = LoopbackPorts.Take(1)[0];
-
-            // The client port is taken, so the server stops by itself ("listen failed") right after opening its
-            // storage: no signal needed, and everything it created on the way is in the trace.
-            using var busy = new TcpListener(IPAddress.Loopback, 0);
-            busy.Start();
-            var client = $"http://127.0.0.1:{((IPEndPoint)busy.LocalEndpoint).Port}";
-            var peerUrl = $"http://127.0.0.1:{peer}";
+            var ports = LoopbackPorts.Take(2);
+            var client = $"http://127.0.0.1:{ports[0]}";
+            var peerUrl = $"http://127.0.0.1:{ports[1]}";
             var trace = Path.Combine(root, "strace.log");
-            var r = await Tools.RunAsync(strace,
-            [
+
+            // Traced from the start until it serves, then stopped with SIGTERM: by then it has created everything.
+            var psi = new ProcessStartInfo(strace) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+            foreach (var arg in new[]
+            {
                 "-f", "-qq", "-e", "trace=mkdir,mkdirat,open,openat,fsync", "-o", trace,
                 ServerProcess.ServerPath, "--name", "d", "--data-dir", dataDir,
                 "--listen-client-urls", client, "--advertise-client-urls", client,
                 "--listen-peer-urls", peerUrl, "--initial-advertise-peer-urls", peerUrl, "--initial-cluster", $"d={peerUrl}",
-            ], timeout: TimeSpan.FromSeconds(120));
-            r.ExitCode.Should().Be(1, "the server must stop on its busy client port:\n{0}", r);
-            r.Stderr.Should().Contain("listen failed");
+            })
+            {
+                psi.ArgumentList.Add(arg);
+            }
+
+            using var traced = Process.Start(psi)!;
+            var stderr = traced.StandardError.ReadToEndAsync();
+            _ = traced.StandardOutput.ReadToEndAsync();
+            try
+            {
+                if (!await HealthyAsync(client, traced, TimeSpan.FromSeconds(120)))
+                {
+                    traced.Kill(entireProcessTree: true);
+                    Assert.Fail($"the traced server did not start:\n{await stderr}");
+                }
+
+                // strace blocks SIGTERM while it runs a program: the signal goes to the server it started.
+                var server = File.ReadAllText($"/proc/{traced.Id}/task/{traced.Id}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries).Single();
+                (await Tools.RunAsync(Tools.Require("kill", "procps"), ["-TERM", server])).ExitCode.Should().Be(0);
+                using var stopped = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+                await traced.WaitForExitAsync(stopped.Token);
+                traced.ExitCode.Should().Be(0, "the server stops cleanly on SIGTERM:\n{0}", await stderr);
+            }
+            finally
+            {
+                if (!traced.HasExited)
+                {
+                    traced.Kill(entireProcessTree: true);
+                }
+            }
+
             var lines = await File.ReadAllLinesAsync(trace);
 
             foreach (var created in new[] { Path.Combine(root, "fresh"), dataDir, Path.Combine(dataDir, "member"), Path.Combine(dataDir, "member", "wal"), Path.Combine(dataDir, "member", "kv"), Path.Combine(dataDir, "member", "kv", "checkpoints") })
@@ -59,6 +84,32 @@ public sealed partial class DataDirSyncTests(ITestOutputHelper output)
         {
             ServerProcess.TryDelete(root);
         }
+    }
+
+    private static async Task<bool> HealthyAsync(string clientUrl, Process process, TimeSpan timeout)
+    {
+        using var http = Tools.HttpClient(null);
+        var deadline = Stopwatch.StartNew();
+        while (deadline.Elapsed < timeout && !process.HasExited)
+        {
+            try
+            {
+                using var attempt = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+                var body = await http.GetStringAsync(new Uri($"{clientUrl}/health"), attempt.Token);
+                if (body.Contains("\"health\":\"true\"", StringComparison.Ordinal))
+                {
+                    return true;
+                }
+            }
+            catch (Exception e) when (e is HttpRequestException or OperationCanceledException)
+            {
+                // Not serving yet.
+            }
+
+            await Task.Delay(100);
+        }
+
+        return false;
     }
 
     private static string? MkdirOf(string line)
