@@ -3,8 +3,9 @@ using System.Diagnostics;
 namespace KvStore.Storage;
 
 /// <summary>
-/// Keeps a CPU-bound background loop (a defragment's listing of live revisions and its copy) in short bursts: after each
-/// <see cref="Burst"/> of work, <see cref="Step"/> sleeps for <see cref="Rest"/>.
+/// Keeps a CPU-bound background loop (a defragment's copy, the listing of live revisions a defragment or a snapshot
+/// makes while writes go on) in short bursts: after each <see cref="Burst"/> of work, <see cref="Step"/> sleeps for
+/// <see cref="Rest"/>.
 /// Why: the runtime stops every thread for a garbage collection, and it can only stop a thread that runs managed code
 /// when that thread is on a CPU. A loop that runs for long stretches is preempted by the kernel mid-stretch, and on a
 /// saturated machine the kernel makes such a CPU-hungry thread wait tens of milliseconds for its next turn, so the

@@ -142,7 +142,7 @@ public sealed partial class MvccStore
 
                 if (holdWriter)
                 {
-                    revisions = IndexedRevisionsUpTo(current);
+                    revisions = IndexedRevisionsUpTo(current, paced: false);
                 }
             }
             finally
@@ -153,7 +153,7 @@ public sealed partial class MvccStore
             if (revisions is null)
             {
                 OnViewListingForTest?.Invoke();
-                revisions = IndexedRevisionsUpTo(current);
+                revisions = IndexedRevisionsUpTo(current, paced: true);
             }
 
             if (CompactRevision != compact)

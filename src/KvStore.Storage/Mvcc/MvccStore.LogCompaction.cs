@@ -232,7 +232,7 @@ public sealed partial class MvccStore
     /// </summary>
     private List<Revision> LiveRevisionsUpTo(long revision)
     {
-        var live = IndexedRevisionsUpTo(revision);
+        var live = IndexedRevisionsUpTo(revision, paced: true);
         live.AddRange(PendingDeletes().Where(r => r.Main <= revision));
         return live;
     }
@@ -241,12 +241,13 @@ public sealed partial class MvccStore
     /// The revisions at or below <paramref name="revision"/> that the key index holds, unsorted, while writes go on.
     /// The key index references are copied under one read lock (~1 ms per 100,000 keys), then their revisions are
     /// read a thousand keys per read-lock hold, so the writer's index updates wait for one small chunk at most (listing
-    /// 350,000 revisions at once held every put for ~0.2 s), in paced bursts (see <see cref="BackgroundPacer"/>).
+    /// 350,000 revisions at once held every put for ~0.2 s); <paramref name="paced"/>: in paced bursts (see
+    /// <see cref="BackgroundPacer"/>), never while the caller holds writes off, which would only lengthen the hold.
     /// Between chunks the writer only adds revisions above <paramref name="revision"/> (filtered out here); only
     /// compaction removes any (a dropped key's index is left empty), and it moves <see cref="CompactRevision"/> first,
     /// so a caller that needs the exact set checks that.
     /// </summary>
-    private List<Revision> IndexedRevisionsUpTo(long revision)
+    private List<Revision> IndexedRevisionsUpTo(long revision, bool paced)
     {
         const int KeysPerChunk = 1024;
         KeyIndex[] keys;
@@ -262,10 +263,10 @@ public sealed partial class MvccStore
         }
 
         List<Revision> revisions = new(keys.Length);
-        var pacer = new BackgroundPacer();
+        var pacer = paced ? new BackgroundPacer() : null;
         for (var start = 0; start < keys.Length; start += KeysPerChunk)
         {
-            pacer.Step();
+            pacer?.Step();
             var end = Math.Min(keys.Length, start + KeysPerChunk);
             _lock.EnterReadLock();
             try
