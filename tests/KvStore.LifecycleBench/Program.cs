@@ -89,14 +89,15 @@ static async Task RunAsync(string serverPath, Options o)
         Console.WriteLine($"{Path.GetFileName(serverPath)}: {o.Keys} keys x {o.ValueBytes} B written {o.Rounds} times in {fill.Elapsed.TotalSeconds:F1} s, compacted at {revision}; dbSize {Mib(before)} MiB");
 
         var endpoint = clientUrl["http://".Length..];
-        await PhaseAsync("no maintenance", channels, o, null);
+        using var probe = new ServerProbe(server.Id, clientUrl);
+        await PhaseAsync("no maintenance", channels, o, probe, null);
         // The putters keep writing through the defrag, so the size on disk is compared with the size in use.
         var beforeDefrag = await maintenance.StatusAsync(new StatusRequest());
-        await PhaseAsync("defrag", channels, o, () => Ctl(o.Etcdctl, endpoint, "defrag"));
+        await PhaseAsync("defrag", channels, o, probe, () => Ctl(o.Etcdctl, endpoint, "defrag"));
         var after = await maintenance.StatusAsync(new StatusRequest());
         Console.WriteLine($"  dbSize (in use) before defrag {Mib(beforeDefrag.DbSize)} ({Mib(beforeDefrag.DbSizeInUse)}) MiB, after {Mib(after.DbSize)} ({Mib(after.DbSizeInUse)}) MiB");
         var snapshot = Path.Combine(o.SnapshotDirectory ?? dataDir, $"bench-snapshot-{Environment.ProcessId}.db");
-        await PhaseAsync("snapshot save", channels, o, () => Ctl(o.Etcdctl, endpoint, "snapshot", "save", snapshot));
+        await PhaseAsync("snapshot save", channels, o, probe, () => Ctl(o.Etcdctl, endpoint, "snapshot", "save", snapshot));
         Console.WriteLine($"  snapshot {Mib(new FileInfo(snapshot).Length)} MiB");
         File.Delete(snapshot);
         await ThroughputAsync("snapshot save (no load)", snapshot, () => Ctl(o.Etcdctl, endpoint, "snapshot", "save", snapshot));
@@ -128,7 +129,7 @@ static async Task RunAsync(string serverPath, Options o)
 
 // Putters run from the start of the phase until the operation (or the baseline's SECONDS) is over; only puts started
 // inside that window count. The operation starts one second into the phase, so the putters are warm.
-static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o, Func<Process>? operation)
+static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o, ServerProbe probe, Func<Process>? operation)
 {
     const int SlowestShown = 12;
     var latencies = new List<double>[channels.Count];
@@ -176,6 +177,7 @@ static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o,
     })).ToList();
     await Task.Delay(1000);
     Volatile.Write(ref windowStart, clock.ElapsedTicks);
+    var atStart = await probe.ReadAsync();
     var took = Stopwatch.StartNew();
     string result;
     if (operation is null)
@@ -195,6 +197,7 @@ static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o,
 
     Volatile.Write(ref windowEnd, clock.ElapsedTicks);
     var opSeconds = took.Elapsed.TotalSeconds;
+    var atEnd = await probe.ReadAsync();
     await stop.CancelAsync();
     await Task.WhenAll(putters);
     var all = latencies.SelectMany(l => l).Order().ToList();
@@ -206,6 +209,7 @@ static async Task PhaseAsync(string name, List<GrpcChannel> channels, Options o,
         $"  {name,-15} {opSeconds,6:F2} s ({result}), {all.Count} puts ({failures} failed): p50 {p50:F1} ms, p99 {p99:F1} ms, max {max:F1} ms; load {File.ReadAllText("/proc/loadavg").Split(' ')[0]}"));
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
         $"    slowest puts (start UTC, ms): {string.Join(", ", worst.Select(w => $"{w.At:HH:mm:ss.fff} {w.Ms:F0}"))}"));
+    Console.WriteLine("    " + ServerProbe.Describe(atStart, atEnd, opSeconds));
 }
 
 // Waits (at most 10 minutes) for a process to exit: "ok", or its exit code and output.
