@@ -184,14 +184,19 @@ public sealed partial class MvccStore
     }
 
     /// <summary>
-    /// The stored values (flag byte first) of <paramref name="revisions"/>, in order, read a thousand at a time; a
-    /// revision FasterKV does not hold comes with an empty value. The bytes are valid until the enumeration moves past
-    /// their batch: they lie in a buffer reused by the next one (a copy per record was most of what a snapshot save
+    /// The stored values (flag byte first) of <paramref name="revisions"/>, in order, read 64 at a time; a revision
+    /// FasterKV does not hold comes with an empty value. The bytes are valid until the enumeration moves past their
+    /// batch: they lie in a buffer reused by the next one (a copy per record was most of what a snapshot save
     /// allocated, and the garbage collections it caused stalled puts).
     /// </summary>
+    /// <remarks>
+    /// Each read of an evicted record is a disk read and work items on the thread pool, which the client requests share:
+    /// batches of 1,024 queued a thousand of each ahead of them. With 64 the put p99 during a loaded defragment fell from
+    /// ~16.6 to ~12 ms and puts went on ~45% faster, while a save with no load is as fast as before.
+    /// </remarks>
     private IEnumerable<(Revision Revision, ReadOnlyMemory<byte> Stored)> ReadStoredValues(List<Revision> revisions)
     {
-        const int batch = 1024;
+        const int batch = 64;
         using var session = _backend.NewSession();
         var keys = new List<byte[]>(batch);
         for (var i = 0; i < batch; i++)
