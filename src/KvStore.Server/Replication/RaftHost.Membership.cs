@@ -115,7 +115,7 @@ public sealed partial class RaftHost
 
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(_requestTimeout);
-        var control = new ControlRequest(node => node.TransferLeadership(target), null);
+        var control = new ControlRequest(node => node.TransferLeadership(target));
         _inbox.Writer.TryWrite(control);
         var result = await control.Result.Task.WaitAsync(timeout.Token);
         if (result is RequestResult.InvalidConfChange)
@@ -156,7 +156,7 @@ public sealed partial class RaftHost
         {
             while (true)
             {
-                var control = new ControlRequest(node => ProposeChange(node, withContext, promote), null);
+                var control = new ControlRequest(node => ProposeChange(node, withContext, promote));
                 _inbox.Writer.TryWrite(control);
                 var result = await control.Result.Task.WaitAsync(timeout.Token);
                 switch (result)
@@ -262,11 +262,9 @@ public sealed partial class RaftHost
     }
 
     /// <summary>Work run on the raft loop with the node (conf changes, transfers).</summary>
-    private sealed class ControlRequest(Func<RaftNode, RequestResult> action, object? state)
+    private sealed class ControlRequest(Func<RaftNode, RequestResult> action)
     {
         public Func<RaftNode, RequestResult> Action { get; } = action;
-
-        public object? State { get; } = state;
 
         public TaskCompletionSource<RequestResult> Result { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
