@@ -43,7 +43,7 @@ public sealed partial class RaftHost
                 var proposals = 0;
                 while (proposals < MaxProposalsPerBatch && reader.TryRead(out var item))
                 {
-                    if (item is Proposal)
+                    if (item.Kind == InboxKind.Proposal)
                     {
                         proposals++;
                     }
@@ -68,39 +68,39 @@ public sealed partial class RaftHost
         }
     }
 
-    private void Handle(RaftNode node, object item)
+    private void Handle(RaftNode node, in InboxItem item)
     {
-        switch (item)
+        switch (item.Kind)
         {
-            case Proposal proposal:
-                Propose(node, proposal);
+            case InboxKind.Proposal:
+                Propose(node, item.Proposal!);
                 break;
-            case Message { Type: MessageType.Unreachable } m:
-                node.ReportUnreachable(m.From);
+            case InboxKind.Message:
+                node.Step(item.Message!);
                 break;
-            case Message { Type: MessageType.SnapStatus } m:
-                node.ReportSnapshot(m.From, m.Reject ? SnapshotStatus.Failure : SnapshotStatus.Finish);
+            case InboxKind.Snapshot:
+                StepSnapshot(node, item.Snapshot!);
                 break;
-            case Message m:
-                node.Step(m);
+            case InboxKind.Unreachable:
+                node.ReportUnreachable(item.Peer);
                 break;
-            case ReceivedSnapshot snapshot:
-                StepSnapshot(node, snapshot);
+            case InboxKind.SnapshotStatus:
+                node.ReportSnapshot(item.Peer, item.Succeeded ? SnapshotStatus.Finish : SnapshotStatus.Failure);
                 break;
-            case ReadSignal:
+            case InboxKind.Read:
                 IssueRead(node, Interlocked.Exchange(ref _pendingRead, null));
                 break;
-            case TickSignal:
+            case InboxKind.Tick:
                 Interlocked.Exchange(ref _tickPending, 0);
                 _ticks++;
                 node.Tick();
                 OnTick(node);
                 break;
-            case ControlRequest control:
-                RunControl(node, control);
+            case InboxKind.TickAdvance:
+                AdvanceTicks(node, item.Ticks);
                 break;
-            case TickAdvance advance:
-                AdvanceTicks(node, advance);
+            case InboxKind.Control:
+                RunControl(node, item.Control!);
                 break;
         }
     }
@@ -417,7 +417,7 @@ public sealed partial class RaftHost
                 // Ticks are coalesced: a loop busy with a slow fsync must not see a burst of ticks afterwards.
                 if (Interlocked.Exchange(ref _tickPending, 1) == 0)
                 {
-                    _inbox.Writer.TryWrite(TickSignal.Instance);
+                    _inbox.Writer.TryWrite(InboxItem.Tick);
                 }
             }
         }

@@ -116,7 +116,7 @@ public sealed partial class RaftHost
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(_requestTimeout);
         var control = new ControlRequest(node => node.TransferLeadership(target));
-        _inbox.Writer.TryWrite(control);
+        _inbox.Writer.TryWrite(InboxItem.Of(control));
         var result = await control.Result.Task.WaitAsync(timeout.Token);
         if (result is RequestResult.InvalidConfChange)
         {
@@ -157,7 +157,7 @@ public sealed partial class RaftHost
             while (true)
             {
                 var control = new ControlRequest(node => ProposeChange(node, withContext, promote));
-                _inbox.Writer.TryWrite(control);
+                _inbox.Writer.TryWrite(InboxItem.Of(control));
                 var result = await control.Result.Task.WaitAsync(timeout.Token);
                 switch (result)
                 {

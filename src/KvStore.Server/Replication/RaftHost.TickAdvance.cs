@@ -69,7 +69,7 @@ public sealed partial class RaftHost
                         ("election-ticks", electionTick),
                         ("election-timeout", EtcdLog.Duration(TimeSpan.FromMilliseconds(electionTick * heartbeatMs))),
                         ("active-remote-members", active));
-                    _inbox.Writer.TryWrite(new TickAdvance(ticks));
+                    _inbox.Writer.TryWrite(InboxItem.TickAdvance(ticks));
                     return;
                 }
 
@@ -83,11 +83,11 @@ public sealed partial class RaftHost
     }
 
     /// <summary>In the raft loop: the advance itself, the only place the core's timer is fast-forwarded.</summary>
-    private void AdvanceTicks(RaftNode node, TickAdvance advance)
+    private void AdvanceTicks(RaftNode node, int ticks)
     {
-        node.AdvanceTicks(advance.Ticks);
+        node.AdvanceTicks(ticks);
         Interlocked.Exchange(ref _ticksAtAdvance, _ticks);
-        Volatile.Write(ref _ticksAdvanced, advance.Ticks);
+        Volatile.Write(ref _ticksAdvanced, ticks);
     }
 
     /// <summary>Records the tick count at the first leader this member learns of (raft loop).</summary>
@@ -98,7 +98,4 @@ public sealed partial class RaftHost
             Interlocked.Exchange(ref _ticksAtFirstLeader, _ticks);
         }
     }
-
-    /// <summary>Election ticks to fast-forward, posted to the raft loop.</summary>
-    private sealed record TickAdvance(int Ticks);
 }

@@ -49,7 +49,7 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     private readonly ILogger _logger;
     private readonly IHostApplicationLifetime? _lifetime;
     private readonly Func<PeerTransport> _transportFactory;
-    private readonly Channel<object> _inbox = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<InboxItem> _inbox = Channel.CreateUnbounded<InboxItem>(new UnboundedChannelOptions { SingleReader = true });
     private readonly Channel<object> _applyQueue = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     private readonly ConcurrentDictionary<ulong, Proposal> _waiters = new();
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource> _confWaiters = new();
@@ -181,7 +181,7 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
 
         var waiter = new Proposal(id, request, data);
         _waiters[id] = waiter;
-        if (!_inbox.Writer.TryWrite(waiter))
+        if (!_inbox.Writer.TryWrite(InboxItem.Of(waiter)))
         {
             _waiters.TryRemove(id, out _);
             _metrics.ProposalsFailed.Inc();
@@ -223,7 +223,7 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         var batch = ReadBatch.Join(ref _pendingRead, out var isNew);
         if (isNew)
         {
-            _inbox.Writer.TryWrite(ReadSignal.Instance);
+            _inbox.Writer.TryWrite(InboxItem.Read);
         }
 
         return new ValueTask(WaitReadAsync(batch, cancellationToken));
@@ -349,22 +349,21 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     public ValueTask DeliverAsync(Message message, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(message);
-        return _inbox.Writer.TryWrite(message) ? ValueTask.CompletedTask : ValueTask.FromException(EtcdErrors.Stopped.Exception());
+        return _inbox.Writer.TryWrite(InboxItem.Of(message)) ? ValueTask.CompletedTask : ValueTask.FromException(EtcdErrors.Stopped.Exception());
     }
 
     /// <inheritdoc/>
     public ValueTask DeliverSnapshotAsync(ReceivedSnapshot snapshot, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(snapshot);
-        return _inbox.Writer.TryWrite(snapshot) ? ValueTask.CompletedTask : ValueTask.FromException(EtcdErrors.Stopped.Exception());
+        return _inbox.Writer.TryWrite(InboxItem.Of(snapshot)) ? ValueTask.CompletedTask : ValueTask.FromException(EtcdErrors.Stopped.Exception());
     }
 
     /// <inheritdoc/>
-    public void ReportUnreachable(ulong peerId) => _inbox.Writer.TryWrite(new Message { Type = MessageType.Unreachable, From = peerId });
+    public void ReportUnreachable(ulong peerId) => _inbox.Writer.TryWrite(InboxItem.Unreachable(peerId));
 
     /// <inheritdoc/>
-    public void ReportSnapshot(ulong peerId, bool success) =>
-        _inbox.Writer.TryWrite(new Message { Type = MessageType.SnapStatus, From = peerId, Reject = !success });
+    public void ReportSnapshot(ulong peerId, bool success) => _inbox.Writer.TryWrite(InboxItem.SnapshotStatus(peerId, success));
 
     /// <summary>Waits until a leader is known (or the token fires).</summary>
     public async Task WaitForLeaderAsync(CancellationToken cancellationToken)
@@ -543,17 +542,5 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         public InternalRequest Request { get; } = request;
 
         public byte[] Data { get; } = data;
-    }
-
-    /// <summary>Wakes the raft loop to send the pending read batch.</summary>
-    private sealed class ReadSignal
-    {
-        public static readonly ReadSignal Instance = new();
-    }
-
-    /// <summary>A tick of the heartbeat timer.</summary>
-    private sealed class TickSignal
-    {
-        public static readonly TickSignal Instance = new();
     }
 }
