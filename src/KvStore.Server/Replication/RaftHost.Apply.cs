@@ -28,13 +28,13 @@ public sealed partial class RaftHost
             {
                 while (reader.TryRead(out var item))
                 {
-                    switch (item)
+                    switch (item.Kind)
                     {
-                        case IReadOnlyList<Entry> entries:
-                            await ApplyEntriesAsync(entries);
+                        case ApplyKind.Entries:
+                            await ApplyEntriesAsync(item.Entries!);
                             break;
-                        case SnapshotInstall install:
-                            await InstallAsync(install);
+                        case ApplyKind.SnapshotInstall:
+                            await InstallAsync(item.Install!);
                             break;
                     }
                 }
@@ -389,7 +389,7 @@ public sealed partial class RaftHost
 
         _receivedSnapshots.Clear();
         var install = new SnapshotInstall(snapshot, received.FilePath);
-        _applyQueue.Writer.TryWrite(install);
+        _applyQueue.Writer.TryWrite(ApplyItem.Of(install));
         await install.Done.Task;
     }
 

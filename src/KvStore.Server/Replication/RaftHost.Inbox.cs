@@ -4,8 +4,8 @@ using KvStore.Server.Peer;
 namespace KvStore.Server.Replication;
 
 /// <summary>
-/// What the raft loop reads: each producer writes a typed item, and the loop switches on the item's kind, so no payload
-/// travels as an <see cref="object"/> to be recognized by a type test.
+/// What the raft loop and the apply loop read: each producer writes a typed item, and each loop switches on the item's
+/// kind, so no payload travels as an <see cref="object"/> to be recognized by a type test.
 /// </summary>
 public sealed partial class RaftHost
 {
@@ -74,5 +74,30 @@ public sealed partial class RaftHost
             new(InboxKind.SnapshotStatus) { Peer = peer, Succeeded = succeeded };
 
         public static InboxItem TickAdvance(int ticks) => new(InboxKind.TickAdvance) { Ticks = ticks };
+    }
+
+    /// <summary>What an <see cref="ApplyItem"/> asks of the apply loop.</summary>
+    private enum ApplyKind : byte
+    {
+        Entries,
+        SnapshotInstall,
+    }
+
+    /// <summary>One item for the apply loop, in commit order: a batch of committed entries or a snapshot to install.</summary>
+    private readonly struct ApplyItem
+    {
+        private ApplyItem(ApplyKind kind) => Kind = kind;
+
+        public ApplyKind Kind { get; }
+
+        /// <summary>Committed entries, in index order.</summary>
+        public IReadOnlyList<Entry>? Entries { get; private init; }
+
+        /// <summary>A snapshot from the leader, installed after the entries queued before it.</summary>
+        public SnapshotInstall? Install { get; private init; }
+
+        public static ApplyItem Of(IReadOnlyList<Entry> entries) => new(ApplyKind.Entries) { Entries = entries };
+
+        public static ApplyItem Of(SnapshotInstall install) => new(ApplyKind.SnapshotInstall) { Install = install };
     }
 }

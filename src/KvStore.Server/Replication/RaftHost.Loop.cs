@@ -279,7 +279,7 @@ public sealed partial class RaftHost
         if (rd.CommittedEntries.Count > 0)
         {
             _state.CommittedIndex = rd.CommittedEntries[^1].Index;
-            _applyQueue.Writer.TryWrite(rd.CommittedEntries);
+            _applyQueue.Writer.TryWrite(ApplyItem.Of(rd.CommittedEntries));
         }
         else if (node.CommitIndex > _state.CommittedIndex)
         {

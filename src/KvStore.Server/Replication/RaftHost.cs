@@ -50,7 +50,7 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     private readonly IHostApplicationLifetime? _lifetime;
     private readonly Func<PeerTransport> _transportFactory;
     private readonly Channel<InboxItem> _inbox = Channel.CreateUnbounded<InboxItem>(new UnboundedChannelOptions { SingleReader = true });
-    private readonly Channel<object> _applyQueue = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    private readonly Channel<ApplyItem> _applyQueue = Channel.CreateUnbounded<ApplyItem>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     private readonly ConcurrentDictionary<ulong, Proposal> _waiters = new();
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource> _confWaiters = new();
     private readonly TimeSpan _requestTimeout;
