@@ -10,12 +10,12 @@ namespace KvStore.Server.Api;
 /// </summary>
 public sealed class ClusterService : Etcdserverpb.Cluster.ClusterBase
 {
-    private readonly RaftHost _host;
+    private readonly MembershipCoordinator _members;
     private readonly HeaderFactory _headers;
 
-    public ClusterService(RaftHost host, HeaderFactory headers)
+    public ClusterService(MembershipCoordinator members, HeaderFactory headers)
     {
-        _host = host;
+        _members = members;
         _headers = headers;
     }
 
@@ -32,7 +32,7 @@ public sealed class ClusterService : Etcdserverpb.Cluster.ClusterBase
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(context);
         var urls = ValidUrls(request.PeerURLs);
-        var added = await _host.AddMemberAsync(urls, request.IsLearner, context.CancellationToken);
+        var added = await _members.AddMemberAsync(urls, request.IsLearner, context.CancellationToken);
         var response = new MemberAddResponse { Header = _headers.Create(0), Member = ToProto(added) };
         response.Members.AddRange(Members());
         return response;
@@ -42,7 +42,7 @@ public sealed class ClusterService : Etcdserverpb.Cluster.ClusterBase
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(context);
-        await _host.RemoveMemberAsync(request.ID, context.CancellationToken);
+        await _members.RemoveMemberAsync(request.ID, context.CancellationToken);
         var response = new MemberRemoveResponse { Header = _headers.Create(0) };
         response.Members.AddRange(Members());
         return response;
@@ -53,7 +53,7 @@ public sealed class ClusterService : Etcdserverpb.Cluster.ClusterBase
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(context);
         var urls = ValidUrls(request.PeerURLs);
-        await _host.UpdateMemberAsync(request.ID, urls, context.CancellationToken);
+        await _members.UpdateMemberAsync(request.ID, urls, context.CancellationToken);
         var response = new MemberUpdateResponse { Header = _headers.Create(0) };
         response.Members.AddRange(Members());
         return response;
@@ -63,13 +63,13 @@ public sealed class ClusterService : Etcdserverpb.Cluster.ClusterBase
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(context);
-        await _host.PromoteMemberAsync(request.ID, context.CancellationToken);
+        await _members.PromoteMemberAsync(request.ID, context.CancellationToken);
         var response = new MemberPromoteResponse { Header = _headers.Create(0) };
         response.Members.AddRange(Members());
         return response;
     }
 
-    private IEnumerable<Member> Members() => _host.Membership.Members.Select(ToProto);
+    private IEnumerable<Member> Members() => _members.Membership.Members.Select(ToProto);
 
     private static Member ToProto(ClusterMember m)
     {

@@ -1,10 +1,10 @@
 using Etcdserverpb;
 using Google.Protobuf;
 using Grpc.Core;
+using KvStore.Internal;
 using KvStore.Server.Apply;
 using KvStore.Server.Backup;
 using KvStore.Server.Hosting;
-using KvStore.Internal;
 using KvStore.Server.Node;
 using KvStore.Server.Options;
 using KvStore.Server.Replication;
@@ -171,7 +171,7 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(context);
-        await _node.MoveLeaderAsync(request.TargetID, context.CancellationToken);
+        await _node.Members.MoveLeaderAsync(request.TargetID, context.CancellationToken);
         return new MoveLeaderResponse { Header = _headers.Create(_store.CurrentRevision) };
     }
 }

@@ -121,7 +121,7 @@ public static class ServerHost
         {
             if (options.InitialCorruptCheck && !await Corruption.InitialHashCheck.PassesAsync(store, identity.MemberId, options, logger))
             {
-                await Console.Error.WriteLineAsync($"{Hex(identity.MemberId)} found data inconsistency with peers");
+                await Console.Error.WriteLineAsync($"{EtcdLog.Id(identity.MemberId)} found data inconsistency with peers");
                 return 1;
             }
 
@@ -139,7 +139,7 @@ public static class ServerHost
             }
 
             LogServing(logger, options);
-            EtcdLog.Info(logger, "ready to serve client requests", ("local-member-id", Hex(identity.MemberId)));
+            EtcdLog.Info(logger, "ready to serve client requests", ("local-member-id", EtcdLog.Id(identity.MemberId)));
             await app.WaitForShutdownAsync();
             await app.DisposeAsync();
             Log.Stopped(logger);
@@ -308,7 +308,7 @@ public static class ServerHost
         var state = services.GetRequiredService<NodeState>();
         var identity = services.GetRequiredService<MemberIdentity>();
         var quota = services.GetRequiredService<Quota>();
-        metrics.ServerId.WithLabels(Hex(identity.MemberId)).Set(1);
+        metrics.ServerId.WithLabels(EtcdLog.Id(identity.MemberId)).Set(1);
         metrics.ServerVersion.WithLabels(Versions.EtcdServer).Set(1);
         metrics.ClusterVersion.WithLabels(Versions.EtcdCluster).Set(1);
         GrpcMetricsInterceptor.Preregister(metrics);
@@ -355,7 +355,6 @@ public static class ServerHost
         }
     }
 
-    private static string Hex(ulong id) => id.ToString("x", CultureInfo.InvariantCulture);
 
     /// <summary>etcd's first lines: the server's settings, then the member it runs as.</summary>
     private static void LogStarting(Microsoft.Extensions.Logging.ILogger logger, ServerOptions options, MemberIdentity identity, string memberDir)
@@ -387,7 +386,7 @@ public static class ServerHost
             ("initial-corrupt-check", options.InitialCorruptCheck),
             ("auto-compaction-mode", options.AutoCompactionMode),
             ("auto-compaction-retention", options.AutoCompactionRetention));
-        EtcdLog.Info(logger, "starting local member", ("local-member-id", Hex(identity.MemberId)), ("cluster-id", Hex(identity.ClusterId)));
+        EtcdLog.Info(logger, "starting local member", ("local-member-id", EtcdLog.Id(identity.MemberId)), ("cluster-id", EtcdLog.Id(identity.ClusterId)));
     }
 
     /// <summary>etcd's lines for each listener once it accepts connections.</summary>

@@ -1,6 +1,7 @@
 using System.Globalization;
 using Grpc.Core;
 using KvStore.Raft.Wire;
+using KvStore.Server.Hosting;
 using KvStore.Server.Identity;
 using KvStore.Server.Options;
 using KvStore.Server.Peer;
@@ -94,7 +95,7 @@ public static class ClusterBootstrap
             BootstrapLog.MemberCountDiffers(logger, cluster.Count, info.Members.Count, Describe(info));
         }
 
-        BootstrapLog.Joined(logger, Hex(self.Id), Hex(info.ClusterId), Describe(info));
+        BootstrapLog.Joined(logger, EtcdLog.Id(self.Id), EtcdLog.Id(info.ClusterId), Describe(info));
         return new MemberIdentity(
             self.Id,
             info.ClusterId,
@@ -166,9 +167,8 @@ public static class ClusterBootstrap
     private static string Describe(ClusterInfoResponse info) =>
         string.Create(
             CultureInfo.InvariantCulture,
-            $"{{ClusterID:{Hex(info.ClusterId)} Members:[{string.Join(' ', info.Members.Select(m => $"&{{ID:{Hex(m.Id)} Name:{m.Name} PeerURLs:[{string.Join(' ', m.PeerUrls)}] IsLearner:{(m.IsLearner ? "true" : "false")}}}"))}]}}");
+            $"{{ClusterID:{EtcdLog.Id(info.ClusterId)} Members:[{string.Join(' ', info.Members.Select(m => $"&{{ID:{EtcdLog.Id(m.Id)} Name:{m.Name} PeerURLs:[{string.Join(' ', m.PeerUrls)}] IsLearner:{(m.IsLearner ? "true" : "false")}}}"))}]}}");
 
-    private static string Hex(ulong id) => id.ToString("x", CultureInfo.InvariantCulture);
 }
 
 /// <summary>Joining a running cluster failed; the message says why (the member exits with it).</summary>

@@ -1,5 +1,5 @@
-using System.Globalization;
 using KvStore.Raft;
+using KvStore.Server.Hosting;
 using KvStore.Storage.Raft;
 using Microsoft.Extensions.Logging;
 
@@ -51,7 +51,7 @@ public static partial class ForceNewCluster
         if (!members.Contains(self))
         {
             throw new InvalidOperationException(
-                $"--force-new-cluster: this member ({Hex(self)}) is not a member of the cluster at index {last} (members {string.Join(',', members.Select(Hex))})");
+                $"--force-new-cluster: this member ({EtcdLog.Id(self)}) is not a member of the cluster at index {last} (members {string.Join(',', members.Select(EtcdLog.Id))})");
         }
 
         var others = members.Where(id => id != self).ToList();
@@ -64,11 +64,10 @@ public static partial class ForceNewCluster
         }).ToList();
         log.Save(hardState with { Commit = last + (ulong)removals.Count }, removals, null);
         await log.SyncAsync();
-        Log.Forced(logger, Hex(self), hardState.Commit, last, string.Join(',', others.Select(Hex)));
+        Log.Forced(logger, EtcdLog.Id(self), hardState.Commit, last, string.Join(',', others.Select(EtcdLog.Id)));
         return others;
     }
 
-    private static string Hex(ulong id) => id.ToString("x", CultureInfo.InvariantCulture);
 
     /// <summary>Event IDs 1710-1719.</summary>
     private static partial class Log

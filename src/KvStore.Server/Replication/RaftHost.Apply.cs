@@ -87,7 +87,7 @@ public sealed partial class RaftHost
 
         // The store takes the batch's writes here (its durable checkpoint comes with the raft snapshot).
         _metrics.BackendCommit.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
-        Interlocked.Exchange(ref _appliedSignal, NewSignal()).TrySetResult();
+        _progress.Applied();
 
         _appliedSinceSnapshot += (ulong)entries.Count;
         if (_appliedSinceSnapshot >= Math.Max(1, _options.SnapshotCount) && _snapshotInFlight.IsCompleted)
@@ -134,7 +134,7 @@ public sealed partial class RaftHost
             id |= (ulong)(data[i] & 0x7F) << shift;
             if (data[i] < 0x80)
             {
-                return _waiters.TryGetValue(id, out var proposal) && data.SequenceEqual(proposal.Data) ? proposal.Request : null;
+                return _pending.Find(id) is { } proposal && data.SequenceEqual(proposal.Data) ? proposal.Request : null;
             }
         }
 
@@ -143,7 +143,7 @@ public sealed partial class RaftHost
 
     private void Complete(InternalRequest request, EtcdError? error, Google.Protobuf.IMessage? response)
     {
-        if (request.Id == 0 || request.Header?.MemberId != _identity.MemberId || !_waiters.TryRemove(request.Id, out var waiter))
+        if (request.Id == 0 || request.Header?.MemberId != _identity.MemberId || !_pending.TryTake(request.Id, out var waiter))
         {
             return;
         }
@@ -248,7 +248,7 @@ public sealed partial class RaftHost
 
         _isLearner = _membership.Get(_identity.MemberId)?.IsLearner ?? false;
         var name = updated?.Name ?? existing?.Name ?? string.Empty;
-        Log.MembershipChanged(_logger, entry.Index, action, Hex(change.NodeId), name, _membership.VoterCount, _membership.Members.Count - _membership.VoterCount);
+        Log.MembershipChanged(_logger, entry.Index, action, EtcdLog.Id(change.NodeId), name, _membership.VoterCount, _membership.Members.Count - _membership.VoterCount);
         LogMemberChange(action, change.NodeId, updated ?? existing);
         // Bootstrap entries (no context) add the initial members one by one; start-up already judged their final count.
         if ((updated is not null || removed) && context is not null)
@@ -256,14 +256,14 @@ public sealed partial class RaftHost
             WarnIfEven(_membership.VoterCount);
         }
 
-        if (context is not null && context.Proposer == _identity.MemberId && _confWaiters.TryRemove(context.RequestId, out var waiter))
+        if (context is not null && context.Proposer == _identity.MemberId)
         {
-            waiter.TrySetResult();
+            _pending.CompleteConfChange(context.RequestId);
         }
 
         if (removed && change.NodeId == _identity.MemberId)
         {
-            Log.RemovedSelf(_logger, Hex(_identity.MemberId), entry.Index);
+            Log.RemovedSelf(_logger, EtcdLog.Id(_identity.MemberId), entry.Index);
             _lifetime?.StopApplication();
         }
     }
@@ -271,19 +271,19 @@ public sealed partial class RaftHost
     /// <summary>etcd's membership line ("added member", "removed member", "promote member") with its field names.</summary>
     private void LogMemberChange(string action, ulong memberId, ClusterMember? member)
     {
-        (string Name, object? Value) cluster = ("cluster-id", Hex(_identity.ClusterId));
-        (string Name, object? Value) local = ("local-member-id", Hex(_identity.MemberId));
+        (string Name, object? Value) cluster = ("cluster-id", EtcdLog.Id(_identity.ClusterId));
+        (string Name, object? Value) local = ("local-member-id", EtcdLog.Id(_identity.MemberId));
         var urls = member?.PeerUrls.ToArray() ?? [];
         switch (action)
         {
             case "added voter" or "added learner":
-                EtcdLog.Info(_logger, "added member", cluster, local, ("added-peer-id", Hex(memberId)), ("added-peer-peer-urls", urls), ("added-peer-is-learner", action == "added learner"));
+                EtcdLog.Info(_logger, "added member", cluster, local, ("added-peer-id", EtcdLog.Id(memberId)), ("added-peer-peer-urls", urls), ("added-peer-is-learner", action == "added learner"));
                 break;
             case "removed":
-                EtcdLog.Info(_logger, "removed member", cluster, local, ("removed-remote-peer-id", Hex(memberId)), ("removed-remote-peer-urls", urls));
+                EtcdLog.Info(_logger, "removed member", cluster, local, ("removed-remote-peer-id", EtcdLog.Id(memberId)), ("removed-remote-peer-urls", urls));
                 break;
             case "promoted":
-                EtcdLog.Info(_logger, "promote member", cluster, local, ("promoted-member-id", Hex(memberId)));
+                EtcdLog.Info(_logger, "promote member", cluster, local, ("promoted-member-id", EtcdLog.Id(memberId)));
                 break;
         }
     }
@@ -363,12 +363,12 @@ public sealed partial class RaftHost
             var path = await Store.CreateSnapshotFileAsync(_snapshotDirectory);
             var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1 << 16, FileOptions.DeleteOnClose | FileOptions.Asynchronous);
             var meta = message.Snapshot?.Metadata ?? new SnapshotMetadata();
-            Log.SendingSnapshot(_logger, meta.Index, meta.Term, Store.ConsistentIndex, stream.Length, Hex(peer));
+            Log.SendingSnapshot(_logger, meta.Index, meta.Term, Store.ConsistentIndex, stream.Length, EtcdLog.Id(peer));
             _transport!.SendSnapshot(message, Peer.SnapshotSource.FromStream(stream));
         }
         catch (Exception e) when (e is IOException or InvalidOperationException or UnauthorizedAccessException or ObjectDisposedException)
         {
-            Log.SnapshotCreateFailed(_logger, Hex(peer), e);
+            Log.SnapshotCreateFailed(_logger, EtcdLog.Id(peer), e);
             ReportSnapshot(peer, success: false);
         }
     }
@@ -434,7 +434,7 @@ public sealed partial class RaftHost
             SnapshotInstalled?.Invoke(store);
             TryDelete(install.FilePath);
             Log.InstalledSnapshot(_logger, store.ConsistentIndex, store.CurrentRevision);
-            Interlocked.Exchange(ref _appliedSignal, NewSignal()).TrySetResult();
+            _progress.Applied();
             install.Done.TrySetResult();
         }
         catch (Exception e)

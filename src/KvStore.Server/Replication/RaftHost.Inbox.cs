@@ -100,4 +100,12 @@ public sealed partial class RaftHost
 
         public static ApplyItem Of(SnapshotInstall install) => new(ApplyKind.SnapshotInstall) { Install = install };
     }
+
+    /// <summary>Work run on the raft loop with the node (conf changes, transfers); its result goes back to the caller.</summary>
+    private sealed class ControlRequest(Func<RaftNode, RequestResult> action)
+    {
+        public TaskCompletionSource<RequestResult> Result { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void Run(RaftNode node) => Result.TrySetResult(action(node));
+    }
 }

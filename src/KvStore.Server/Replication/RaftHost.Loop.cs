@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Diagnostics;
 using KvStore.Raft;
 using KvStore.Server.Hosting;
@@ -11,16 +10,9 @@ public sealed partial class RaftHost
 {
     private const int MaxProposalsPerBatch = 4096;
 
-    /// <summary>Read-index retry period in ticks (etcd retries an unanswered ReadIndex every 500 ms).</summary>
-    private const int ReadRetryTicks = 5;
-
-    private readonly Dictionary<ulong, ReadBatch> _readsInFlight = [];
     private readonly Dictionary<ulong, ClusterMember> _initialMembers = [];
     private readonly Dictionary<ulong, ReceivedSnapshot> _receivedSnapshots = [];
     private readonly List<Proposal> _waitingForLeader = [];
-    private readonly List<ControlRequest> _controlWaitingForLeader = [];
-    private ReadBatch? _pendingRead;
-    private ulong _nextReadContext;
     private long _ticks;
     private ulong _lastLeader;
     private RaftRole _lastRole;
@@ -88,7 +80,7 @@ public sealed partial class RaftHost
                 node.ReportSnapshot(item.Peer, item.Succeeded ? SnapshotStatus.Finish : SnapshotStatus.Failure);
                 break;
             case InboxKind.Read:
-                IssueRead(node, Interlocked.Exchange(ref _pendingRead, null));
+                _reads.IssuePending(_readIndex, _ticks);
                 break;
             case InboxKind.Tick:
                 Interlocked.Exchange(ref _tickPending, 0);
@@ -100,14 +92,14 @@ public sealed partial class RaftHost
                 AdvanceTicks(node, item.Ticks);
                 break;
             case InboxKind.Control:
-                RunControl(node, item.Control!);
+                item.Control!.Run(node);
                 break;
         }
     }
 
     private void Propose(RaftNode node, Proposal proposal)
     {
-        if (!_waiters.ContainsKey(proposal.Id))
+        if (!_pending.IsWaiting(proposal.Id))
         {
             return; // the caller gave up (timeout or cancellation)
         }
@@ -120,33 +112,13 @@ public sealed partial class RaftHost
                 _waitingForLeader.Add(proposal);
                 break;
             default:
-                if (_waiters.TryRemove(proposal.Id, out var waiter))
+                if (_pending.TryTake(proposal.Id, out var waiter))
                 {
                     waiter.TrySetException(EtcdErrors.Stopped.Exception());
                 }
 
                 break;
         }
-    }
-
-    private void IssueRead(RaftNode node, ReadBatch? batch)
-    {
-        if (batch is null)
-        {
-            return;
-        }
-
-        batch.Context = ++_nextReadContext;
-        _readsInFlight[batch.Context] = batch;
-        SendReadIndex(node, batch);
-    }
-
-    private void SendReadIndex(RaftNode node, ReadBatch batch)
-    {
-        batch.IssuedAtTick = _ticks;
-        var context = new byte[8];
-        BinaryPrimitives.WriteUInt64BigEndian(context, batch.Context);
-        node.ReadIndex(context);
     }
 
     /// <summary>
@@ -167,27 +139,7 @@ public sealed partial class RaftHost
     {
         CampaignIfSoleVoter(node);
 
-        // Unanswered reads are asked again (a forwarded ReadIndex may be lost); abandoned ones are dropped.
-        if (_readsInFlight.Count > 0)
-        {
-            List<ulong>? done = null;
-            foreach (var (context, batch) in _readsInFlight)
-            {
-                if (batch.Index.Task.IsCompleted || _ticks - batch.IssuedAtTick > 1000)
-                {
-                    (done ??= []).Add(context);
-                }
-                else if (_ticks - batch.IssuedAtTick >= ReadRetryTicks)
-                {
-                    SendReadIndex(node, batch);
-                }
-            }
-
-            foreach (var context in done ?? [])
-            {
-                _readsInFlight.Remove(context);
-            }
-        }
+        _reads.OnTick(_readIndex, _ticks);
 
         // Proposals that arrived during a leader transfer are tried again once it is over.
         if (_waitingForLeader.Count > 0 && node.Leader != 0 && node.LeadTransferee == 0)
@@ -203,13 +155,6 @@ public sealed partial class RaftHost
         foreach (var proposal in waiting)
         {
             Propose(node, proposal);
-        }
-
-        var controls = _controlWaitingForLeader.ToArray();
-        _controlWaitingForLeader.Clear();
-        foreach (var control in controls)
-        {
-            RunControl(node, control);
         }
     }
 
@@ -286,13 +231,7 @@ public sealed partial class RaftHost
             _state.CommittedIndex = node.CommitIndex;
         }
 
-        foreach (var read in rd.ReadStates)
-        {
-            if (read.Context.Length == 8 && _readsInFlight.Remove(BinaryPrimitives.ReadUInt64BigEndian(read.Context.Span), out var batch))
-            {
-                batch.Index.TrySetResult(read.Index);
-            }
-        }
+        _reads.Complete(rd.ReadStates);
 
         node.Advance(rd);
         if (rd.CommittedEntries.Count > 0)
@@ -309,18 +248,18 @@ public sealed partial class RaftHost
             RaftRole.PreCandidate => "pre-candidate",
             _ => role.ToString().ToLowerInvariant(),
         };
-        EtcdLog.Info(_logger, $"{Hex(_identity.MemberId)} became {name} at term {term}", ("term", term));
+        EtcdLog.Info(_logger, $"{EtcdLog.Id(_identity.MemberId)} became {name} at term {term}", ("term", term));
     }
 
     /// <summary>etcd's raft.node lines for a leader change (elected, changed, lost), with the term as a field.</summary>
     private void LogLeaderChange(ulong previous, ulong leader, ulong term)
     {
-        var self = Hex(_identity.MemberId);
+        var self = EtcdLog.Id(_identity.MemberId);
         var message = (previous, leader) switch
         {
-            (0, _) => $"raft.node: {self} elected leader {Hex(leader)} at term {term}",
-            (_, 0) => $"raft.node: {self} lost leader {Hex(previous)} at term {term}",
-            _ => $"raft.node: {self} changed leader from {Hex(previous)} to {Hex(leader)} at term {term}",
+            (0, _) => $"raft.node: {self} elected leader {EtcdLog.Id(leader)} at term {term}",
+            (_, 0) => $"raft.node: {self} lost leader {EtcdLog.Id(previous)} at term {term}",
+            _ => $"raft.node: {self} changed leader from {EtcdLog.Id(previous)} to {EtcdLog.Id(leader)} at term {term}",
         };
         EtcdLog.Info(_logger, message, ("term", term));
     }
@@ -346,7 +285,7 @@ public sealed partial class RaftHost
             _lastLeader = soft.Leader;
         }
 
-        Interlocked.Exchange(ref _leaderSignal, NewSignal()).TrySetResult();
+        _progress.LeaderChanged();
         if (soft.Leader != 0)
         {
             if (node.LeadTransferee == 0)
@@ -354,14 +293,7 @@ public sealed partial class RaftHost
                 RetryWaitingForLeader(node);
             }
 
-            // Reads issued while there was no leader (or to the old one) go to the new leader now.
-            foreach (var batch in _readsInFlight.Values)
-            {
-                if (!batch.Index.Task.IsCompleted)
-                {
-                    SendReadIndex(node, batch);
-                }
-            }
+            _reads.OnNewLeader(_readIndex, _ticks);
         }
     }
 
@@ -440,37 +372,6 @@ public sealed partial class RaftHost
         catch (UnauthorizedAccessException)
         {
             // as above
-        }
-    }
-
-    /// <summary>A group of linearizable readers sharing one ReadIndex request.</summary>
-    private sealed class ReadBatch
-    {
-        public TaskCompletionSource<ulong> Index { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        public ulong Context { get; set; }
-
-        public long IssuedAtTick { get; set; }
-
-        /// <summary>The batch not yet sent, creating it when there is none (then <paramref name="isNew"/> is true).</summary>
-        public static ReadBatch Join(ref ReadBatch? pending, out bool isNew)
-        {
-            while (true)
-            {
-                var current = Volatile.Read(ref pending);
-                if (current is not null)
-                {
-                    isNew = false;
-                    return current;
-                }
-
-                var created = new ReadBatch();
-                if (Interlocked.CompareExchange(ref pending, created, null) is null)
-                {
-                    isNew = true;
-                    return created;
-                }
-            }
         }
     }
 }

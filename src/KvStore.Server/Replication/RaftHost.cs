@@ -1,12 +1,11 @@
-using System.Collections.Concurrent;
-using System.Globalization;
 using System.Threading.Channels;
 using Google.Protobuf;
 using KvStore.Internal;
 using KvStore.Raft;
 using KvStore.Server.Apply;
-using KvStore.Server.Monitoring;
+using KvStore.Server.Hosting;
 using KvStore.Server.Identity;
+using KvStore.Server.Monitoring;
 using KvStore.Server.Node;
 using KvStore.Server.Options;
 using KvStore.Server.Peer;
@@ -29,9 +28,11 @@ namespace KvStore.Server.Replication;
 ///               update the member table and the transport; every --snapshot-count entries checkpoint + compact the log
 /// </code>
 /// A single member is a one-voter Raft on the same path. Any member takes writes: a follower forwards the proposal to
-/// the leader inside Raft (MsgProp) and answers once the entry is applied locally.
+/// the leader inside Raft (MsgProp) and answers once the entry is applied locally. What callers wait on lives beside
+/// it: <see cref="PendingRequests"/> (proposals and membership changes by request id), <see cref="ReadBarrier"/>
+/// (ReadIndex batches) and <see cref="ProgressSignals"/> (applied index, leader changes).
 /// </summary>
-public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHostedService, IDisposable
+public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHostedService, IDisposable, IRaftLoop
 {
     /// <summary>etcd's maxGapBetweenApplyAndCommitIndex.</summary>
     public const ulong MaxApplyLag = 5000;
@@ -51,16 +52,16 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     private readonly Func<PeerTransport> _transportFactory;
     private readonly Channel<InboxItem> _inbox = Channel.CreateUnbounded<InboxItem>(new UnboundedChannelOptions { SingleReader = true });
     private readonly Channel<ApplyItem> _applyQueue = Channel.CreateUnbounded<ApplyItem>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-    private readonly ConcurrentDictionary<ulong, Proposal> _waiters = new();
-    private readonly ConcurrentDictionary<ulong, TaskCompletionSource> _confWaiters = new();
+    private readonly PendingRequests _pending = new();
+    private readonly ProgressSignals _progress;
+    private readonly ReadBarrier _reads;
     private readonly TimeSpan _requestTimeout;
     private readonly CancellationTokenSource _stop = new();
     private readonly MvccStore _store;
     private readonly Applier _applier;
     private PeerTransport? _transport;
     private RaftNode? _node;
-    private TaskCompletionSource _appliedSignal = NewSignal();
-    private TaskCompletionSource _leaderSignal = NewSignal();
+    private Action<ReadOnlyMemory<byte>> _readIndex = static _ => { };
     private Task _loopTask = Task.CompletedTask;
     private Task _applyTask = Task.CompletedTask;
     private Task _tickTask = Task.CompletedTask;
@@ -113,6 +114,9 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
 
         // etcd: 5 s plus twice the election timeout.
         _requestTimeout = TimeSpan.FromSeconds(5) + TimeSpan.FromMilliseconds(2 * options.ElectionTimeoutMs);
+        _progress = new ProgressSignals(state);
+        _reads = new ReadBarrier(state, _progress, _requestTimeout, () => _inbox.Writer.TryWrite(InboxItem.Read));
+        Members = new MembershipCoordinator(options, identity, _membership, state, _pending, _progress, this, this, _requestTimeout, logger);
 
         // Request ids embed the member id (etcd's idutil layout: 2 bytes of member id, 5 bytes of time, 1 byte counter
         // that carries into the time), so an id is unique across members and across restarts.
@@ -123,6 +127,9 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
 
     /// <summary>The member table as of the applied index.</summary>
     public Membership Membership => _membership;
+
+    /// <summary>Membership changes and leadership transfer.</summary>
+    public MembershipCoordinator Members { get; }
 
     /// <summary>The store the applier writes (a snapshot from the leader is installed into it in place).</summary>
     public MvccStore Store => _store;
@@ -146,14 +153,13 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     internal Task SnapshotInFlight => Volatile.Read(ref _snapshotInFlight);
 
     /// <summary>Completes at the next apply or leader change (for waiting on conditions without polling).</summary>
-    public Task NextChangeAsync(CancellationToken cancellationToken) =>
-        Task.WhenAny(Volatile.Read(ref _appliedSignal).Task, Volatile.Read(ref _leaderSignal).Task).WaitAsync(cancellationToken);
+    public Task NextChangeAsync(CancellationToken cancellationToken) => _progress.NextChangeAsync(cancellationToken);
 
     /// <summary>
     /// Completes at the next change of this member's view of the leader or its own role (and when the host stops);
     /// take it before checking <see cref="NodeState.LeaderId"/>, so a change in between is not missed.
     /// </summary>
-    public Task NextLeaderChangeAsync() => Volatile.Read(ref _leaderSignal).Task;
+    public Task NextLeaderChangeAsync() => _progress.NextLeaderChangeAsync();
 
     /// <summary>The request timeout (etcd: 5 s + 2 × election timeout).</summary>
     public TimeSpan RequestTimeout => _requestTimeout;
@@ -179,11 +185,10 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
             throw EtcdErrors.RequestTooLarge.Exception();
         }
 
-        var waiter = new Proposal(id, request, data);
-        _waiters[id] = waiter;
+        var waiter = _pending.Add(id, request, data);
         if (!_inbox.Writer.TryWrite(InboxItem.Of(waiter)))
         {
-            _waiters.TryRemove(id, out _);
+            _pending.Forget(id);
             _metrics.ProposalsFailed.Inc();
             throw EtcdErrors.Stopped.Exception();
         }
@@ -197,13 +202,13 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         }
         catch (TimeoutException)
         {
-            _waiters.TryRemove(id, out _);
+            _pending.Forget(id);
             _metrics.ProposalsFailed.Inc();
             throw (_state.HasLeader ? EtcdErrors.Timeout : ClusterErrors.TimeoutLeaderFail).Exception();
         }
         catch (OperationCanceledException)
         {
-            _waiters.TryRemove(id, out _);
+            _pending.Forget(id);
             _metrics.ProposalsFailed.Inc();
             throw;
         }
@@ -220,13 +225,7 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     public ValueTask WaitForReadIndexAsync(CancellationToken cancellationToken)
     {
         ThrowIfStopped();
-        var batch = ReadBatch.Join(ref _pendingRead, out var isNew);
-        if (isNew)
-        {
-            _inbox.Writer.TryWrite(InboxItem.Read);
-        }
-
-        return new ValueTask(WaitReadAsync(batch, cancellationToken));
+        return new ValueTask(_reads.WaitAsync(cancellationToken));
     }
 
     /// <summary>Recovers membership, builds the Raft node, starts the loops and the ticker.</summary>
@@ -277,6 +276,8 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
             }
         }
 
+        var node = _node;
+        _readIndex = context => node.ReadIndex(context);
         var stored = _raftLog.HardState;
         _syncedTerm = stored.Term;
         _syncedVote = stored.Vote;
@@ -287,13 +288,13 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         _isLearner = _membership.Get(_identity.MemberId)?.IsLearner ?? false;
         Log.Started(
             _logger,
-            Hex(_identity.MemberId),
+            EtcdLog.Id(_identity.MemberId),
             _node.Term,
             _node.CommitIndex,
             applied,
             _node.LastIndex,
             _node.ConfState.ToString(),
-            string.Join(',', bootstrap.Select(Hex)));
+            string.Join(',', bootstrap.Select(EtcdLog.Id)));
         WarnIfEven(_node.ConfState.Voters.Count > 0 ? _node.ConfState.Voters.Count : bootstrap.Count);
 
         _loopTask = Task.Factory.StartNew(RunLoopAsync, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap();
@@ -301,7 +302,7 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         _tickTask = RunTickerAsync(TimeSpan.FromMilliseconds(heartbeat));
         var members = _membership.Members.Count > 0 ? _membership.Members.Count : InitialMembers().Count;
         _ = AdvanceElectionTicksAsync(electionTick, members, heartbeat);
-        _ = PublishAsync();
+        _ = Members.PublishAsync(_stop.Token);
         return Task.CompletedTask;
     }
 
@@ -366,36 +367,36 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
     public void ReportSnapshot(ulong peerId, bool success) => _inbox.Writer.TryWrite(InboxItem.SnapshotStatus(peerId, success));
 
     /// <summary>Waits until a leader is known (or the token fires).</summary>
-    public async Task WaitForLeaderAsync(CancellationToken cancellationToken)
+    public Task WaitForLeaderAsync(CancellationToken cancellationToken)
     {
-        while (!_state.HasLeader)
-        {
-            var signal = Volatile.Read(ref _leaderSignal);
-            if (_state.HasLeader)
-            {
-                return;
-            }
-
-            ThrowIfStopped();
-            await signal.Task.WaitAsync(cancellationToken);
-        }
+        ThrowIfStopped();
+        return _progress.WaitForLeaderAsync(cancellationToken);
     }
 
     /// <summary>Waits until this member has applied <paramref name="index"/>.</summary>
-    public async Task WaitAppliedAsync(ulong index, CancellationToken cancellationToken)
+    public Task WaitAppliedAsync(ulong index, CancellationToken cancellationToken)
     {
-        while (_state.AppliedIndex < index)
-        {
-            var signal = Volatile.Read(ref _appliedSignal);
-            if (_state.AppliedIndex >= index)
-            {
-                return;
-            }
-
-            ThrowIfStopped();
-            await signal.Task.WaitAsync(cancellationToken);
-        }
+        ThrowIfStopped();
+        return _progress.WaitAppliedAsync(index, cancellationToken);
     }
+
+    /// <inheritdoc/>
+    async Task<RequestResult> IRaftLoop.RunAsync(Func<RaftNode, RequestResult> action, CancellationToken cancellationToken)
+    {
+        var control = new ControlRequest(action);
+        if (!_inbox.Writer.TryWrite(InboxItem.Of(control)))
+        {
+            throw EtcdErrors.Stopped.Exception();
+        }
+
+        return await control.Result.Task.WaitAsync(cancellationToken);
+    }
+
+    /// <inheritdoc/>
+    ulong IRaftLoop.NextRequestId() => NextId();
+
+    /// <inheritdoc/>
+    void IRaftLoop.ThrowIfStopped() => ThrowIfStopped();
 
     private ulong NextId() => (ulong)Interlocked.Increment(ref _nextId);
 
@@ -404,33 +405,6 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         if (_stopping || _failed)
         {
             throw EtcdErrors.Stopped.Exception();
-        }
-    }
-
-    private async Task WaitReadAsync(ReadBatch batch, CancellationToken cancellationToken)
-    {
-        ulong index;
-        try
-        {
-            index = await batch.Index.Task.WaitAsync(_requestTimeout, cancellationToken);
-        }
-        catch (TimeoutException)
-        {
-            throw (_state.HasLeader ? EtcdErrors.Timeout : ClusterErrors.TimeoutLeaderFail).Exception();
-        }
-
-        if (_state.AppliedIndex >= index)
-        {
-            return;
-        }
-
-        try
-        {
-            await WaitAppliedAsync(index, cancellationToken).WaitAsync(_requestTimeout, cancellationToken);
-        }
-        catch (TimeoutException)
-        {
-            throw EtcdErrors.TimeoutWaitAppliedIndex.Exception();
         }
     }
 
@@ -499,48 +473,15 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         _failed = true;
         Log.LoopFailed(_logger, e);
         FailAllWaiters(EtcdErrors.Stopped);
-        Interlocked.Exchange(ref _appliedSignal, NewSignal()).TrySetResult();
-        Interlocked.Exchange(ref _leaderSignal, NewSignal()).TrySetResult();
         Environment.ExitCode = 1;
         _lifetime?.StopApplication();
     }
 
     private void FailAllWaiters(EtcdError error)
     {
-        foreach (var id in _waiters.Keys)
-        {
-            if (_waiters.TryRemove(id, out var waiter))
-            {
-                waiter.TrySetException(error.Exception());
-            }
-        }
-
-        foreach (var id in _confWaiters.Keys)
-        {
-            if (_confWaiters.TryRemove(id, out var waiter))
-            {
-                waiter.TrySetException(error.Exception());
-            }
-        }
-
-        Interlocked.Exchange(ref _pendingRead, null)?.Index.TrySetException(error.Exception());
+        _pending.FailAll(error);
+        _reads.FailPending(error);
+        _progress.Stop();
     }
 
-    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-    private static string Hex(ulong id) => id.ToString("x", CultureInfo.InvariantCulture);
-
-    /// <summary>
-    /// A proposal of this member: what the raft loop proposes (<see cref="Data"/>, <see cref="Request"/> encoded) and
-    /// what the caller awaits. Neither the request nor the data is changed once proposed.
-    /// </summary>
-    private sealed class Proposal(ulong id, InternalRequest request, byte[] data)
-        : TaskCompletionSource<IMessage>(TaskCreationOptions.RunContinuationsAsynchronously)
-    {
-        public ulong Id { get; } = id;
-
-        public InternalRequest Request { get; } = request;
-
-        public byte[] Data { get; } = data;
-    }
 }

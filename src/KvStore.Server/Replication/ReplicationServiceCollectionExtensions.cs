@@ -1,16 +1,16 @@
 using KvStore.Server.Apply;
-using KvStore.Server.Monitoring;
 using KvStore.Server.Identity;
 using KvStore.Server.Lease;
+using KvStore.Server.Monitoring;
 using KvStore.Server.Node;
 using KvStore.Server.Options;
 using KvStore.Server.Peer;
 using KvStore.Server.Watch;
-using Microsoft.AspNetCore.Http;
 using KvStore.Storage.Mvcc;
 using KvStore.Storage.Raft;
 using KvStore.Storage.Wal;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -49,6 +49,7 @@ public static class ReplicationServiceCollectionExtensions
             return host;
         });
         services.AddSingleton<IProposer>(sp => sp.GetRequiredService<RaftHost>());
+        services.AddSingleton(sp => sp.GetRequiredService<RaftHost>().Members);
         services.AddSingleton<RequireLeaderInterceptor>();
         services.AddPeerTransport(
             sp => new PeerTransportOptions

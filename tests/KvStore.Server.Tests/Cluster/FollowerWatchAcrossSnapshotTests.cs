@@ -40,7 +40,7 @@ public sealed partial class SnapshotInstallTests
             {
                 using (var moving = Timeout())
                 {
-                    await leader.Host.MoveLeaderAsync(servers[0].Host.MemberId, moving.Token);
+                    await leader.Host.Members.MoveLeaderAsync(servers[0].Host.MemberId, moving.Token);
                 }
 
                 leader = await WaitLeaderAsync(servers);

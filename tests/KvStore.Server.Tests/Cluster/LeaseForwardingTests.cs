@@ -71,7 +71,7 @@ public sealed class LeaseForwardingTests
             await beforeMove.Task.WaitAsync(TimeSpan.FromSeconds(60));
             using (var moving = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
             {
-                await leader.Host.MoveLeaderAsync(target.Host.MemberId, moving.Token);
+                await leader.Host.Members.MoveLeaderAsync(target.Host.MemberId, moving.Token);
             }
 
             (await FullServer.WaitLeaderAsync(servers)).Should().BeSameAs(target);

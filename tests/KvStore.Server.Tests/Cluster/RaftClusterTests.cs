@@ -110,7 +110,7 @@ public sealed class RaftClusterTests
         var port = LoopbackPorts.TakeOne();
         var url = $"http://127.0.0.1:{port}";
         var follower = cluster.Members.First(m => m != leader);
-        var added = await follower.Host.AddMemberAsync([url], isLearner: true, CancellationToken.None);
+        var added = await follower.Host.Members.AddMemberAsync([url], isLearner: true, CancellationToken.None);
         Assert.True(added.IsLearner);
         foreach (var member in cluster.Members)
         {
@@ -119,7 +119,7 @@ public sealed class RaftClusterTests
 
         // A second learner is refused, as etcd allows one at a time.
         var refused = await Assert.ThrowsAsync<EtcdException>(() =>
-            leader.Host.AddMemberAsync([$"http://127.0.0.1:{LoopbackPorts.TakeOne()}"], isLearner: true, CancellationToken.None));
+            leader.Host.Members.AddMemberAsync([$"http://127.0.0.1:{LoopbackPorts.TakeOne()}"], isLearner: true, CancellationToken.None));
         Assert.Equal("etcdserver: too many learner members in cluster", refused.Detail);
 
         // The new member joins an existing cluster: it asks the peers for the cluster id and its own member id (no
@@ -141,7 +141,7 @@ public sealed class RaftClusterTests
             {
                 try
                 {
-                    leader.Host.PromoteMemberAsync(added.Id, CancellationToken.None).GetAwaiter().GetResult();
+                    leader.Host.Members.PromoteMemberAsync(added.Id, CancellationToken.None).GetAwaiter().GetResult();
                     return true;
                 }
                 catch (EtcdException e) when (e.Detail.Contains("in sync", StringComparison.Ordinal))
@@ -158,7 +158,7 @@ public sealed class RaftClusterTests
         await joined.PutAsync("from-new", "x");
         Assert.Equal("x", await leader.GetAsync("from-new"));
 
-        await leader.Host.RemoveMemberAsync(added.Id, CancellationToken.None);
+        await leader.Host.Members.RemoveMemberAsync(added.Id, CancellationToken.None);
         Assert.Null(leader.Host.Membership.Get(added.Id));
         await joined.StopAsync();
         await leader.PutAsync("after-remove", "y");
@@ -175,7 +175,7 @@ public sealed class RaftClusterTests
         var port = LoopbackPorts.TakeOne();
         var url = $"http://127.0.0.1:{port}";
         var follower = cluster.Members.First(m => m != leader);
-        var added = await follower.Host.AddMemberAsync([url], isLearner: false, CancellationToken.None);
+        var added = await follower.Host.Members.AddMemberAsync([url], isLearner: false, CancellationToken.None);
 
         // No cluster id handed in: the joiner asks the peers of --initial-cluster over the peer port.
         var dataDir = Path.Combine(cluster.Root, "m3");
@@ -205,7 +205,7 @@ public sealed class RaftClusterTests
         await using var cluster = await TestCluster.StartAsync(3);
         var leader = await cluster.WaitForLeaderAsync();
         var addedPort = LoopbackPorts.TakeOne();
-        await leader.Host.AddMemberAsync([$"http://127.0.0.1:{addedPort}"], isLearner: true, CancellationToken.None);
+        await leader.Host.Members.AddMemberAsync([$"http://127.0.0.1:{addedPort}"], isLearner: true, CancellationToken.None);
 
         var wrongPort = LoopbackPorts.TakeOne();
         var wrongUrl = $"http://127.0.0.1:{wrongPort}";

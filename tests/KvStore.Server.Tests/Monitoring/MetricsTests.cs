@@ -152,7 +152,7 @@ public sealed class MetricsTests
             var seenBefore = (await Scrape(http, target)).Value("etcd_server_leader_changes_seen_total");
             using (var timeout = Timeout())
             {
-                await leader.Host.MoveLeaderAsync(target.Host.MemberId, timeout.Token);
+                await leader.Host.Members.MoveLeaderAsync(target.Host.MemberId, timeout.Token);
             }
 
             leader = await FullServer.WaitLeaderAsync(servers);

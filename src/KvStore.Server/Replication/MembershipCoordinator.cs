@@ -2,17 +2,78 @@ using KvStore.Internal;
 using KvStore.Raft;
 using KvStore.Server.Hosting;
 using KvStore.Server.Identity;
+using KvStore.Server.Node;
+using KvStore.Server.Options;
+using Microsoft.Extensions.Logging;
 
 namespace KvStore.Server.Replication;
 
-/// <summary>Membership changes and leadership transfer (etcd's Cluster service and MoveLeader).</summary>
-public sealed partial class RaftHost
+/// <summary>What the membership coordinator needs of the raft loop.</summary>
+internal interface IRaftLoop
+{
+    /// <summary>Runs <paramref name="action"/> on the raft loop, with the node, and returns its result.</summary>
+    Task<RequestResult> RunAsync(Func<RaftNode, RequestResult> action, CancellationToken cancellationToken);
+
+    /// <summary>A request id unique across members and restarts.</summary>
+    ulong NextRequestId();
+
+    /// <summary>Throws etcd's "server stopped" once the member stops taking requests.</summary>
+    void ThrowIfStopped();
+}
+
+/// <summary>
+/// Membership changes and leadership transfer (etcd's Cluster service and MoveLeader), and the publication of this
+/// member's name and client URLs. Changes go through the log as raft conf changes (or, for URLs, ordinary entries), and
+/// each call returns once its change is applied on this member; the member table itself is updated by the apply loop.
+/// </summary>
+public sealed class MembershipCoordinator
 {
     /// <summary>Learners etcd allows at once.</summary>
     public const int MaxLearners = 1;
 
     /// <summary>A learner may be promoted once it has this share of the leader's log (etcd: 90%).</summary>
     public const double PromoteReadyRatio = 0.9;
+
+    /// <summary>The raft loop's result code for a promotion refused because the learner is behind.</summary>
+    private const RequestResult PromoteNotReady = (RequestResult)1000;
+
+    private readonly ServerOptions _options;
+    private readonly MemberIdentity _identity;
+    private readonly Membership _membership;
+    private readonly NodeState _state;
+    private readonly PendingRequests _pending;
+    private readonly ProgressSignals _progress;
+    private readonly IProposer _proposer;
+    private readonly IRaftLoop _loop;
+    private readonly TimeSpan _requestTimeout;
+    private readonly ILogger _logger;
+
+    internal MembershipCoordinator(
+        ServerOptions options,
+        MemberIdentity identity,
+        Membership membership,
+        NodeState state,
+        PendingRequests pending,
+        ProgressSignals progress,
+        IProposer proposer,
+        IRaftLoop loop,
+        TimeSpan requestTimeout,
+        ILogger logger)
+    {
+        _options = options;
+        _identity = identity;
+        _membership = membership;
+        _state = state;
+        _pending = pending;
+        _progress = progress;
+        _proposer = proposer;
+        _loop = loop;
+        _requestTimeout = requestTimeout;
+        _logger = logger;
+    }
+
+    /// <summary>The member table as of the applied index.</summary>
+    public Membership Membership => _membership;
 
     /// <summary>
     /// Adds a member with <paramref name="peerUrls"/> (a voter, or a learner) through a raft conf change and returns it
@@ -88,7 +149,7 @@ public sealed partial class RaftHost
 
         var request = new InternalRequest { MemberAttributes = new MemberAttributesRequest { MemberId = id, UpdatePeerUrls = true } };
         request.MemberAttributes.PeerUrls.AddRange(urls);
-        await ProposeAsync(request, cancellationToken);
+        await _proposer.ProposeAsync(request, cancellationToken);
     }
 
     /// <summary>
@@ -97,7 +158,7 @@ public sealed partial class RaftHost
     /// </summary>
     public async Task MoveLeaderAsync(ulong target, CancellationToken cancellationToken)
     {
-        if (!IsLeader)
+        if (_state.LeaderId != _identity.MemberId)
         {
             throw EtcdErrors.NotLeader.Exception();
         }
@@ -115,9 +176,7 @@ public sealed partial class RaftHost
 
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(_requestTimeout);
-        var control = new ControlRequest(node => node.TransferLeadership(target));
-        _inbox.Writer.TryWrite(InboxItem.Of(control));
-        var result = await control.Result.Task.WaitAsync(timeout.Token);
+        var result = await _loop.RunAsync(node => node.TransferLeadership(target), timeout.Token);
         if (result is RequestResult.InvalidConfChange)
         {
             throw EtcdErrors.BadLeaderTransferee.Exception();
@@ -125,16 +184,7 @@ public sealed partial class RaftHost
 
         try
         {
-            while (_state.LeaderId != target)
-            {
-                var signal = Volatile.Read(ref _leaderSignal);
-                if (_state.LeaderId == target)
-                {
-                    break;
-                }
-
-                await signal.Task.WaitAsync(timeout.Token);
-            }
+            await _progress.WaitForLeaderAsync(target, timeout.Token);
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
@@ -142,23 +192,66 @@ public sealed partial class RaftHost
         }
     }
 
+    /// <summary>
+    /// Publishes this member's name and client URLs through the log once a leader is known (etcd's publish), so every
+    /// member's MemberList shows them. Retried until it succeeds or the member stops.
+    /// </summary>
+    internal async Task PublishAsync(CancellationToken stopping)
+    {
+        var request = new MemberAttributesRequest { MemberId = _identity.MemberId, Name = _identity.Name, UpdateNameAndClientUrls = true };
+        request.ClientUrls.AddRange(_identity.ClientUrls);
+        while (!stopping.IsCancellationRequested && !_progress.IsStopped)
+        {
+            try
+            {
+                await _progress.WaitForLeaderAsync(stopping);
+                var current = _membership.Get(_identity.MemberId);
+                if (current is not null && current.Name == _identity.Name && current.ClientUrls.SequenceEqual(_identity.ClientUrls))
+                {
+                    return;
+                }
+
+                if (current is null)
+                {
+                    // Not in the table yet (joining member before its add is applied here): wait for some progress.
+                    await _progress.WaitAppliedAsync(_state.AppliedIndex + 1, stopping);
+                    continue;
+                }
+
+                await _proposer.ProposeAsync(new InternalRequest { MemberAttributes = request.Clone() }, stopping);
+                EtcdLog.Info(
+                    _logger,
+                    "published local member to cluster through raft",
+                    ("local-member-id", EtcdLog.Id(_identity.MemberId)),
+                    ("local-member-attributes", $"{{Name:{_identity.Name} ClientURLs:[{string.Join(' ', _identity.ClientUrls)}]}}"),
+                    ("cluster-id", EtcdLog.Id(_identity.ClusterId)));
+                return;
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            catch (Grpc.Core.RpcException)
+            {
+                // no leader / timeout: try again
+            }
+        }
+    }
+
     private async Task ChangeMembershipAsync(ConfChange change, ClusterMember? member, ulong? promote, CancellationToken cancellationToken)
     {
-        ThrowIfStopped();
-        var requestId = NextId();
+        _loop.ThrowIfStopped();
+        var requestId = _loop.NextRequestId();
         var context = new ConfChangeContext(_identity.MemberId, requestId, member).Encode();
         var withContext = new ConfChange { Type = change.Type, NodeId = change.NodeId, Context = context };
-        var waiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        _confWaiters[requestId] = waiter;
+        var waiter = _pending.AddConfChange(requestId);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(_requestTimeout);
         try
         {
             while (true)
             {
-                var control = new ControlRequest(node => ProposeChange(node, withContext, promote));
-                _inbox.Writer.TryWrite(InboxItem.Of(control));
-                var result = await control.Result.Task.WaitAsync(timeout.Token);
+                var result = await _loop.RunAsync(node => ProposeChange(node, withContext, promote), timeout.Token);
                 switch (result)
                 {
                     case RequestResult.Accepted or RequestResult.Forwarded:
@@ -181,13 +274,11 @@ public sealed partial class RaftHost
         }
         finally
         {
-            _confWaiters.TryRemove(requestId, out _);
+            _pending.ForgetConfChange(requestId);
         }
     }
 
-    /// <summary>Raft loop: the result code for a promotion refused because the learner is behind.</summary>
-    private const RequestResult PromoteNotReady = (RequestResult)1000;
-
+    /// <summary>Raft loop: proposes <paramref name="change"/>, after checking that a learner to promote is in sync.</summary>
     private static RequestResult ProposeChange(RaftNode node, ConfChange change, ulong? promote)
     {
         if (promote is { } learner)
@@ -209,63 +300,4 @@ public sealed partial class RaftHost
         return node.ProposeConfChange(change);
     }
 
-    private static void RunControl(RaftNode node, ControlRequest control)
-    {
-        var result = control.Action(node);
-        control.Result.TrySetResult(result);
-    }
-
-    /// <summary>
-    /// Publishes this member's name and client URLs through the log once a leader is known (etcd's publish), so every
-    /// member's MemberList shows them. Retried until it succeeds or the member stops.
-    /// </summary>
-    private async Task PublishAsync()
-    {
-        var request = new MemberAttributesRequest { MemberId = _identity.MemberId, Name = _identity.Name, UpdateNameAndClientUrls = true };
-        request.ClientUrls.AddRange(_identity.ClientUrls);
-        while (!_stopping && !_failed)
-        {
-            try
-            {
-                await WaitForLeaderAsync(_stop.Token);
-                var current = _membership.Get(_identity.MemberId);
-                if (current is not null && current.Name == _identity.Name && current.ClientUrls.SequenceEqual(_identity.ClientUrls))
-                {
-                    return;
-                }
-
-                if (current is null)
-                {
-                    // Not in the table yet (joining member before its add is applied here): wait for some progress.
-                    await WaitAppliedAsync(_state.AppliedIndex + 1, _stop.Token);
-                    continue;
-                }
-
-                await ProposeAsync(new InternalRequest { MemberAttributes = request.Clone() }, _stop.Token);
-                EtcdLog.Info(
-                    _logger,
-                    "published local member to cluster through raft",
-                    ("local-member-id", Hex(_identity.MemberId)),
-                    ("local-member-attributes", $"{{Name:{_identity.Name} ClientURLs:[{string.Join(' ', _identity.ClientUrls)}]}}"),
-                    ("cluster-id", Hex(_identity.ClusterId)));
-                return;
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-            catch (Grpc.Core.RpcException)
-            {
-                // no leader / timeout: try again
-            }
-        }
-    }
-
-    /// <summary>Work run on the raft loop with the node (conf changes, transfers).</summary>
-    private sealed class ControlRequest(Func<RaftNode, RequestResult> action)
-    {
-        public Func<RaftNode, RequestResult> Action { get; } = action;
-
-        public TaskCompletionSource<RequestResult> Result { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    }
 }
