@@ -4,7 +4,6 @@ using Grpc.Core;
 using KvStore.Internal;
 using KvStore.Server.Apply;
 using KvStore.Server.Backup;
-using KvStore.Server.Hosting;
 using KvStore.Server.Node;
 using KvStore.Server.Options;
 using KvStore.Server.Replication;

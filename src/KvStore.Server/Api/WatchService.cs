@@ -2,6 +2,7 @@ using Etcdserverpb;
 using Grpc.Core;
 using KvStore.Server.Auth;
 using KvStore.Server.Lease;
+using KvStore.Server.Node;
 using KvStore.Server.Watch;
 
 namespace KvStore.Server.Api;

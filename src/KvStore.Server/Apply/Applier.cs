@@ -3,7 +3,6 @@ using Etcdserverpb;
 using Google.Protobuf;
 using KvStore.Internal;
 using KvStore.Server.Auth;
-using KvStore.Server.Hosting;
 using KvStore.Storage.Mvcc;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;

@@ -1,4 +1,5 @@
 using Etcdserverpb;
+using KvStore.Storage;
 using KvStore.Storage.Mvcc;
 
 namespace KvStore.Server.Apply;
@@ -75,9 +76,9 @@ public static class RangeExecutor
                 RangeRequest.Types.SortTarget.Create => Order(kvs, kv => kv.CreateRevision, descending),
                 RangeRequest.Types.SortTarget.Mod => Order(kvs, kv => kv.ModRevision, descending),
                 RangeRequest.Types.SortTarget.Value => descending
-                    ? kvs.OrderByDescending(kv => kv.Value, ByteArrayComparer.Instance)
-                    : kvs.OrderBy(kv => kv.Value, ByteArrayComparer.Instance),
-                _ => descending ? kvs.OrderByDescending(kv => kv.Key, ByteArrayComparer.Instance) : kvs,
+                    ? kvs.OrderByDescending(kv => kv.Value, ByteKeyComparer.Instance)
+                    : kvs.OrderBy(kv => kv.Value, ByteKeyComparer.Instance),
+                _ => descending ? kvs.OrderByDescending(kv => kv.Key, ByteKeyComparer.Instance) : kvs,
             };
         }
 
@@ -104,12 +105,4 @@ public static class RangeExecutor
 
     private static IEnumerable<KeyValue> Order(IEnumerable<KeyValue> kvs, Func<KeyValue, long> key, bool descending) =>
         descending ? kvs.OrderByDescending(key) : kvs.OrderBy(key);
-}
-
-/// <summary>Byte-wise lexicographic order of byte arrays (Go's bytes.Compare).</summary>
-public sealed class ByteArrayComparer : IComparer<byte[]>
-{
-    public static readonly ByteArrayComparer Instance = new();
-
-    public int Compare(byte[]? x, byte[]? y) => x.AsSpan().SequenceCompareTo(y);
 }

@@ -1,3 +1,4 @@
+using KvStore.Storage;
 namespace KvStore.Server.Lease;
 
 /// <summary>One lease as the lessor holds it in memory. Guarded by the lessor's lock.</summary>

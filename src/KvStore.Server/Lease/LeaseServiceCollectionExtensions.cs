@@ -1,4 +1,5 @@
 using KvStore.Server.Apply;
+using KvStore.Server.Node;
 using KvStore.Server.Peer;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -33,6 +34,7 @@ public static class LeaseServiceCollectionExtensions
             return lessor;
         });
         services.TryAddSingleton<ILeaseApplier>(sp => sp.GetRequiredService<Lessor>());
+        services.AddSingleton<IStoreRestoredHandler>(sp => sp.GetRequiredService<Lessor>());
         services.AddHostedService<LeaseExpiryLoop>();
         services.TryAddSingleton<LeaderLeaseOps>();
         services.TryAddSingleton<LeaseForwarder>();

@@ -1,5 +1,6 @@
 using Etcdserverpb;
 using Google.Protobuf;
+using KvStore.Storage;
 
 namespace KvStore.Server.Lease;
 

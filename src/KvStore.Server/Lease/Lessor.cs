@@ -2,6 +2,8 @@ using System.Buffers.Binary;
 using Etcdserverpb;
 using Google.Protobuf;
 using KvStore.Server.Apply;
+using KvStore.Server.Node;
+using KvStore.Storage;
 using KvStore.Storage.Mvcc;
 using Microsoft.Extensions.Logging;
 
@@ -13,7 +15,7 @@ namespace KvStore.Server.Lease;
 /// agrees; expiry is turned into a LeaseRevoke proposal by <see cref="LeaseExpiryLoop"/>, never a local delete.
 /// Lease records persist in the store's "lease" side table in the same transaction as the key changes.
 /// </summary>
-public sealed partial class Lessor : ILeaseApplier, IDisposable
+public sealed partial class Lessor : ILeaseApplier, IStoreRestoredHandler, IDisposable
 {
     /// <summary>The side-table bucket that holds lease records.</summary>
     public const string MetaBucket = "lease";
@@ -134,6 +136,9 @@ public sealed partial class Lessor : ILeaseApplier, IDisposable
             Promote(TimeSpan.Zero);
         }
     }
+
+    /// <inheritdoc/>
+    void IStoreRestoredHandler.OnStoreRestored(MvccStore store) => Reload(new MvccLeaseRecoverySource(store));
 
     /// <inheritdoc/>
     public void Dispose()

@@ -2,6 +2,7 @@ using System.Threading.Channels;
 using Etcdserverpb;
 using Grpc.Core;
 using KvStore.Raft.Wire;
+using KvStore.Server.Node;
 using KvStore.Server.Peer;
 using KvStore.Server.Replication;
 

@@ -1,7 +1,6 @@
 using System.Globalization;
 using Grpc.Core;
 using KvStore.Raft.Wire;
-using KvStore.Server.Hosting;
 using KvStore.Server.Identity;
 using KvStore.Server.Options;
 using KvStore.Server.Peer;

@@ -1,5 +1,4 @@
 using KvStore.Raft;
-using KvStore.Server.Hosting;
 using KvStore.Storage.Raft;
 using Microsoft.Extensions.Logging;
 

@@ -1,6 +1,5 @@
 using KvStore.Internal;
 using KvStore.Raft;
-using KvStore.Server.Hosting;
 using KvStore.Server.Identity;
 using KvStore.Server.Node;
 using KvStore.Server.Options;

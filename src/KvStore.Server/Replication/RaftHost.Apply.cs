@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using KvStore.Internal;
 using KvStore.Raft;
-using KvStore.Server.Hosting;
 using KvStore.Storage.Mvcc;
 
 namespace KvStore.Server.Replication;

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using KvStore.Raft;
-using KvStore.Server.Hosting;
 using KvStore.Server.Peer;
 
 namespace KvStore.Server.Replication;

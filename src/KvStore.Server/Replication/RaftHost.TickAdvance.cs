@@ -1,5 +1,4 @@
 using KvStore.Raft;
-using KvStore.Server.Hosting;
 
 namespace KvStore.Server.Replication;
 

@@ -3,7 +3,6 @@ using Google.Protobuf;
 using KvStore.Internal;
 using KvStore.Raft;
 using KvStore.Server.Apply;
-using KvStore.Server.Hosting;
 using KvStore.Server.Identity;
 using KvStore.Server.Monitoring;
 using KvStore.Server.Node;

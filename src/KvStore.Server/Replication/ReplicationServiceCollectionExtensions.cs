@@ -1,11 +1,9 @@
 using KvStore.Server.Apply;
 using KvStore.Server.Identity;
-using KvStore.Server.Lease;
 using KvStore.Server.Monitoring;
 using KvStore.Server.Node;
 using KvStore.Server.Options;
 using KvStore.Server.Peer;
-using KvStore.Server.Watch;
 using KvStore.Storage.Mvcc;
 using KvStore.Storage.Raft;
 using KvStore.Storage.Wal;
@@ -67,16 +65,18 @@ public static class ReplicationServiceCollectionExtensions
     }
 
     /// <summary>
-    /// After a snapshot from the leader replaced the store's state: the alarms and the auth store are reloaded from it, the lessor rebuilds its leases from the store (as at
-    /// start) and the watch hub resyncs every watcher from the store (those whose history was compacted away are
-    /// cancelled with the compact revision, as etcd does).
+    /// After a snapshot from the leader replaced the store's state: the alarms and the auth store are reloaded from it,
+    /// and every <see cref="IStoreRestoredHandler"/> rebuilds from it (the lessor its leases, as at start; the watch hub
+    /// resyncs every watcher, cancelling those whose history was compacted away with the compact revision, as etcd does).
     /// </summary>
     private static void ReloadDerivedState(IServiceProvider services, MvccStore store)
     {
         services.GetService<AlarmState>()?.Load(store);
         services.GetService<Auth.AuthStore>()?.Load(store);
-        services.GetService<Lessor>()?.Reload(new MvccLeaseRecoverySource(store));
-        services.GetService<WatchHub>()?.OnRestored(store.CurrentRevision);
+        foreach (var handler in services.GetServices<IStoreRestoredHandler>())
+        {
+            handler.OnStoreRestored(store);
+        }
     }
 
     /// <summary>Maps the peer services (raft transport, cluster info for joining members) on the peer listeners only.</summary>

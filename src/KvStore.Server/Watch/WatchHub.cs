@@ -1,6 +1,7 @@
 using Etcdserverpb;
 using KvStore.Server.Apply;
-using KvStore.Server.Lease;
+using KvStore.Server.Node;
+using KvStore.Storage;
 using KvStore.Storage.Mvcc;
 using Microsoft.Extensions.Logging;
 
@@ -15,7 +16,7 @@ namespace KvStore.Server.Watch;
 /// queue demotes the watcher instead of blocking (etcd parks such watchers as "victims"; we re-read from the store).
 /// One lock guards all groups and all queueing, which keeps every stream's responses in revision order.
 /// </summary>
-public sealed partial class WatchHub : IWatchEventSink, IDisposable
+public sealed partial class WatchHub : IWatchEventSink, IStoreRestoredHandler, IDisposable
 {
     private const string DuplicateIdReason = "mvcc: duplicate watch ID provided on the WatchStream";
     private const string EmptyRangeReason = "mvcc: watcher range is empty";
@@ -186,6 +187,9 @@ public sealed partial class WatchHub : IWatchEventSink, IDisposable
         MoveToUnsynced(watcher);
         Log.WatcherFellBehind(_logger, watcher.Id, revision);
     }
+
+    /// <inheritdoc/>
+    void IStoreRestoredHandler.OnStoreRestored(MvccStore store) => OnRestored(store.CurrentRevision);
 
     /// <summary>
     /// The store's state was replaced by a snapshot (now at <paramref name="revision"/>): every synced watcher becomes

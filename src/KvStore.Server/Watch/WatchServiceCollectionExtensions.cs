@@ -1,5 +1,5 @@
 using KvStore.Server.Apply;
-using KvStore.Server.Lease;
+using KvStore.Server.Node;
 using KvStore.Storage.Mvcc;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -25,6 +25,7 @@ public static class WatchServiceCollectionExtensions
             sp.GetRequiredService<IWatchableStore>(), sp.GetRequiredService<WatchOptions>(), sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<ILogger<WatchHub>>()));
         services.TryAddSingleton<IWatchEventSink>(sp => sp.GetRequiredService<WatchHub>());
+        services.AddSingleton<IStoreRestoredHandler>(sp => sp.GetRequiredService<WatchHub>());
         services.AddHostedService<WatchSyncLoop>();
         return services;
     }

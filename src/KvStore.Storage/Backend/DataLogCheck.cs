@@ -47,7 +47,7 @@ internal static class DataLogCheck
         // An index checkpoint whose files match their recorded checksums needs no key-by-key comparison after recovery.
         var latest = indexToken != Guid.Empty && IndexChecksums.Verify(checkpointDir, indexToken)
             ? null
-            : new Dictionary<byte[], LatestRecord>(ByteArrayComparer.Instance);
+            : new Dictionary<byte[], LatestRecord>(ByteKeyComparer.Instance);
         var page = new byte[pageSize];
         FileStream? file = null;
         var fileSegment = -1L;

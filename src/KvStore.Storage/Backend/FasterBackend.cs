@@ -288,7 +288,7 @@ internal sealed unsafe class FasterBackend : IDisposable
     public static void ReadBatch(Session session, IReadOnlyList<byte[]> keys, ref byte[] values, Range?[] found)
     {
         var used = 0;
-        var pending = new Dictionary<byte[], int>(ByteArrayComparer.Instance);
+        var pending = new Dictionary<byte[], int>(ByteKeyComparer.Instance);
         for (var i = 0; i < keys.Count; i++)
         {
             found[i] = null;
@@ -580,22 +580,6 @@ internal sealed unsafe class FasterBackend : IDisposable
         _checkpoints.Dispose();
         _device.Dispose();
     }
-}
-
-internal sealed class ByteArrayComparer : IEqualityComparer<byte[]>, IComparer<byte[]>
-{
-    public static readonly ByteArrayComparer Instance = new();
-
-    public bool Equals(byte[]? x, byte[]? y) => x.AsSpan().SequenceEqual(y);
-
-    public int GetHashCode(byte[] obj)
-    {
-        var h = new HashCode();
-        h.AddBytes(obj);
-        return h.ToHashCode();
-    }
-
-    public int Compare(byte[]? x, byte[]? y) => x.AsSpan().SequenceCompareTo(y);
 }
 
 /// <summary>

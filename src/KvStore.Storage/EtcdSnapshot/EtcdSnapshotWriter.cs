@@ -26,7 +26,7 @@ public static class EtcdSnapshotWriter
         var buckets = new SortedDictionary<string, SortedDictionary<byte[], byte[]>>(StringComparer.Ordinal);
         foreach (var name in EtcdLayout.StandardBuckets)
         {
-            buckets[name] = new SortedDictionary<byte[], byte[]>(ByteArrayComparer.Instance);
+            buckets[name] = new SortedDictionary<byte[], byte[]>(ByteKeyComparer.Instance);
         }
 
         foreach (var record in view.Meta)
@@ -40,7 +40,7 @@ public static class EtcdSnapshotWriter
 
                 if (!buckets.TryGetValue(mapped.Bucket, out var bucket))
                 {
-                    bucket = new SortedDictionary<byte[], byte[]>(ByteArrayComparer.Instance);
+                    bucket = new SortedDictionary<byte[], byte[]>(ByteKeyComparer.Instance);
                     buckets[mapped.Bucket] = bucket;
                 }
 

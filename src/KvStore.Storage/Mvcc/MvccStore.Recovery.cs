@@ -58,7 +58,7 @@ public sealed partial class MvccStore
 
         recovered.Revisions.Clear();
         records.Sort((a, b) => a.Rev.CompareTo(b.Rev));
-        var byKey = new Dictionary<byte[], KeyIndex>(ByteArrayComparer.Instance);
+        var byKey = new Dictionary<byte[], KeyIndex>(ByteKeyComparer.Instance);
         foreach (var (rev, record) in records)
         {
             if (!byKey.TryGetValue(record.Key, out var ki))
@@ -131,7 +131,7 @@ public sealed partial class MvccStore
     {
         public Dictionary<Revision, RecoveredRevision> Revisions { get; } = [];
 
-        public Dictionary<byte[], byte[]> Others { get; } = new(ByteArrayComparer.Instance);
+        public Dictionary<byte[], byte[]> Others { get; } = new(ByteKeyComparer.Instance);
 
         public void Record(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
         {

@@ -156,7 +156,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
         lock (_meta)
         {
             return _meta.TryGetValue(bucket, out var items)
-                ? items.Select(kv => KeyValuePair.Create(kv.Key.ToArray(), kv.Value.ToArray())).OrderBy(kv => kv.Key, ByteArrayComparer.Instance).ToList()
+                ? items.Select(kv => KeyValuePair.Create(kv.Key.ToArray(), kv.Value.ToArray())).OrderBy(kv => kv.Key, ByteKeyComparer.Instance).ToList()
                 : [];
         }
     }
@@ -507,7 +507,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
         {
             if (!_meta.TryGetValue(bucket, out var items))
             {
-                items = new Dictionary<byte[], byte[]>(ByteArrayComparer.Instance);
+                items = new Dictionary<byte[], byte[]>(ByteKeyComparer.Instance);
                 _meta[bucket] = items;
             }
 

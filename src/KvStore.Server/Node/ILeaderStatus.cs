@@ -1,4 +1,4 @@
-namespace KvStore.Server.Lease;
+namespace KvStore.Server.Node;
 
 /// <summary>
 /// What the watch and lease code needs to know about Raft leadership. The node loop owns the truth; the default

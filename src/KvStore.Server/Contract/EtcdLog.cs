@@ -3,7 +3,7 @@ using System.Globalization;
 using System.Text;
 using Microsoft.Extensions.Logging;
 
-namespace KvStore.Server.Hosting;
+namespace KvStore.Server.Contract;
 
 /// <summary>
 /// Log events that etcd also writes, with etcd's message and etcd's field names ("local-member-id", hex member IDs),

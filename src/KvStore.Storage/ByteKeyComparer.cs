@@ -1,6 +1,6 @@
-namespace KvStore.Server.Lease;
+namespace KvStore.Storage;
 
-/// <summary>Orders and hashes keys as etcd does: unsigned bytewise.</summary>
+/// <summary>Orders and hashes keys (and values) as etcd does: unsigned bytewise, as Go's bytes.Compare.</summary>
 public sealed class ByteKeyComparer : IEqualityComparer<byte[]>, IComparer<byte[]>
 {
     /// <summary>The shared instance.</summary>
