@@ -18,7 +18,7 @@ using Grpc.Net.Client;
 var o = Options.Parse(args);
 if (o is null)
 {
-    await Console.Error.WriteLineAsync("usage: lifecyclebench --server PATH [--server PATH2] [--mode defrag|restart] [--keys 60000] [--value 2048] [--value-max BYTES] [--rounds 3] [--clients 16] [--seconds 5] [--etcdctl /usr/bin/etcdctl] [--logs DIR] [--snapshot-dir DIR]");
+    await Console.Error.WriteLineAsync("usage: lifecyclebench --server PATH [--server PATH2] [--mode defrag|restart] [--keys 60000] [--value 2048] [--value-max BYTES] [--rounds 3] [--clients 16] [--seconds 5] [--etcdctl /usr/bin/etcdctl] [--logs DIR] [--snapshot-dir DIR] [--hold-after-load SECONDS]");
     return 2;
 }
 
@@ -319,6 +319,9 @@ internal sealed record Options(IReadOnlyList<string> Servers, int Keys, int Valu
     /// <summary>Where `snapshot save` writes its file (the member's data dir by default, so on the same disk).</summary>
     public string? SnapshotDirectory { get; init; }
 
+    /// <summary>Restart mode: seconds the member is left idle after the load (its PID printed, to inspect it), then its VmRSS again.</summary>
+    public int HoldAfterLoadSeconds { get; init; }
+
     public static Options? Parse(string[] args)
     {
         var servers = new List<string>();
@@ -327,6 +330,7 @@ internal sealed record Options(IReadOnlyList<string> Servers, int Keys, int Valu
         var mode = "defrag";
         string? logs = null;
         string? snapshotDir = null;
+        var hold = 0;
         for (var i = 0; i + 1 < args.Length; i += 2)
         {
             switch (args[i])
@@ -342,12 +346,13 @@ internal sealed record Options(IReadOnlyList<string> Servers, int Keys, int Valu
                 case "--value-max": valueMax = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
                 case "--logs": logs = args[i + 1]; break;
                 case "--snapshot-dir": snapshotDir = args[i + 1]; break;
+                case "--hold-after-load": hold = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
                 default: return null;
             }
         }
 
         return servers.Count == 0 || args.Length % 2 != 0 || (valueMax != 0 && valueMax < value)
             ? null
-            : new Options(servers, keys, value, rounds, clients, seconds, etcdctl) { Mode = mode, ValueMaxBytes = Math.Max(valueMax, value), LogDirectory = logs, SnapshotDirectory = snapshotDir };
+            : new Options(servers, keys, value, rounds, clients, seconds, etcdctl) { Mode = mode, ValueMaxBytes = Math.Max(valueMax, value), LogDirectory = logs, SnapshotDirectory = snapshotDir, HoldAfterLoadSeconds = hold };
     }
 }

@@ -52,6 +52,12 @@ internal static class RestartBench
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{name}: loaded {o.Keys} keys ({bytes / 1048576.0:F0} MiB of values) with {o.Clients} clients in {loadSeconds:F1} s: {o.Keys / loadSeconds:F0} puts/s; load {LoadAverage()}"));
             Console.WriteLine($"  after load: RSS {RssMib(server.Id)} MiB, disk {DiskMib(dataDir)} MiB");
+            if (o.HoldAfterLoadSeconds > 0)
+            {
+                Console.WriteLine($"  holding {o.HoldAfterLoadSeconds} s (pid {server.Id}, {clientUrl})");
+                await Task.Delay(TimeSpan.FromSeconds(o.HoldAfterLoadSeconds));
+                Console.WriteLine($"  after {o.HoldAfterLoadSeconds} s idle: RSS {RssMib(server.Id)} MiB");
+            }
 
             var kv = new KV.KVClient(channels[0]);
             await ListPrefixAsync(kv, "after load");
