@@ -218,6 +218,7 @@ public static class ServerHost
         services.AddSingleton<LocalClient>();
         services.AddSingleton<Gateway.LoopbackChannel>();
         services.AddHostedService<QuotaMonitor>();
+        services.AddHostedService<IdleMemoryTrim>();
         if (options.CorruptCheckTime > TimeSpan.Zero)
         {
             services.AddSingleton(new Corruption.CorruptCheckInterval(options.CorruptCheckTime));
