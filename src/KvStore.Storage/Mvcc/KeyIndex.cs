@@ -8,7 +8,10 @@ internal sealed class Generation
 {
     public long Version;
     public Revision Created;
-    public List<Revision> Revisions = [];
+
+    // Room for one revision: most keys of a large store hold one live revision between compactions, and the default
+    // first growth (to four) cost 48 bytes per key of the index, which lives in memory for every key.
+    public List<Revision> Revisions = new(1);
 
     public bool IsEmpty => Revisions.Count == 0;
 }
@@ -31,7 +34,8 @@ internal sealed class KeyIndex
 
     public byte[] Key { get; }
 
-    public List<Generation> Generations { get; } = [];
+    // One generation until the key is deleted (as with Generation.Revisions, the default first growth is four).
+    public List<Generation> Generations { get; } = new(1);
 
     public Revision Modified { get; private set; }
 
