@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using KvStore.Server.Replication;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
@@ -12,9 +13,11 @@ namespace KvStore.Server.Hosting;
 /// <see cref="TrimAfterBytes"/> were allocated since the last trim and the last <see cref="IdleTicks"/> seconds
 /// allocated less than <see cref="IdleBytesPerTick"/> each, it runs one full blocking collection in the aggressive
 /// mode, which compacts the heap (large objects too) and decommits every free region. It never runs under load, and
-/// not again until the next burst.
+/// not again until the next burst. The collection pauses the process (hundreds of milliseconds for a heap of several
+/// hundred MB), so a member that leads other voters does not trim: a leader silent for an election timeout loses its
+/// leadership. A follower's pause costs nothing of the kind (its ticks are coalesced, so it does not campaign after it).
 /// </summary>
-public sealed partial class IdleMemoryTrim(ILoggerFactory loggers) : BackgroundService
+public sealed partial class IdleMemoryTrim(RaftHost node, ILoggerFactory loggers) : BackgroundService
 {
     /// <summary>Allocations since the last trim that make the next idle spell worth a trim.</summary>
     public const long TrimAfterBytes = 256L << 20;
@@ -40,7 +43,7 @@ public sealed partial class IdleMemoryTrim(ILoggerFactory loggers) : BackgroundS
                 var now = GC.GetTotalAllocatedBytes();
                 idle = now - last < IdleBytesPerTick ? idle + 1 : 0;
                 last = now;
-                if (idle < IdleTicks || now - trimmedAt < TrimAfterBytes)
+                if (idle < IdleTicks || now - trimmedAt < TrimAfterBytes || (node.IsLeader && node.Membership.VoterCount > 1))
                 {
                     continue;
                 }
