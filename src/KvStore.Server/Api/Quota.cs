@@ -1,9 +1,7 @@
-using System.Globalization;
 using Etcdserverpb;
 using Grpc.Core;
 using KvStore.Internal;
 using KvStore.Server.Apply;
-using KvStore.Server.Hosting;
 using KvStore.Server.Node;
 using KvStore.Server.Options;
 using KvStore.Storage.Mvcc;
@@ -84,7 +82,7 @@ public sealed class Quota
             return;
         }
 
-        Log.QuotaExceeded(_logger, _quotaBytes, _store.DbSizeInUseBytes, cost, _memberId.ToString("x", CultureInfo.InvariantCulture));
+        Log.QuotaExceeded(_logger, _quotaBytes, _store.DbSizeInUseBytes, cost, EtcdLog.Id(_memberId));
         try
         {
             var alarm = new AlarmRequest { Action = AlarmRequest.Types.AlarmAction.Activate, MemberID = _memberId, Alarm = AlarmType.Nospace };

@@ -32,9 +32,6 @@ internal static partial class Log
     [LoggerMessage(EventId = 1200, Level = LogLevel.Error, Message = "applying entry {Index} failed")]
     public static partial void ApplyFailed(ILogger logger, ulong index, Exception exception);
 
-    [LoggerMessage(EventId = 1301, Level = LogLevel.Warning, Message = "backend quota {Quota} bytes exceeded (db size in use {DbSize}, request adds {Cost}); proposing the NOSPACE alarm for member {MemberId}")]
-    public static partial void QuotaExceeded(ILogger logger, long quota, long dbSize, long cost, string memberId);
-
     [LoggerMessage(EventId = 1300, Level = LogLevel.Warning, Message = "request failed: {Method}")]
     public static partial void RequestFailed(ILogger logger, string method, Exception exception);
 }
