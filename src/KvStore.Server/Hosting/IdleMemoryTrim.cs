@@ -28,6 +28,9 @@ public sealed partial class IdleMemoryTrim(RaftHost node, ILoggerFactory loggers
     /// <summary>Consecutive idle seconds before a trim.</summary>
     public const int IdleTicks = 2;
 
+    /// <summary>Committed memory outside the heap's generations that makes a trim worth its pause.</summary>
+    public const long WorthReturningBytes = 64L << 20;
+
     private readonly ILogger _logger = loggers.CreateLogger("kvstore.memory");
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -48,8 +51,18 @@ public sealed partial class IdleMemoryTrim(RaftHost node, ILoggerFactory loggers
                     continue;
                 }
 
+                // As of the last collection: nothing to give back (the heap grew into what it committed) means no pause, and
+                // no retry until the next burst.
+                var sinceLastCollection = GC.GetGCMemoryInfo();
+                var committedBefore = sinceLastCollection.TotalCommittedBytes;
+                if (committedBefore - sinceLastCollection.HeapSizeBytes < WorthReturningBytes)
+                {
+                    trimmedAt = now;
+                    idle = 0;
+                    continue;
+                }
+
                 var before = Environment.WorkingSet;
-                var committedBefore = GC.GetGCMemoryInfo().TotalCommittedBytes;
                 var started = Stopwatch.GetTimestamp();
                 GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
                 var took = Stopwatch.GetElapsedTime(started);
