@@ -3,11 +3,6 @@ namespace KvStore.Server.Auth;
 /// <summary>bcrypt through BCrypt.Net-Next (the hash format etcd's Go bcrypt reads and writes).</summary>
 public static class PasswordHasher
 {
-    /// <summary>bcrypt's cost bounds (Go's bcrypt.MinCost/MaxCost, as etcd validates --bcrypt-cost).</summary>
-    public const int MinCost = 4;
-
-    public const int MaxCost = 31;
-
     /// <summary>Hashes <paramref name="password"/> at <paramref name="cost"/>: done before proposing, never in the log in clear.</summary>
     public static string Hash(string password, int cost) => BCrypt.Net.BCrypt.HashPassword(password, cost);
 

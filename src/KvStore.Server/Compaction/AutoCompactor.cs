@@ -3,6 +3,7 @@ using Grpc.Core;
 using KvStore.Internal;
 using KvStore.Server.Lease;
 using KvStore.Server.Node;
+using KvStore.Server.Options;
 using KvStore.Storage.Mvcc;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;

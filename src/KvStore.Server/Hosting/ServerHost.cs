@@ -191,7 +191,7 @@ public static class ServerHost
         services.AddAuth(options);
         services.AddSingleton<Applier>();
         services.AddSingleton<ILeaderStatus, NodeLeaderStatus>();
-        if (Compaction.AutoCompactionPolicy.From(options.AutoCompactionMode, options.AutoCompactionRetention) is { } autoCompaction)
+        if (AutoCompactionPolicy.From(options.AutoCompactionMode, options.AutoCompactionRetention) is { } autoCompaction)
         {
             services.AddSingleton(autoCompaction);
             services.AddHostedService<Compaction.AutoCompactor>();

@@ -251,7 +251,7 @@ public static class FlagParser
     private static void Validate(ServerOptions options)
     {
         // Throws etcd's messages for an unknown mode or a bad retention.
-        _ = Compaction.AutoCompactionPolicy.From(options.AutoCompactionMode, options.AutoCompactionRetention);
+        _ = AutoCompactionPolicy.From(options.AutoCompactionMode, options.AutoCompactionRetention);
 
         // etcd crashes on a negative period; refuse it at start instead.
         if (options.CorruptCheckTime < TimeSpan.Zero)
@@ -305,7 +305,7 @@ public static class FlagParser
         }
 
         ValidateAuth(options);
-        Hosting.Tls.TlsPolicy.From(options);
+        TlsPolicy.From(options);
 
         foreach (var url in options.ListenClientUrls.Concat(options.ListenPeerUrls).Concat(options.ListenMetricsUrls))
         {
@@ -381,9 +381,9 @@ public static class FlagParser
     /// <summary>--bcrypt-cost within bcrypt's bounds; --auth-token "simple" or a well-formed "jwt,..." (keys are read at start).</summary>
     private static void ValidateAuth(ServerOptions options)
     {
-        if (options.BcryptCost is < Auth.PasswordHasher.MinCost or > Auth.PasswordHasher.MaxCost)
+        if (options.BcryptCost is < ServerOptions.MinBcryptCost or > ServerOptions.MaxBcryptCost)
         {
-            throw new OptionsException($"error verifying flags, invalid value {options.BcryptCost} for flag -bcrypt-cost: must be between {Auth.PasswordHasher.MinCost} and {Auth.PasswordHasher.MaxCost}");
+            throw new OptionsException($"error verifying flags, invalid value {options.BcryptCost} for flag -bcrypt-cost: must be between {ServerOptions.MinBcryptCost} and {ServerOptions.MaxBcryptCost}");
         }
 
         var type = options.AuthToken.Split(',')[0];
@@ -391,7 +391,7 @@ public static class FlagParser
         {
             try
             {
-                Auth.JwtOptions.Parse(options.AuthToken);
+                JwtOptions.Parse(options.AuthToken);
             }
             catch (FormatException e)
             {

@@ -106,6 +106,12 @@ public sealed class ServerOptions
     /// <summary>--bcrypt-cost: work factor of password hashes (etcd's default 10).</summary>
     public int BcryptCost { get; set; } = 10;
 
+    /// <summary>bcrypt's cost bounds (Go's bcrypt.MinCost/MaxCost, as etcd validates --bcrypt-cost).</summary>
+    public const int MinBcryptCost = 4;
+
+    /// <inheritdoc cref="MinBcryptCost"/>
+    public const int MaxBcryptCost = 31;
+
     /// <summary>--auth-token-ttl: seconds a simple token lives after its last use.</summary>
     public ulong AuthTokenTtlSeconds { get; set; } = 300;
 

@@ -110,7 +110,7 @@ public static class ReplicationServiceCollectionExtensions
 
     private static PeerTlsOptions Outgoing(ServerOptions options, TlsOptions port, string name, ILogger? logger)
     {
-        var policy = Hosting.Tls.TlsPolicy.From(options);
+        var policy = TlsPolicy.From(options);
         var material = new Hosting.Tls.TlsMaterial(port.Outgoing(), name, logger ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         return new PeerTlsOptions(material) { Protocols = policy.Protocols, CipherSuites = policy.CipherSuitesPolicy, SkipVerification = port.AutoTls };
     }

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using KvStore.Server.Auth;
+using KvStore.Server.Options;
 using KvStore.Server.Tests.Lease;
 
 namespace KvStore.Server.Tests.Auth;

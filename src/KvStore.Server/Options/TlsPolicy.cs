@@ -1,8 +1,7 @@
 using System.Net.Security;
 using System.Security.Authentication;
-using KvStore.Server.Options;
 
-namespace KvStore.Server.Hosting.Tls;
+namespace KvStore.Server.Options;
 
 /// <summary>
 /// --tls-min-version, --tls-max-version and --cipher-suites as etcd spells them ("TLS1.2", "TLS1.3"; Go's/IANA cipher

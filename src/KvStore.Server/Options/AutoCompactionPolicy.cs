@@ -1,7 +1,6 @@
 using System.Globalization;
-using KvStore.Server.Options;
 
-namespace KvStore.Server.Compaction;
+namespace KvStore.Server.Options;
 
 /// <summary>How auto-compaction decides (etcd's two compactor modes).</summary>
 public enum AutoCompactionMode
