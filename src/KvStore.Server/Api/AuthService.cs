@@ -3,8 +3,8 @@ using Google.Protobuf;
 using Grpc.Core;
 using KvStore.Internal;
 using KvStore.Server.Auth;
+using KvStore.Server.Node;
 using KvStore.Server.Options;
-using KvStore.Server.Replication;
 using KvStore.Storage.Mvcc;
 
 namespace KvStore.Server.Api;
@@ -19,7 +19,8 @@ public sealed class AuthService : Etcdserverpb.Auth.AuthBase
     /// <summary>How often Authenticate re-checks a password when auth changed between the check and the apply.</summary>
     private const int AuthenticateAttempts = 5;
 
-    private readonly RaftHost _node;
+    private readonly IProposer _proposer;
+    private readonly ILinearizableReads _reads;
     private readonly AuthStore _store;
     private readonly RequestAuthenticator _auth;
     private readonly ITokenProvider _tokens;
@@ -27,10 +28,11 @@ public sealed class AuthService : Etcdserverpb.Auth.AuthBase
     private readonly MvccStore _kv;
     private readonly int _bcryptCost;
 
-    public AuthService(RaftHost node, AuthStore store, RequestAuthenticator auth, ITokenProvider tokens, HeaderFactory headers, MvccStore kv, ServerOptions options)
+    public AuthService(IProposer proposer, ILinearizableReads reads, AuthStore store, RequestAuthenticator auth, ITokenProvider tokens, HeaderFactory headers, MvccStore kv, ServerOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        _node = node;
+        _proposer = proposer;
+        _reads = reads;
         _store = store;
         _auth = auth;
         _tokens = tokens;
@@ -77,7 +79,7 @@ public sealed class AuthService : Etcdserverpb.Auth.AuthBase
             };
             try
             {
-                var response = (AuthenticateResponse)await _node.ProposeAsync(internalRequest, context.CancellationToken);
+                var response = (AuthenticateResponse)await _proposer.ProposeAsync(internalRequest, context.CancellationToken);
                 response.Header = Header();
                 return response;
             }
@@ -188,7 +190,7 @@ public sealed class AuthService : Etcdserverpb.Auth.AuthBase
     {
         ArgumentNullException.ThrowIfNull(context);
         request.Header = _auth.Header(context);
-        var response = (T)await _node.ProposeAsync(request, context.CancellationToken);
+        var response = (T)await _proposer.ProposeAsync(request, context.CancellationToken);
         response.Descriptor.FindFieldByName("header").Accessor.SetValue(response, Header());
         return response;
     }
@@ -196,7 +198,7 @@ public sealed class AuthService : Etcdserverpb.Auth.AuthBase
     private async Task ReadBarrierAsync(ServerCallContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        await _node.WaitForReadIndexAsync(context.CancellationToken);
+        await _reads.WaitForReadIndexAsync(context.CancellationToken);
     }
 
     private ResponseHeader Header() => _headers.Create(_kv.CurrentRevision);

@@ -5,7 +5,6 @@ using KvStore.Server.Apply;
 using KvStore.Server.Auth;
 using KvStore.Server.Node;
 using KvStore.Server.Options;
-using KvStore.Server.Replication;
 using KvStore.Storage.Mvcc;
 
 namespace KvStore.Server.Api;
@@ -16,7 +15,8 @@ namespace KvStore.Server.Api;
 /// </summary>
 public sealed class KvService : KV.KVBase
 {
-    private readonly RaftHost _node;
+    private readonly IProposer _proposer;
+    private readonly ILinearizableReads _reads;
     private readonly MvccStore _store;
     private readonly HeaderFactory _headers;
     private readonly Quota _quota;
@@ -24,12 +24,13 @@ public sealed class KvService : KV.KVBase
     private readonly RequestAuthenticator _auth;
     private readonly AuthStore _authStore;
 
-    public KvService(RaftHost node, MvccStore store, HeaderFactory headers, Quota quota, ServerOptions options, RequestAuthenticator auth, AuthStore authStore)
+    public KvService(IProposer proposer, ILinearizableReads reads, MvccStore store, HeaderFactory headers, Quota quota, ServerOptions options, RequestAuthenticator auth, AuthStore authStore)
     {
         ArgumentNullException.ThrowIfNull(options);
         _auth = auth;
         _authStore = authStore;
-        _node = node;
+        _proposer = proposer;
+        _reads = reads;
         _store = store;
         _headers = headers;
         _quota = quota;
@@ -42,7 +43,7 @@ public sealed class KvService : KV.KVBase
         Throw(RequestValidator.Check(request));
         if (!request.Serializable)
         {
-            await _node.WaitForReadIndexAsync(context.CancellationToken);
+            await _reads.WaitForReadIndexAsync(context.CancellationToken);
         }
 
         // Reads are checked here, by the member that serves them (writes are checked when applied).
@@ -58,14 +59,14 @@ public sealed class KvService : KV.KVBase
         ArgumentNullException.ThrowIfNull(context);
         Throw(RequestValidator.Check(request));
         await _quota.EnsureRoomAsync(Quota.Cost(request), context.CancellationToken);
-        return (PutResponse)await _node.ProposeAsync(new InternalRequest { Put = request, Header = _auth.Header(context) }, context.CancellationToken);
+        return (PutResponse)await _proposer.ProposeAsync(new InternalRequest { Put = request, Header = _auth.Header(context) }, context.CancellationToken);
     }
 
     public override async Task<DeleteRangeResponse> DeleteRange(DeleteRangeRequest request, ServerCallContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
         Throw(RequestValidator.Check(request));
-        return (DeleteRangeResponse)await _node.ProposeAsync(new InternalRequest { DeleteRange = request, Header = _auth.Header(context) }, context.CancellationToken);
+        return (DeleteRangeResponse)await _proposer.ProposeAsync(new InternalRequest { DeleteRange = request, Header = _auth.Header(context) }, context.CancellationToken);
     }
 
     public override async Task<TxnResponse> Txn(TxnRequest request, ServerCallContext context)
@@ -76,7 +77,7 @@ public sealed class KvService : KV.KVBase
         {
             if (!IsSerializable(request))
             {
-                await _node.WaitForReadIndexAsync(context.CancellationToken);
+                await _reads.WaitForReadIndexAsync(context.CancellationToken);
             }
 
             Throw(_authStore.CheckTxn(_auth.Resolve(context), request));
@@ -87,14 +88,14 @@ public sealed class KvService : KV.KVBase
         }
 
         await _quota.EnsureRoomAsync(Quota.Cost(request), context.CancellationToken);
-        return (TxnResponse)await _node.ProposeAsync(new InternalRequest { Txn = request, Header = _auth.Header(context) }, context.CancellationToken);
+        return (TxnResponse)await _proposer.ProposeAsync(new InternalRequest { Txn = request, Header = _auth.Header(context) }, context.CancellationToken);
     }
 
     public override async Task<CompactionResponse> Compact(CompactionRequest request, ServerCallContext context)
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(context);
-        var response = (CompactionResponse)await _node.ProposeAsync(new InternalRequest { Compaction = request }, context.CancellationToken);
+        var response = (CompactionResponse)await _proposer.ProposeAsync(new InternalRequest { Compaction = request }, context.CancellationToken);
         if (request.Physical)
         {
             await _store.PhysicalCompactionDone(request.Revision).WaitAsync(context.CancellationToken);

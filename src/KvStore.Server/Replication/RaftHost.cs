@@ -31,7 +31,7 @@ namespace KvStore.Server.Replication;
 /// it: <see cref="PendingRequests"/> (proposals and membership changes by request id), <see cref="ReadBarrier"/>
 /// (ReadIndex batches) and <see cref="ProgressSignals"/> (applied index, leader changes).
 /// </summary>
-public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHostedService, IDisposable, IRaftLoop
+public sealed partial class RaftHost : IProposer, ILinearizableReads, IPeerTransportHandler, IHostedService, IDisposable, IRaftLoop
 {
     /// <summary>etcd's maxGapBetweenApplyAndCommitIndex.</summary>
     public const ulong MaxApplyLag = 5000;
@@ -217,10 +217,8 @@ public sealed partial class RaftHost : IProposer, IPeerTransportHandler, IHosted
         }
     }
 
-    /// <summary>
-    /// The linearizable read barrier: asks the leader for a read index (through Raft's ReadIndex; concurrent callers
-    /// share one request), then waits until this member has applied up to it.
-    /// </summary>
+    /// <inheritdoc/>
+    /// <remarks>Concurrent callers share one ReadIndex request (<see cref="ReadBarrier"/>).</remarks>
     public ValueTask WaitForReadIndexAsync(CancellationToken cancellationToken)
     {
         ThrowIfStopped();

@@ -47,6 +47,7 @@ public static class ReplicationServiceCollectionExtensions
             return host;
         });
         services.AddSingleton<IProposer>(sp => sp.GetRequiredService<RaftHost>());
+        services.AddSingleton<ILinearizableReads>(sp => sp.GetRequiredService<RaftHost>());
         services.AddSingleton(sp => sp.GetRequiredService<RaftHost>().Members);
         services.AddSingleton<RequireLeaderInterceptor>();
         services.AddPeerTransport(
