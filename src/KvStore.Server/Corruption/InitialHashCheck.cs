@@ -1,4 +1,3 @@
-using System.Globalization;
 using KvStore.Server.Options;
 using KvStore.Server.Peer;
 using KvStore.Server.Replication;
@@ -31,7 +30,7 @@ public static partial class InitialHashCheck
         var local = new MemberHash(memberId, hash.Revision, hash.CompactRevision, hash.Hash);
         var answers = await peers.AskPeersAsync(local.Revision, timeout, CancellationToken.None).ConfigureAwait(false);
         var mismatches = HashComparison.Initial(local, answers);
-        Checked(logger, Hex(memberId), local.Revision, local.Hash, answers.Count, membership.Members.Count(m => m.Id != memberId));
+        Checked(logger, EtcdLog.Id(memberId), local.Revision, local.Hash, answers.Count, membership.Members.Count(m => m.Id != memberId));
         if (mismatches.Count == 0)
         {
             return true;
@@ -39,15 +38,13 @@ public static partial class InitialHashCheck
 
         foreach (var mismatch in mismatches)
         {
-            Mismatch(logger, Hex(memberId), Hex(mismatch.MemberId), mismatch.Revision, mismatch.LocalHash, mismatch.PeerHash);
+            Mismatch(logger, EtcdLog.Id(memberId), EtcdLog.Id(mismatch.MemberId), mismatch.Revision, mismatch.LocalHash, mismatch.PeerHash);
         }
 
         var raised = await peers.RaiseCorruptAsync(memberId, timeout, CancellationToken.None).ConfigureAwait(false);
-        Refused(logger, Hex(memberId), raised ? "raised" : "could not be raised (no leader reachable)");
+        Refused(logger, EtcdLog.Id(memberId), raised ? "raised" : "could not be raised (no leader reachable)");
         return false;
     }
-
-    private static string Hex(ulong id) => id.ToString("x", CultureInfo.InvariantCulture);
 
     [LoggerMessage(EventId = 1732, Level = LogLevel.Information, Message = "initial corruption check: member {MemberId} hash {Hash} at revision {Revision}; {Answered} of {Peers} peers answered")]
     private static partial void Checked(ILogger logger, string memberId, long revision, uint hash, int answered, int peers);

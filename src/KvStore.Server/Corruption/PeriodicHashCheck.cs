@@ -1,4 +1,3 @@
-using System.Globalization;
 using Etcdserverpb;
 using Grpc.Core;
 using KvStore.Internal;
@@ -43,14 +42,14 @@ public sealed partial class PeriodicHashCheck(
         if (after.Error == MvccError.None
             && HashComparison.LeaderSelf(local, new MemberHash(memberId, after.Revision, after.CompactRevision, after.Hash)) is { } self)
         {
-            SelfMismatch(logger, Hex(memberId), self.Revision, self.LocalHash, self.PeerHash);
+            SelfMismatch(logger, EtcdLog.Id(memberId), self.Revision, self.LocalHash, self.PeerHash);
             mismatches.Add(self);
             await RaiseCorruptAsync(memberId, cancellationToken).ConfigureAwait(false);
         }
 
         foreach (var mismatch in HashComparison.Periodic(local, store.CurrentRevision, compactNow, answers))
         {
-            Mismatch(logger, Hex(mismatch.MemberId), Hex(memberId), mismatch.Revision, mismatch.LocalHash, mismatch.PeerHash, mismatch.Reason);
+            Mismatch(logger, EtcdLog.Id(mismatch.MemberId), EtcdLog.Id(memberId), mismatch.Revision, mismatch.LocalHash, mismatch.PeerHash, mismatch.Reason);
             mismatches.Add(mismatch);
             await RaiseCorruptAsync(mismatch.MemberId, cancellationToken).ConfigureAwait(false);
         }
@@ -73,11 +72,9 @@ public sealed partial class PeriodicHashCheck(
         catch (RpcException e)
         {
             // Not raised this time (leadership lost, timeout): the next round finds the mismatch again.
-            RaiseFailed(logger, Hex(corruptMember), e.Status.Detail);
+            RaiseFailed(logger, EtcdLog.Id(corruptMember), e.Status.Detail);
         }
     }
-
-    private static string Hex(ulong id) => id.ToString("x", CultureInfo.InvariantCulture);
 
     [LoggerMessage(EventId = 1730, Level = LogLevel.Error, Message = "corruption check: member {MemberId} is inconsistent with leader {LeaderId} at revision {Revision}: leader hash {LeaderHash}, member hash {MemberHash} ({Reason}); raising the CORRUPT alarm")]
     private static partial void Mismatch(ILogger logger, string memberId, string leaderId, long revision, uint leaderHash, uint memberHash, string reason);
