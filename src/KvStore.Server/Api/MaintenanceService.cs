@@ -15,7 +15,9 @@ namespace KvStore.Server.Api;
 /// <summary>etcd's Maintenance service for a single member.</summary>
 public sealed class MaintenanceService : Maintenance.MaintenanceBase
 {
-    private readonly RaftHost _node;
+    private readonly IProposer _proposer;
+    private readonly ILinearizableReads _reads;
+    private readonly MembershipCoordinator _members;
     private readonly NodeState _state;
     private readonly MvccStore _store;
     private readonly HeaderFactory _headers;
@@ -25,12 +27,15 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
     private readonly ILogger<MaintenanceService> _logger;
     private readonly string _storeDirectory;
 
-    public MaintenanceService(RaftHost node, NodeState state, MvccStore store, HeaderFactory headers, AlarmState alarms, Quota quota, SnapshotExporter snapshots, ServerOptions options, ILogger<MaintenanceService> logger)
+    public MaintenanceService(
+        IProposer proposer, ILinearizableReads reads, MembershipCoordinator members, NodeState state, MvccStore store, HeaderFactory headers, AlarmState alarms, Quota quota, SnapshotExporter snapshots, ServerOptions options, ILogger<MaintenanceService> logger)
     {
         ArgumentNullException.ThrowIfNull(options);
         _logger = logger;
         _storeDirectory = Path.Combine(options.EffectiveDataDir, "member", "kv");
-        _node = node;
+        _proposer = proposer;
+        _reads = reads;
+        _members = members;
         _state = state;
         _store = store;
         _headers = headers;
@@ -52,7 +57,7 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
             RaftIndex = _state.CommittedIndex,
             RaftTerm = _state.Term,
             RaftAppliedIndex = _state.AppliedIndex,
-            IsLearner = _node.IsLearner,
+            IsLearner = _members.IsLearner,
         };
         // etcd lists a missing leader first, then the alarms.
         if (!_state.HasLeader)
@@ -72,7 +77,7 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(context);
-        await _node.WaitForReadIndexAsync(context.CancellationToken);
+        await _reads.WaitForReadIndexAsync(context.CancellationToken);
         var result = _store.HashKV(request.Revision);
         var error = EtcdErrors.FromMvcc(result.Error);
         if (error is not null)
@@ -103,7 +108,7 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(context);
-        return (AlarmResponse)await _node.ProposeAsync(new InternalRequest { Alarm = request }, context.CancellationToken);
+        return (AlarmResponse)await _proposer.ProposeAsync(new InternalRequest { Alarm = request }, context.CancellationToken);
     }
 
     public override async Task<DefragmentResponse> Defragment(DefragmentRequest request, ServerCallContext context)
@@ -146,7 +151,7 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
     {
         ArgumentNullException.ThrowIfNull(responseStream);
         ArgumentNullException.ThrowIfNull(context);
-        await _node.WaitForReadIndexAsync(context.CancellationToken);
+        await _reads.WaitForReadIndexAsync(context.CancellationToken);
         var first = true;
         await _snapshots.StreamAsync(
             chunk =>
@@ -170,7 +175,7 @@ public sealed class MaintenanceService : Maintenance.MaintenanceBase
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(context);
-        await _node.Members.MoveLeaderAsync(request.TargetID, context.CancellationToken);
+        await _members.MoveLeaderAsync(request.TargetID, context.CancellationToken);
         return new MoveLeaderResponse { Header = _headers.Create(_store.CurrentRevision) };
     }
 }

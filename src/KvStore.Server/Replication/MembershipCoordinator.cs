@@ -74,6 +74,9 @@ public sealed class MembershipCoordinator
     /// <summary>The member table as of the applied index.</summary>
     public Membership Membership => _membership;
 
+    /// <summary>True while this member is a learner in the applied member table.</summary>
+    public bool IsLearner => _membership.Get(_identity.MemberId)?.IsLearner ?? false;
+
     /// <summary>
     /// Adds a member with <paramref name="peerUrls"/> (a voter, or a learner) through a raft conf change and returns it
     /// once the change is applied here. Its id mixes the time of the addition into etcd's derivation (peer URLs + cluster

@@ -245,7 +245,6 @@ public sealed partial class RaftHost
             }
         }
 
-        _isLearner = _membership.Get(_identity.MemberId)?.IsLearner ?? false;
         var name = updated?.Name ?? existing?.Name ?? string.Empty;
         Log.MembershipChanged(_logger, entry.Index, action, EtcdLog.Id(change.NodeId), name, _membership.VoterCount, _membership.Members.Count - _membership.VoterCount);
         LogMemberChange(action, change.NodeId, updated ?? existing);
@@ -427,8 +426,7 @@ public sealed partial class RaftHost
                 }
             }
 
-            _isLearner = _membership.Get(_identity.MemberId)?.IsLearner ?? false;
-            _state.AppliedIndex = Math.Max(store.ConsistentIndex, meta.Index);
+                _state.AppliedIndex = Math.Max(store.ConsistentIndex, meta.Index);
             _appliedSinceSnapshot = 0;
             SnapshotInstalled?.Invoke(store);
             TryDelete(install.FilePath);

@@ -68,7 +68,6 @@ public sealed partial class RaftHost : IProposer, ILinearizableReads, IPeerTrans
     private int _tickPending;
     private volatile bool _stopping;
     private volatile bool _failed;
-    private volatile bool _isLearner;
 
     /// <summary>Creates the host; nothing runs before <see cref="StartAsync"/>.</summary>
     /// <param name="options">Flags (timing, snapshot count, request limits, initial cluster).</param>
@@ -135,9 +134,6 @@ public sealed partial class RaftHost : IProposer, ILinearizableReads, IPeerTrans
 
     /// <summary>This member's id.</summary>
     public ulong MemberId => _identity.MemberId;
-
-    /// <summary>True while this member is a learner.</summary>
-    public bool IsLearner => _isLearner;
 
     /// <summary>True when this member is the leader.</summary>
     public bool IsLeader => _state.LeaderId == _identity.MemberId;
@@ -282,7 +278,6 @@ public sealed partial class RaftHost : IProposer, ILinearizableReads, IPeerTrans
         _state.AppliedIndex = applied;
         _state.CommittedIndex = Math.Max(_node.CommitIndex, applied);
         _state.Term = _node.Term;
-        _isLearner = _membership.Get(_identity.MemberId)?.IsLearner ?? false;
         Log.Started(
             _logger,
             EtcdLog.Id(_identity.MemberId),

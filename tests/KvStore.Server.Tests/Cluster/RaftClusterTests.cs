@@ -134,7 +134,7 @@ public sealed class RaftClusterTests
         Assert.Equal(added.Id, joined.Id);
         Assert.Equal(leader.Identity.ClusterId, joined.Identity.ClusterId);
         await Bounded.UntilAsync(() => joined.LocalGet("k") == "v", "the learner caught up", joined);
-        Assert.True(joined.Host.IsLearner);
+        Assert.True(joined.Host.Members.IsLearner);
 
         await Bounded.UntilAsync(
             () =>
@@ -152,7 +152,7 @@ public sealed class RaftClusterTests
             "the learner promoted",
             leader,
             joined);
-        await Bounded.UntilAsync(() => !joined.Host.IsLearner, "the promotion applied on the new member", joined);
+        await Bounded.UntilAsync(() => !joined.Host.Members.IsLearner, "the promotion applied on the new member", joined);
         Assert.Equal(4, leader.Host.Membership.VoterCount);
 
         await joined.PutAsync("from-new", "x");
