@@ -115,8 +115,8 @@ public sealed class CheckpointDamageSweepTests(ITestOutputHelper output) : IDisp
         MvccStore.Open(new MvccStoreOptions { DataDirectory = dir, MemorySizeBits = 20, PageSizeBits = 12, SegmentSizeBits = 20, IndexBuckets = 1 << 8 }, NullLogger.Instance);
 
     // Write i (raft index i, revision i + 1): every fifth deletes the key the write before it put, the others put a
-    // value unique to i.
-    internal static void Write(MvccStore store, int i)
+    // value unique to i. committed runs once it is committed, before its txn closes: no checkpoint comes in between.
+    internal static void Write(MvccStore store, int i, Action? committed = null)
     {
         using var txn = store.BeginWrite((ulong)i);
         if (i % 5 == 0)
@@ -129,6 +129,7 @@ public sealed class CheckpointDamageSweepTests(ITestOutputHelper output) : IDisp
         }
 
         txn.Commit();
+        committed?.Invoke();
     }
 
     private static string Key(int i) => $"k{i % Keys}";

@@ -133,8 +133,9 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
             // cuts end it, as the machine is gone.
             for (var i = next; i < next + 200_000 && (!device!.IsCut || point == CutPoint.AfterWritesPastVersionSwitch) && !Volatile.Read(ref stopped); i++)
             {
-                CheckpointDamageSweepTests.Write(store, i);
-                Volatile.Write(ref acknowledged, i);
+                // Acknowledged before the txn closes, so the checkpoint's switch never falls between commit and acknowledgement.
+                var written = i;
+                CheckpointDamageSweepTests.Write(store, i, () => Volatile.Write(ref acknowledged, written));
                 Thread.Yield(); // lets the checkpoint take the txn gate between writes, as the applier's batches do
             }
         }) { IsBackground = true, Name = $"checkpoint-power-loss-{checkpointer}-{point}-{seed}" };
