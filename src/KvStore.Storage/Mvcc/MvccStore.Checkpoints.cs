@@ -24,7 +24,7 @@ public sealed partial class MvccStore
 
         RunOnMaintenanceChain(() =>
         {
-            _txnGate.Wait();
+            _txnGate.EnterHolder();
             try
             {
                 _backend.Checkpoint();
@@ -33,7 +33,7 @@ public sealed partial class MvccStore
             }
             finally
             {
-                _txnGate.Release();
+                _txnGate.Exit();
             }
         }).GetAwaiter().GetResult();
     }
@@ -94,7 +94,7 @@ public sealed partial class MvccStore
         Task durable;
         long revision;
         (long StateSaves, long Begin, long Tail) fingerprint;
-        _txnGate.Wait();
+        _txnGate.EnterHolder();
         var held = System.Diagnostics.Stopwatch.StartNew();
         try
         {
@@ -105,7 +105,7 @@ public sealed partial class MvccStore
         }
         finally
         {
-            _txnGate.Release();
+            _txnGate.Exit();
         }
 
         durable.GetAwaiter().GetResult();

@@ -38,7 +38,7 @@ public sealed partial class MvccStore
         }
 
         List<Revision> doomed = [];
-        _txnGate.Wait();
+        _txnGate.EnterHolder();
         try
         {
             MutateIndex(() =>
@@ -51,7 +51,7 @@ public sealed partial class MvccStore
         }
         finally
         {
-            _txnGate.Release();
+            _txnGate.Exit();
         }
 
         _logger.LogDebug("Compacted at revision {Revision}: {Count} revisions to remove physically", revision, doomed.Count);

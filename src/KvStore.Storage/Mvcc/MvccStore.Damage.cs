@@ -12,7 +12,7 @@ public sealed partial class MvccStore
     /// </summary>
     internal bool OverwriteLatestValueBypassingLog(byte[] key, byte[] value)
     {
-        _txnGate.Wait();
+        _txnGate.EnterHolder();
         try
         {
             Revision modified;
@@ -48,7 +48,7 @@ public sealed partial class MvccStore
         }
         finally
         {
-            _txnGate.Release();
+            _txnGate.Exit();
         }
     }
 }

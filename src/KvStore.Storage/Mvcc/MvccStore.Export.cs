@@ -129,7 +129,7 @@ public sealed partial class MvccStore
             List<MetaRecord> meta;
             ulong index;
             long current, compact;
-            _txnGate.Wait();
+            _txnGate.EnterHolder();
             try
             {
                 index = ConsistentIndex;
@@ -147,7 +147,7 @@ public sealed partial class MvccStore
             }
             finally
             {
-                _txnGate.Release();
+                _txnGate.Exit();
             }
 
             if (revisions is null)

@@ -115,7 +115,7 @@ public sealed partial class MvccStore
         long cut;
         long cutRevision;
         var held = new System.Diagnostics.Stopwatch();
-        _txnGate.Wait();
+        _txnGate.EnterHolder();
         held.Start();
         try
         {
@@ -126,7 +126,7 @@ public sealed partial class MvccStore
         finally
         {
             held.Stop();
-            _txnGate.Release();
+            _txnGate.Exit();
         }
 
         var listing = System.Diagnostics.Stopwatch.StartNew();
@@ -173,7 +173,7 @@ public sealed partial class MvccStore
         var evicting = System.Diagnostics.Stopwatch.StartNew();
         _backend.EvictBelow(cut);
         evicting.Stop();
-        _txnGate.Wait();
+        _txnGate.EnterHolder();
         held.Start();
         try
         {
@@ -206,7 +206,7 @@ public sealed partial class MvccStore
         finally
         {
             held.Stop();
-            _txnGate.Release();
+            _txnGate.Exit();
         }
 
         var live2 = Math.Max(1, DbSizeInUseBytes);

@@ -84,7 +84,7 @@ public sealed partial class MvccStore
         PrepareRestore(snapshotFile, dir, _options, _logger);
 
         // Lock order as everywhere: txn gate, meta, shift lock, index lock.
-        _txnGate.Wait();
+        _txnGate.EnterHolder();
         try
         {
             lock (_meta)
@@ -110,7 +110,7 @@ public sealed partial class MvccStore
         }
         finally
         {
-            _txnGate.Release();
+            _txnGate.Exit();
         }
     }
 

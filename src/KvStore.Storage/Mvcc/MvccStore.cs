@@ -38,7 +38,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
     private readonly ReaderWriterLockSlim _lock = new(LockRecursionPolicy.NoRecursion);
 
     // Held by the open write txn, Compact and checkpoints: maintenance (checkpoint, log compaction) runs between txns.
-    private readonly SemaphoreSlim _txnGate = new(1, 1);
+    private readonly TxnGate _txnGate = new();
 
     // Readers hold it shared for a whole read; log compaction takes it exclusively only to move the begin address,
     // so no read can follow a record address that a concurrent begin-address shift just cut off.
@@ -145,7 +145,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
             throw new InvalidOperationException("a write txn is already open: the store has a single writer");
         }
 
-        _txnGate.Wait();
+        _txnGate.EnterWriter();
         var applied = index != 0 && index <= ConsistentIndex;
         _openTxn = new MvccWriteTxn(this, index, CurrentRevision + 1, applied);
         return _openTxn;
@@ -274,10 +274,12 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
         _backend.Dispose();
         _lock.Dispose();
         _shiftLock.Dispose();
-        _txnGate.Dispose();
     }
 
     internal Session WriterSession => _writerSession;
+
+    /// <summary>Tests: how many callers that hold writes off wait for the txn gate.</summary>
+    internal int TxnGateHoldersWaitingForTest => _txnGate.HoldersWaiting;
 
     /// <summary>A reader session of the current backend. Caller holds the shift read lock until it returns the session.</summary>
     internal Session RentSession() => _readerSessions.TryTake(out var s) ? s : _backend.NewSession();
@@ -441,7 +443,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
         if (ReferenceEquals(_openTxn, txn))
         {
             _openTxn = null;
-            _txnGate.Release();
+            _txnGate.Exit();
         }
     }
 
