@@ -12,7 +12,9 @@ namespace KvStore.Storage.Wal;
 public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
 {
     internal const int PageSizeBits = 22;
-    internal const int MemorySizeBits = 25;
+    // Four pages: the log is only appended to and read back at start, so memory beyond the page being filled and the
+    // pages still being flushed holds nothing anyone reads.
+    internal const int MemorySizeBits = 24;
     internal const int SegmentSizeBits = 26;
     internal const string LogFileName = "wal.log";
 
