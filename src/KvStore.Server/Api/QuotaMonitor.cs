@@ -1,4 +1,4 @@
-using KvStore.Server.Replication;
+using KvStore.Server.Node;
 using Microsoft.Extensions.Hosting;
 
 namespace KvStore.Server.Api;
@@ -9,7 +9,7 @@ namespace KvStore.Server.Api;
 /// every member whose quota they exceed. The check reads member-local state, so it only ever leads to a proposal; the
 /// applier itself never looks at the quota.
 /// </summary>
-public sealed class QuotaMonitor(RaftHost node, Quota quota) : BackgroundService
+public sealed class QuotaMonitor(IReplicationProgress replication, Quota quota) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -17,7 +17,7 @@ public sealed class QuotaMonitor(RaftHost node, Quota quota) : BackgroundService
         {
             while (!stoppingToken.IsCancellationRequested)
             {
-                await node.NextChangeAsync(stoppingToken).ConfigureAwait(false);
+                await replication.NextChangeAsync(stoppingToken).ConfigureAwait(false);
                 if (quota.IsExceeded)
                 {
                     await quota.RaiseNoSpaceAsync(0, stoppingToken).ConfigureAwait(false);

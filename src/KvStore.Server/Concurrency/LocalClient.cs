@@ -5,8 +5,8 @@ using KvStore.Internal;
 using KvStore.Server.Api;
 using KvStore.Server.Apply;
 using KvStore.Server.Lease;
+using KvStore.Server.Node;
 using KvStore.Server.Options;
-using KvStore.Server.Replication;
 using KvStore.Server.Watch;
 using KvStore.Storage.Mvcc;
 
@@ -17,7 +17,7 @@ namespace KvStore.Server.Concurrency;
 /// the client port would serve them (validation, quota, proposals through Raft, linearizable reads behind the read
 /// barrier, watches on this member's hub). etcd builds the same services on an in-process clientv3.
 /// </summary>
-public sealed class LocalClient(RaftHost node, MvccStore store, HeaderFactory headers, Quota quota, WatchHub hub, Lessor lessor, ServerOptions options)
+public sealed class LocalClient(IProposer proposer, ILinearizableReads reads, MvccStore store, HeaderFactory headers, Quota quota, WatchHub hub, Lessor lessor, ServerOptions options)
 {
     /// <summary>A write (or read-only) transaction, proposed with the auth context of the <paramref name="caller"/>.</summary>
     public async Task<TxnResponse> TxnAsync(TxnRequest request, InternalRequestHeader caller, CancellationToken cancellationToken)
@@ -25,7 +25,7 @@ public sealed class LocalClient(RaftHost node, MvccStore store, HeaderFactory he
         Throw(RequestValidator.Check(request, options.MaxTxnOps));
         if (Applier.IsReadOnly(request))
         {
-            await node.WaitForReadIndexAsync(cancellationToken).ConfigureAwait(false);
+            await reads.WaitForReadIndexAsync(cancellationToken).ConfigureAwait(false);
             var (response, error) = Applier.ExecuteReadOnly(store, request);
             Throw(error);
             response!.Header = headers.Create(response.Header.Revision);
@@ -33,14 +33,14 @@ public sealed class LocalClient(RaftHost node, MvccStore store, HeaderFactory he
         }
 
         await quota.EnsureRoomAsync(Quota.Cost(request), cancellationToken).ConfigureAwait(false);
-        return (TxnResponse)await node.ProposeAsync(new InternalRequest { Txn = request, Header = caller.Clone() }, cancellationToken).ConfigureAwait(false);
+        return (TxnResponse)await proposer.ProposeAsync(new InternalRequest { Txn = request, Header = caller.Clone() }, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>A linearizable range read.</summary>
     public async Task<RangeResponse> RangeAsync(RangeRequest request, CancellationToken cancellationToken)
     {
         Throw(RequestValidator.Check(request));
-        await node.WaitForReadIndexAsync(cancellationToken).ConfigureAwait(false);
+        await reads.WaitForReadIndexAsync(cancellationToken).ConfigureAwait(false);
         var (response, error) = RangeExecutor.Execute(store, request);
         Throw(error);
         response!.Header = headers.Create(response.Header.Revision);
@@ -52,7 +52,7 @@ public sealed class LocalClient(RaftHost node, MvccStore store, HeaderFactory he
     {
         var request = new DeleteRangeRequest { Key = key };
         Throw(RequestValidator.Check(request));
-        return (DeleteRangeResponse)await node.ProposeAsync(new InternalRequest { DeleteRange = request, Header = caller.Clone() }, cancellationToken).ConfigureAwait(false);
+        return (DeleteRangeResponse)await proposer.ProposeAsync(new InternalRequest { DeleteRange = request, Header = caller.Clone() }, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Best-effort cleanup of a waiter's key after it gave up; a failure leaves the key to its lease.</summary>
@@ -72,7 +72,7 @@ public sealed class LocalClient(RaftHost node, MvccStore store, HeaderFactory he
     public async Task<LeaseGrantResponse> GrantAsync(long ttl, CancellationToken cancellationToken)
     {
         var grant = lessor.PrepareGrant(new LeaseGrantRequest { TTL = ttl });
-        return (LeaseGrantResponse)await node.ProposeAsync(new InternalRequest { LeaseGrant = grant }, cancellationToken).ConfigureAwait(false);
+        return (LeaseGrantResponse)await proposer.ProposeAsync(new InternalRequest { LeaseGrant = grant }, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Starts a watcher on this member's hub; read its responses with <see cref="LocalWatch.NextAsync"/>.</summary>

@@ -1,6 +1,6 @@
 using System.Globalization;
 using Grpc.Core;
-using KvStore.Server.Replication;
+using KvStore.Server.Node;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Hosting.Systemd;
 using Microsoft.Extensions.Logging;
@@ -14,7 +14,7 @@ namespace KvStore.Server.Hosting;
 /// does nothing.
 /// </summary>
 public sealed class SystemdReadiness(
-    ISystemdNotifier notifier, RaftHost node, IHostApplicationLifetime lifetime, ILogger<SystemdReadiness> logger) : BackgroundService
+    ISystemdNotifier notifier, IReplicationProgress replication, ILinearizableReads reads, IHostApplicationLifetime lifetime, ILogger<SystemdReadiness> logger) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -74,14 +74,14 @@ public sealed class SystemdReadiness(
         {
             try
             {
-                await node.WaitForLeaderAsync(cancellationToken).ConfigureAwait(false);
-                await node.WaitForReadIndexAsync(cancellationToken).ConfigureAwait(false);
+                await replication.WaitForLeaderAsync(cancellationToken).ConfigureAwait(false);
+                await reads.WaitForReadIndexAsync(cancellationToken).ConfigureAwait(false);
                 return;
             }
             catch (RpcException)
             {
                 // No quorum yet (a member started before its peers): try again at the next leader change or apply.
-                await node.NextChangeAsync(cancellationToken).ConfigureAwait(false);
+                await replication.NextChangeAsync(cancellationToken).ConfigureAwait(false);
             }
         }
     }

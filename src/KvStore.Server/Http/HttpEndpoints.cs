@@ -2,7 +2,6 @@ using KvStore.Server.Apply;
 using Grpc.Core;
 using KvStore.Server.Monitoring;
 using KvStore.Server.Node;
-using KvStore.Server.Replication;
 using KvStore.Storage.Mvcc;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -33,7 +32,7 @@ public static class HttpEndpoints
     /// ?exclude=NOSPACE, repeatable), when there is no leader (not asked with ?serializable=true), or when a read
     /// fails within the request timeout — linearizable by default, local with ?serializable=true.
     /// </summary>
-    private static async Task<IResult> Health(HttpContext context, NodeState state, AlarmState alarms, RaftHost node, MvccStore store)
+    private static async Task<IResult> Health(HttpContext context, NodeState state, AlarmState alarms, IReplicationProgress replication, ILinearizableReads reads, MvccStore store)
     {
         var excluded = context.Request.Query["exclude"].Select(v => v?.ToUpperInvariant()).ToHashSet();
         var serializable = string.Equals(context.Request.Query["serializable"], "true", StringComparison.OrdinalIgnoreCase);
@@ -42,7 +41,7 @@ public static class HttpEndpoints
             .FirstOrDefault(name => !excluded.Contains(name));
         var reason = alarm is not null ? "ALARM " + alarm
             : !serializable && !state.HasLeader ? "RAFT NO LEADER"
-            : !await ReadsAsync(node, store, serializable, context.RequestAborted) ? "QGET ERROR"
+            : !await ReadsAsync(replication, reads, store, serializable, context.RequestAborted) ? "QGET ERROR"
             : string.Empty;
         var healthy = reason.Length == 0;
         return Results.Text(
@@ -52,15 +51,15 @@ public static class HttpEndpoints
     }
 
     /// <summary>A one-key read as a client's: after the read barrier unless serializable; false on failure or timeout.</summary>
-    private static async Task<bool> ReadsAsync(RaftHost node, MvccStore store, bool serializable, CancellationToken aborted)
+    private static async Task<bool> ReadsAsync(IReplicationProgress replication, ILinearizableReads reads, MvccStore store, bool serializable, CancellationToken aborted)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(aborted);
-        timeout.CancelAfter(node.RequestTimeout);
+        timeout.CancelAfter(replication.RequestTimeout);
         try
         {
             if (!serializable)
             {
-                await node.WaitForReadIndexAsync(timeout.Token);
+                await reads.WaitForReadIndexAsync(timeout.Token);
             }
 
             store.Range([0], [0], new RangeOptions(Limit: 1, KeysOnly: true));

@@ -2,7 +2,6 @@ using System.Threading.Channels;
 using Grpc.Core;
 using KvStore.Raft.Wire;
 using KvStore.Server.Node;
-using KvStore.Server.Replication;
 
 namespace KvStore.Server.Lease;
 
@@ -29,13 +28,13 @@ internal sealed class KeepAliveStream
     private RpcException? _failure; // set once, under _waiting's lock
 
     /// <summary>Opens the stream on <paramref name="client"/> (the leader's channel) and starts sending and receiving.</summary>
-    public KeepAliveStream(PeerLease.PeerLeaseClient client, Metadata headers, ulong leaderId, string urls, NodeState state, RaftHost host)
+    public KeepAliveStream(PeerLease.PeerLeaseClient client, Metadata headers, ulong leaderId, string urls, NodeState state, IReplicationProgress replication)
     {
         ArgumentNullException.ThrowIfNull(client);
         LeaderId = leaderId;
         Urls = urls;
         _call = client.KeepAlives(new CallOptions(headers));
-        _ = RunAsync(state, host);
+        _ = RunAsync(state, replication);
     }
 
     /// <summary>The leader this stream goes to.</summary>
@@ -122,9 +121,9 @@ internal sealed class KeepAliveStream
     /// <summary>Ends the stream (this member is stopping); renewals still waiting fail over as on a broken stream.</summary>
     public void Close() => Fail(new RpcException(new Status(StatusCode.Unavailable, "lease keep-alive stream closed: member stopping")));
 
-    private async Task RunAsync(NodeState state, RaftHost host)
+    private async Task RunAsync(NodeState state, IReplicationProgress replication)
     {
-        await Task.WhenAll(SendAsync(), ReceiveAsync(), WatchLeaderAsync(state, host)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        await Task.WhenAll(SendAsync(), ReceiveAsync(), WatchLeaderAsync(state, replication)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
     }
 
     private async Task SendAsync()
@@ -185,11 +184,11 @@ internal sealed class KeepAliveStream
     }
 
     /// <summary>Breaks the stream as soon as this member sees another leader (or none), so no renewal waits on an old one.</summary>
-    private async Task WatchLeaderAsync(NodeState state, RaftHost host)
+    private async Task WatchLeaderAsync(NodeState state, IReplicationProgress replication)
     {
         while (!_broken.Task.IsCompleted)
         {
-            var next = host.NextLeaderChangeAsync();
+            var next = replication.NextLeaderChangeAsync();
             if (state.LeaderId != LeaderId)
             {
                 Fail(new RpcException(new Status(StatusCode.Unavailable, "lease keep-alive stream closed: the leader changed")));

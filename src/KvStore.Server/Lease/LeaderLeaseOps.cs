@@ -1,6 +1,5 @@
 using Etcdserverpb;
 using KvStore.Server.Node;
-using KvStore.Server.Replication;
 using Microsoft.Extensions.Logging;
 
 namespace KvStore.Server.Lease;
@@ -13,7 +12,7 @@ namespace KvStore.Server.Lease;
 /// does not lead; a forwarding follower then retries with the new leader.
 /// </summary>
 public sealed class LeaderLeaseOps(
-    Lessor lessor, ILeaderStatus leader, LessorOptions options, NodeState state, RaftHost host, ILogger<LeaderLeaseOps> logger)
+    Lessor lessor, ILeaderStatus leader, LessorOptions options, NodeState state, IProposer proposer, IReplicationProgress replication, ILogger<LeaderLeaseOps> logger)
 {
     /// <summary>
     /// Renews <paramref name="id"/> for its full TTL; null when there is no such lease (etcd answers TTL 0). A
@@ -30,7 +29,7 @@ public sealed class LeaderLeaseOps(
         {
             var clear = new LeaseCheckpointRequest();
             clear.Checkpoints.Add(new LeaseCheckpoint { ID = id, RemainingTTL = 0 });
-            _ = LeaseExpiryLoop.ProposeCheckpointAsync(clear, host, logger, CancellationToken.None);
+            _ = LeaseExpiryLoop.ProposeCheckpointAsync(clear, proposer, logger, CancellationToken.None);
         }
 
         return ttl;
@@ -79,7 +78,7 @@ public sealed class LeaderLeaseOps(
 
         try
         {
-            await host.WaitAppliedAsync(committed, cancellationToken).WaitAsync(host.RequestTimeout, cancellationToken).ConfigureAwait(false);
+            await replication.WaitAppliedAsync(committed, cancellationToken).WaitAsync(replication.RequestTimeout, cancellationToken).ConfigureAwait(false);
         }
         catch (TimeoutException)
         {

@@ -24,7 +24,8 @@ public sealed class LeaseForwarder : IAsyncDisposable
 
     private readonly LeaderLeaseOps _local;
     private readonly NodeState _state;
-    private readonly RaftHost _host;
+    private readonly IReplicationProgress _replication;
+    private readonly MembershipCoordinator _members;
     private readonly PeerTransport _transport;
     private readonly Lock _lock = new();
     private readonly Dictionary<ulong, (string Urls, GrpcChannel Channel)> _channels = [];
@@ -33,11 +34,12 @@ public sealed class LeaseForwarder : IAsyncDisposable
     private long _keepAliveStreamsOpened;
 
     /// <summary>Creates the forwarder.</summary>
-    public LeaseForwarder(LeaderLeaseOps local, NodeState state, RaftHost host, PeerTransport transport)
+    public LeaseForwarder(LeaderLeaseOps local, NodeState state, IReplicationProgress replication, MembershipCoordinator members, PeerTransport transport)
     {
         _local = local;
         _state = state;
-        _host = host;
+        _replication = replication;
+        _members = members;
         _transport = transport;
     }
 
@@ -103,7 +105,7 @@ public sealed class LeaseForwarder : IAsyncDisposable
         Func<CancellationToken, Task<T>> local, Func<ulong, CancellationToken, Task<T>> remote, CancellationToken cancellationToken)
     {
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        deadline.CancelAfter(_host.RequestTimeout);
+        deadline.CancelAfter(_replication.RequestTimeout);
         var sawLeader = false;
         try
         {
@@ -112,14 +114,14 @@ public sealed class LeaseForwarder : IAsyncDisposable
                 var leaderId = _state.LeaderId;
                 if (leaderId == 0)
                 {
-                    await _host.WaitForLeaderAsync(deadline.Token).ConfigureAwait(false);
+                    await _replication.WaitForLeaderAsync(deadline.Token).ConfigureAwait(false);
                     continue;
                 }
 
                 sawLeader = true;
                 try
                 {
-                    if (leaderId == _host.MemberId)
+                    if (leaderId == _replication.MemberId)
                     {
                         return await local(deadline.Token).ConfigureAwait(false);
                     }
@@ -132,7 +134,7 @@ public sealed class LeaseForwarder : IAsyncDisposable
                     // change), at most briefly, and ask again. Subscribed only on this path: a successful call leaves
                     // nothing waiting on the host's signals.
                     using var pause = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token);
-                    await Task.WhenAny(_host.NextChangeAsync(pause.Token), Task.Delay(RetryPause, pause.Token)).ConfigureAwait(false);
+                    await Task.WhenAny(_replication.NextChangeAsync(pause.Token), Task.Delay(RetryPause, pause.Token)).ConfigureAwait(false);
                     await pause.CancelAsync().ConfigureAwait(false);
                 }
                 catch (RpcException e) when (e is not EtcdException && !deadline.IsCancellationRequested)
@@ -182,7 +184,7 @@ public sealed class LeaseForwarder : IAsyncDisposable
                 if (!Serves(stream, leaderId, urls))
                 {
                     stream?.Close();
-                    stream = new KeepAliveStream(client, Headers(leaderId), leaderId, urls, _state, _host);
+                    stream = new KeepAliveStream(client, Headers(leaderId), leaderId, urls, _state, _replication);
                     _keepAlives = stream;
                     _keepAliveStreamsOpened++;
                 }
@@ -214,7 +216,7 @@ public sealed class LeaseForwarder : IAsyncDisposable
 
     private string UrlsOf(ulong leaderId)
     {
-        var urls = _host.Membership.Get(leaderId)?.PeerUrls ?? [];
+        var urls = _members.Membership.Get(leaderId)?.PeerUrls ?? [];
         if (urls.Count == 0)
         {
             throw new RpcException(new Status(StatusCode.Unavailable, "leader's peer URLs are not known yet"));
@@ -225,7 +227,7 @@ public sealed class LeaseForwarder : IAsyncDisposable
 
     private GrpcChannel Channel(ulong leaderId)
     {
-        var urls = _host.Membership.Get(leaderId)?.PeerUrls ?? [];
+        var urls = _members.Membership.Get(leaderId)?.PeerUrls ?? [];
         if (urls.Count == 0)
         {
             throw new RpcException(new Status(StatusCode.Unavailable, "leader's peer URLs are not known yet"));

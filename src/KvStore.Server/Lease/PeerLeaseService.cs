@@ -4,7 +4,6 @@ using Grpc.Core;
 using KvStore.Raft.Wire;
 using KvStore.Server.Node;
 using KvStore.Server.Peer;
-using KvStore.Server.Replication;
 
 namespace KvStore.Server.Lease;
 
@@ -19,7 +18,7 @@ namespace KvStore.Server.Lease;
 /// when done. The stream ends with "etcdserver: not leader" as soon as this member stops leading, so the follower
 /// takes its renewals to the new leader at once.
 /// </remarks>
-public sealed class PeerLeaseService(LeaderLeaseOps leader, ILeaderStatus leadership, RaftHost host, PeerTransport transport) : PeerLease.PeerLeaseBase
+public sealed class PeerLeaseService(LeaderLeaseOps leader, ILeaderStatus leadership, IReplicationProgress replication, PeerTransport transport) : PeerLease.PeerLeaseBase
 {
     /// <inheritdoc/>
     public override async Task<LeaseKeepAliveResponse> KeepAlive(LeaseKeepAliveRequest request, ServerCallContext context)
@@ -112,7 +111,7 @@ public sealed class PeerLeaseService(LeaderLeaseOps leader, ILeaderStatus leader
         while (true)
         {
             // Taken before the check, so a change in between is not missed.
-            var next = host.NextLeaderChangeAsync();
+            var next = replication.NextLeaderChangeAsync();
             if (!leadership.IsLeader)
             {
                 await ending.CancelAsync().ConfigureAwait(false);

@@ -31,7 +31,7 @@ namespace KvStore.Server.Replication;
 /// it: <see cref="PendingRequests"/> (proposals and membership changes by request id), <see cref="ReadBarrier"/>
 /// (ReadIndex batches) and <see cref="ProgressSignals"/> (applied index, leader changes).
 /// </summary>
-public sealed partial class RaftHost : IProposer, ILinearizableReads, IPeerTransportHandler, IHostedService, IDisposable, IRaftLoop
+public sealed partial class RaftHost : IProposer, ILinearizableReads, IReplicationProgress, IPeerTransportHandler, IHostedService, IDisposable, IRaftLoop
 {
     /// <summary>etcd's maxGapBetweenApplyAndCommitIndex.</summary>
     public const ulong MaxApplyLag = 5000;
@@ -132,7 +132,7 @@ public sealed partial class RaftHost : IProposer, ILinearizableReads, IPeerTrans
     /// <summary>The store the applier writes (a snapshot from the leader is installed into it in place).</summary>
     public MvccStore Store => _store;
 
-    /// <summary>This member's id.</summary>
+    /// <inheritdoc/>
     public ulong MemberId => _identity.MemberId;
 
     /// <summary>True when this member is the leader.</summary>
@@ -147,16 +147,13 @@ public sealed partial class RaftHost : IProposer, ILinearizableReads, IPeerTrans
     /// <summary>The --snapshot-count snapshot being taken, or the last one taken (tests: awaiting the log's compaction).</summary>
     internal Task SnapshotInFlight => Volatile.Read(ref _snapshotInFlight);
 
-    /// <summary>Completes at the next apply or leader change (for waiting on conditions without polling).</summary>
+    /// <inheritdoc/>
     public Task NextChangeAsync(CancellationToken cancellationToken) => _progress.NextChangeAsync(cancellationToken);
 
-    /// <summary>
-    /// Completes at the next change of this member's view of the leader or its own role (and when the host stops);
-    /// take it before checking <see cref="NodeState.LeaderId"/>, so a change in between is not missed.
-    /// </summary>
+    /// <inheritdoc/>
     public Task NextLeaderChangeAsync() => _progress.NextLeaderChangeAsync();
 
-    /// <summary>The request timeout (etcd: 5 s + 2 × election timeout).</summary>
+    /// <inheritdoc/>
     public TimeSpan RequestTimeout => _requestTimeout;
 
     /// <inheritdoc/>
@@ -358,14 +355,14 @@ public sealed partial class RaftHost : IProposer, ILinearizableReads, IPeerTrans
     /// <inheritdoc/>
     public void ReportSnapshot(ulong peerId, bool success) => _inbox.Writer.TryWrite(InboxItem.SnapshotStatus(peerId, success));
 
-    /// <summary>Waits until a leader is known (or the token fires).</summary>
+    /// <inheritdoc/>
     public Task WaitForLeaderAsync(CancellationToken cancellationToken)
     {
         ThrowIfStopped();
         return _progress.WaitForLeaderAsync(cancellationToken);
     }
 
-    /// <summary>Waits until this member has applied <paramref name="index"/>.</summary>
+    /// <inheritdoc/>
     public Task WaitAppliedAsync(ulong index, CancellationToken cancellationToken)
     {
         ThrowIfStopped();

@@ -48,6 +48,7 @@ public static class ReplicationServiceCollectionExtensions
         });
         services.AddSingleton<IProposer>(sp => sp.GetRequiredService<RaftHost>());
         services.AddSingleton<ILinearizableReads>(sp => sp.GetRequiredService<RaftHost>());
+        services.AddSingleton<IReplicationProgress>(sp => sp.GetRequiredService<RaftHost>());
         services.AddSingleton(sp => sp.GetRequiredService<RaftHost>().Members);
         services.AddSingleton<RequireLeaderInterceptor>();
         services.AddPeerTransport(
