@@ -11,6 +11,7 @@ public sealed class PowerDomain
 {
     private readonly object _lock = new();
     private readonly List<PowerLossDevice> _devices = [];
+    private readonly TaskCompletionSource _writeAfterCut = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private bool _cut;
     private bool _freeze;
     private bool _released;
@@ -26,10 +27,13 @@ public sealed class PowerDomain
         }
     }
 
+    /// <summary>Completes when an owner issues a write to any of the devices after a freezing cut: the abandoned owner went on as far as it could.</summary>
+    public Task WriteAfterCut => _writeAfterCut.Task;
+
     /// <summary>Puts a device on this domain's power; usable as a device-wrapping hook.</summary>
     public PowerLossDevice Wrap(IDevice inner)
     {
-        var device = new PowerLossDevice(inner);
+        var device = new PowerLossDevice(inner, () => _writeAfterCut.TrySetResult());
         lock (_lock)
         {
             if (_cut)

@@ -14,6 +14,7 @@ namespace KvStore.Testing;
 public sealed class PowerLossDevice : StorageDeviceBase
 {
     private readonly IDevice _inner;
+    private readonly Action? _writeAfterCut;
     private readonly object _lock = new();
 
     // Per (segment, sector): the content before the first write still in flight, then each in-flight write in order.
@@ -27,10 +28,12 @@ public sealed class PowerLossDevice : StorageDeviceBase
     private int _pendingInner;
     private TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    public PowerLossDevice(IDevice inner)
+    /// <param name="writeAfterCut">Called when the owner issues a write after a freezing cut (it never completes): the abandoned owner went on.</param>
+    public PowerLossDevice(IDevice inner, Action? writeAfterCut = null)
         : base(inner.FileName, inner.SectorSize, inner.Capacity)
     {
         _inner = inner;
+        _writeAfterCut = writeAfterCut;
         _drained.SetResult();
     }
 
@@ -125,6 +128,7 @@ public sealed class PowerLossDevice : StorageDeviceBase
         var id = -1L;
         bool cut;
         bool discard;
+        var held = false;
         lock (_lock)
         {
             cut = _cut;
@@ -134,7 +138,7 @@ public sealed class PowerLossDevice : StorageDeviceBase
                 if (_freeze && !_discard)
                 {
                     _held.Add((callback, numBytesToWrite, context));
-                    return;
+                    held = true;
                 }
             }
             else
@@ -147,6 +151,12 @@ public sealed class PowerLossDevice : StorageDeviceBase
                     _drained = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                 }
             }
+        }
+
+        if (held)
+        {
+            _writeAfterCut?.Invoke();
+            return;
         }
 
         if (cut)
