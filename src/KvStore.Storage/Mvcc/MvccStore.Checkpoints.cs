@@ -91,6 +91,7 @@ public sealed partial class MvccStore
         // The index checkpoint can take seconds while writes go on: flush what they appended meanwhile before the gate.
         _backend.ShiftReadOnlyAddress(_backend.LogTailAddress);
         var flushedAgain = step.Elapsed;
+        BeforeCheckpointGateForTest?.Invoke();
         Task durable;
         long revision;
         (long StateSaves, long Begin, long Tail) fingerprint;
@@ -122,6 +123,9 @@ public sealed partial class MvccStore
             _backend.LastVersionSwitchPhases);
         return held.Elapsed;
     }
+
+    /// <summary>Tests: runs on the checkpoint's thread after its last flush, before it waits for the txn gate.</summary>
+    internal Action? BeforeCheckpointGateForTest { get; set; }
 
     /// <summary>What a checkpoint captured: every committed write saves the state record; other writes move the log's ends.</summary>
     private (long StateSaves, long Begin, long Tail) CheckpointFingerprint() =>

@@ -116,9 +116,11 @@ public sealed class CheckpointDamageSweepTests(ITestOutputHelper output) : IDisp
 
     // Write i (raft index i, revision i + 1): every fifth deletes the key the write before it put, the others put a
     // value unique to i. committed runs once it is committed, before its txn closes: no checkpoint comes in between.
-    internal static void Write(MvccStore store, int i, Action? committed = null)
+    // begun runs with the txn open, before it writes anything.
+    internal static void Write(MvccStore store, int i, Action? committed = null, Action? begun = null)
     {
         using var txn = store.BeginWrite((ulong)i);
+        begun?.Invoke();
         if (i % 5 == 0)
         {
             txn.DeleteRange(Encoding.UTF8.GetBytes(Key(i - 1)), []).Count.Should().Be(1);

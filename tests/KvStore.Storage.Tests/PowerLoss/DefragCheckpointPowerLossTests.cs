@@ -20,14 +20,19 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
 {
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
     private readonly TempDir _tmp = new();
-    private PowerDomain? _power;
+    private readonly List<PowerDomain> _domains = [];
 
     public enum CutPoint
     {
         /// <summary>Inside the version switch: the final address is fixed, its flush not done.</summary>
         AtVersionSwitch,
 
-        /// <summary>At the version switch, then the writer must still commit 20 txns: writes are not held off by the flush.</summary>
+        /// <summary>
+        /// The log's power goes before the final flush is issued, which a txn open when the checkpoint reached the gate
+        /// gives something to write; the writer must then commit 20 txns (writes are not held off by that flush), and
+        /// only then do the checkpoint files lose power. Cut with the log, the metadata write that follows an already
+        /// finished flush would freeze FasterKV's state transition and the writer with it, hiding what this case checks.
+        /// </summary>
         AfterWritesPastVersionSwitch,
 
         /// <summary>Right after the checkpoint's metadata is committed, writes of the next version in flight.</summary>
@@ -70,7 +75,11 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
     {
         // The cut store may be blocked at a frozen write while holding its epoch, its other threads spinning on it, for
         // the rest of the run (later cases then missed their switch); once the restart is closed, it may finish.
-        _power?.ReleaseDiscarding();
+        foreach (var domain in _domains)
+        {
+            domain.ReleaseDiscarding();
+        }
+
         _tmp.Dispose();
     }
 
@@ -80,10 +89,12 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
     {
         var rng = new Random(seed);
         var dir = _tmp.Sub("kv");
-        // The checkpoint files share the log's power: the cut store goes on with its checkpoint, and what it writes
-        // after the cut (a metadata commit, then the removal of the segments it made obsolete) must not reach the disk.
-        var power = _power = new PowerDomain();
-        var store = Open(dir, power.Wrap, power.Wrap);
+        // The checkpoint files lose power too: the cut store goes on with its checkpoint, and what it writes after the
+        // cut (a metadata commit, then the removal of the segments it made obsolete) must not reach the disk. Two
+        // domains, cut together except in AfterWritesPastVersionSwitch.
+        var logPower = NewDomain();
+        var checkpointPower = NewDomain();
+        var store = Open(dir, logPower.Wrap, checkpointPower.Wrap);
 
         // History to copy forward: thousands of records over many 64 KiB segments, checkpointed.
         var next = 1;
@@ -100,21 +111,35 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
         var atSwitch = -1;             // consistent index the new checkpoint holds (writes are held off at its switch)
         var ackAtSwitch = -1;
         var committed = previous;      // last checkpoint whose metadata is committed
+        var arm = false;               // AfterWritesPastVersionSwitch: the writer's next txn waits for the checkpoint at the gate
+        var armed = new ManualResetEventSlim();
+        var txnOpenAtGate = false;
         var cut = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var switched = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void CutAll()
+        {
+            logPower.CutPower(freeze: true);
+            checkpointPower.CutPower(freeze: true);
+            cut.TrySetResult();
+        }
+
         store.OnCheckpointPhaseForTest = phase =>
         {
             switch (phase)
             {
+                case Phase.IN_PROGRESS when atSwitch < 0 && point == CutPoint.AfterWritesPastVersionSwitch:
+                    // Writes are held off until WAIT_FLUSH, whose own work issues the final flush (and may finish it)
+                    // before this hook runs for it: cut here, so that flush stays pending.
+                    logPower.CutPower(freeze: true);
+                    break;
                 case Phase.WAIT_FLUSH when atSwitch < 0:
                     // Asserted below, not here: this runs inside FasterKV's state transition.
                     Volatile.Write(ref ackAtSwitch, Volatile.Read(ref acknowledged));
                     Volatile.Write(ref atSwitch, (int)store.ConsistentIndex);
                     switched.TrySetResult();
-                    if (point is CutPoint.AtVersionSwitch or CutPoint.AfterWritesPastVersionSwitch)
+                    if (point == CutPoint.AtVersionSwitch)
                     {
-                        power.CutPower(freeze: true);
-                        cut.TrySetResult();
+                        CutAll();
                     }
 
                     break;
@@ -123,14 +148,12 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
                     Volatile.Write(ref committed, atSwitch);
                     if (point == CutPoint.AfterMetadataCommit)
                     {
-                        power.CutPower(freeze: true);
-                        cut.TrySetResult();
+                        CutAll();
                     }
 
                     break;
                 case Phase.REST when atSwitch >= 0 && point == CutPoint.AtCompletion:
-                    power.CutPower(freeze: true);
-                    cut.TrySetResult();
+                    CutAll();
                     break;
             }
         };
@@ -141,13 +164,32 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
             // It keeps committing after a cut at the version switch (the flush it must not wait for is frozen); other
             // cuts end it, as the machine is gone.
             // Back to back, as an applier with a backlog: the checkpoint waiting for the txn gate still goes next.
-            for (var i = next; i < next + 200_000 && (!power.IsCut || point == CutPoint.AfterWritesPastVersionSwitch) && !Volatile.Read(ref stopped); i++)
+            for (var i = next; i < next + 200_000 && (!logPower.IsCut || point == CutPoint.AfterWritesPastVersionSwitch) && !Volatile.Read(ref stopped); i++)
             {
                 // Acknowledged before the txn closes, so the checkpoint's switch never falls between commit and acknowledgement.
                 var written = i;
-                CheckpointDamageSweepTests.Write(store, i, () => Volatile.Write(ref acknowledged, written));
+                CheckpointDamageSweepTests.Write(store, i, () => Volatile.Write(ref acknowledged, written), () =>
+                {
+                    if (Volatile.Read(ref arm))
+                    {
+                        // Writes only once the log checkpoint waits at the gate, after its last flush before it: the
+                        // final flush then has this txn to write, and the cut at IN_PROGRESS freezes it.
+                        Volatile.Write(ref arm, false);
+                        armed.Set();
+                        Volatile.Write(ref txnOpenAtGate, SpinWait.SpinUntil(() => store.TxnGateHoldersWaitingForTest > 0, Bound));
+                    }
+                });
             }
         }) { IsBackground = true, Name = $"checkpoint-power-loss-{checkpointer}-{point}-{seed}" };
+        if (point == CutPoint.AfterWritesPastVersionSwitch)
+        {
+            store.BeforeCheckpointGateForTest = () =>
+            {
+                Volatile.Write(ref arm, true);
+                armed.Wait(Bound); // the writer's txn is open before the checkpoint queues at the gate
+            };
+        }
+
         writer.Start();
 
         // Both run on the store's background chain; after a cut they may never finish (the machine is gone).
@@ -158,6 +200,11 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
         await switched.Task.WaitAsync(Bound);
         atSwitch.Should().Be(ackAtSwitch, "the checkpoint's version holds every write committed before its switch, and no txn is open at it");
         atSwitch.Should().BeGreaterThan(previous);
+        if (point == CutPoint.AfterWritesPastVersionSwitch)
+        {
+            Volatile.Read(ref txnOpenAtGate).Should().BeTrue("a txn was open when the log checkpoint reached the txn gate");
+        }
+
         var pastSwitch = point switch
         {
             CutPoint.AfterWritesPastVersionSwitch => 20,
@@ -175,16 +222,15 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
             Volatile.Read(ref acknowledged).Should().BeGreaterThanOrEqualTo(atSwitch + pastSwitch, "the writer commits while the checkpoint's flush is frozen or under way");
         }
 
-        if (point == CutPoint.Random)
+        if (point is CutPoint.Random or CutPoint.AfterWritesPastVersionSwitch)
         {
-            power.CutPower(freeze: true);
-            cut.TrySetResult();
+            CutAll();
         }
 
         await cut.Task.WaitAsync(Bound);
         Volatile.Write(ref stopped, true);
         var durable = Volatile.Read(ref committed);
-        var changed = await power.ApplyLossAsync(rng, Bound);
+        var changed = await logPower.ApplyLossAsync(rng, Bound) + await checkpointPower.ApplyLossAsync(rng, Bound);
         if (point is CutPoint.AfterMetadataCommit or CutPoint.AtCompletion)
         {
             // Past its metadata commit the checkpoint no longer needs the log device and finishes. Until then FASTER
@@ -209,7 +255,8 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
         index.Should().BeOneOf([previous, atSwitch], "recovery finds a checkpoint's state, nothing of the next version");
         if (point is CutPoint.AtVersionSwitch or CutPoint.AfterWritesPastVersionSwitch)
         {
-            index.Should().Be(previous, "the new checkpoint's metadata is written after its switch, so after this cut");
+            // For AfterWritesPastVersionSwitch also the proof that its flush was frozen: the checkpoint files had power.
+            index.Should().Be(previous, "the new checkpoint's metadata is written after its switch and its final flush, so after this cut");
         }
 
         reopened.CurrentRevision.Should().Be(index + 1);
@@ -228,7 +275,7 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
     public async Task A_store_cut_at_its_defrag_checkpoints_switch_changes_nothing_under_the_restarted_store()
     {
         var dir = _tmp.Sub("kv");
-        var power = _power = new PowerDomain();
+        var power = NewDomain();
         var store = Open(dir, power.Wrap, power.Wrap);
         for (var i = 1; i <= 3000; i++)
         {
@@ -301,6 +348,13 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
         using var reopened = Open(dir, null, null);
         ((int)reopened.ConsistentIndex).Should().Be(last);
         CheckpointDamageSweepTests.Describe(reopened).Should().Equal(CheckpointDamageSweepTests.Expected(last));
+    }
+
+    private PowerDomain NewDomain()
+    {
+        var domain = new PowerDomain();
+        _domains.Add(domain);
+        return domain;
     }
 
     private static MvccStore Open(string dir, Func<IDevice, IDevice>? wrapLog, Func<IDevice, IDevice>? wrapCheckpoint) =>
