@@ -37,9 +37,11 @@ internal static class DataLogCheck
 
     public static CheckedLog Read(string checkpointDir, string dataFilePrefix, int pageBits, int segmentBits, ILogRecordSink? sink)
     {
-        if (LatestCheckpoints(checkpointDir) is not { } chosen)
+        var skipped = new List<string>();
+        if (LatestCheckpoints(checkpointDir, skipped) is not { } chosen)
         {
-            throw new InvalidDataException($"no FasterKV log checkpoint in '{checkpointDir}' has readable metadata");
+            throw new InvalidDataException(
+                $"no FasterKV log checkpoint in '{checkpointDir}' has readable metadata: {(skipped.Count == 0 ? "none is listed" : string.Join("; ", skipped))}");
         }
 
         var (logToken, indexToken, begin, end) = chosen;
@@ -222,8 +224,9 @@ internal static class DataLogCheck
     /// The log checkpoint to recover — the first one listed whose metadata reads, as FasterKV chooses when asked for the
     /// latest — with its begin and end addresses, and the first index checkpoint listed whose metadata reads and that
     /// ended at or before that log checkpoint's end (FasterKV's pairing rule; none: FasterKV replays the whole log).
+    /// Adds each metadata file skipped before it, with why, to <paramref name="skipped"/>.
     /// </summary>
-    private static (Guid Log, Guid Index, long Begin, long End)? LatestCheckpoints(string checkpointDir)
+    private static (Guid Log, Guid Index, long Begin, long End)? LatestCheckpoints(string checkpointDir, List<string> skipped)
     {
         using var manager = CheckpointFiles.OpenManager(checkpointDir);
         foreach (var token in manager.GetLogCheckpointTokens())
@@ -238,7 +241,8 @@ internal static class DataLogCheck
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
-                // FasterKV skips a checkpoint whose metadata does not read, and so does this check.
+                // FasterKV skips a checkpoint whose metadata does not read, and so does this check (named if none reads).
+                skipped.Add($"'{MetadataFile(checkpointDir, token)}' ({e.GetType().Name}: {e.Message})");
                 continue;
             }
 
@@ -246,6 +250,12 @@ internal static class DataLogCheck
         }
 
         return null;
+    }
+
+    private static string MetadataFile(string checkpointDir, Guid token)
+    {
+        var file = new DefaultCheckpointNamingScheme(checkpointDir).LogCheckpointMetadata(token);
+        return Path.Combine(checkpointDir, file.directoryName, file.fileName) + ".0"; // a local device's first segment file
     }
 
     private static Guid PairedIndexCheckpoint(DeviceLogCommitCheckpointManager manager, long logEnd)

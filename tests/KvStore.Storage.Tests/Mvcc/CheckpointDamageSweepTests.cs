@@ -77,6 +77,11 @@ public sealed class CheckpointDamageSweepTests(ITestOutputHelper output) : IDisp
                 catch (Exception e) when (e is not TimeoutException)
                 {
                     e.ToString().Should().Contain(dir, "a refusal names the store's files ({0})", what);
+                    if (e.Message.Contains("readable metadata", StringComparison.Ordinal))
+                    {
+                        e.Message.Should().Contain(Path.Combine(dir, file), "a refusal for unreadable checkpoint metadata names the file ({0})", what);
+                    }
+
                     refused++;
                 }
 
