@@ -24,7 +24,7 @@ public sealed class DefragCheckpointPowerLossTests(ITestOutputHelper output) : I
 
     public enum CutPoint
     {
-        /// <summary>Inside the version switch: the final address is fixed, its flush not done.</summary>
+        /// <summary>Inside the version switch: the final address is fixed, its flush issued (maybe done), its metadata not written.</summary>
         AtVersionSwitch,
 
         /// <summary>
