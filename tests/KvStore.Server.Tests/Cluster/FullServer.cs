@@ -126,6 +126,13 @@ internal sealed class FullServer : IAsyncDisposable
     }
 
     /// <summary>
+    /// Cuts the member's links to its peers, as a dead machine's go with its power: nothing it sends from now on reaches
+    /// them. Without this, an abandoned member whose frozen disk writes are later reported done would still send what
+    /// waited on them (a vote, an append response) while its restarted self, which never saw those writes, votes again.
+    /// </summary>
+    public ValueTask CutPeerLinksAsync() => App.Services.GetRequiredService<KvStore.Server.Peer.PeerTransport>().DisposeAsync();
+
+    /// <summary>
     /// Takes the member off the network as a dead machine would leave it: its listeners and peer streams close, its
     /// storage is not closed and nothing is checkpointed. Waits a bounded time for threads stuck on its disks.
     /// </summary>
