@@ -426,7 +426,7 @@ public sealed partial class RaftHost
                 }
             }
 
-                _state.AppliedIndex = Math.Max(store.ConsistentIndex, meta.Index);
+            _state.AppliedIndex = Math.Max(store.ConsistentIndex, meta.Index);
             _appliedSinceSnapshot = 0;
             SnapshotInstalled?.Invoke(store);
             TryDelete(install.FilePath);
