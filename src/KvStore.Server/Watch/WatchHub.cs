@@ -47,6 +47,9 @@ public sealed partial class WatchHub : IWatchEventSink, IStoreRestoredHandler, I
 
     internal TimeProvider Time { get; }
 
+    /// <summary>Writes the streams' queued responses.</summary>
+    internal WatchSendPump SendPump { get; } = new();
+
     /// <summary>The revision up to which every synced watcher has been served (hub lock).</summary>
     private long Revision
     {

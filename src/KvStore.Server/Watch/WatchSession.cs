@@ -7,8 +7,9 @@ namespace KvStore.Server.Watch;
 
 /// <summary>
 /// One client Watch stream: its watchers and the queue of responses waiting to be written. The apply thread and the
-/// sync loop only ever queue (never wait); <see cref="RunSendLoopAsync"/> is the single writer to the client.
-/// Responses are queued under the hub's lock, so their order is the order of revisions.
+/// sync loop only ever queue (never wait). Once <see cref="RunSendLoopAsync"/> has given the stream its writer, the
+/// hub's <see cref="WatchSendPump"/> writes what is queued, one drain at a time per stream. Responses are queued under
+/// the hub's lock, so their order is the order of revisions.
 /// </summary>
 public sealed class WatchSession : IDisposable
 {
@@ -19,6 +20,14 @@ public sealed class WatchSession : IDisposable
     private long _queuedBytes;
     private int _queuedControls;
     private int _disposed;
+
+    // The stream's turn with the send pump (guarded by _sendLock): idle, waiting in the pump's queue, being drained,
+    // being drained with more queued since it started, or closed (the send loop ended).
+    private readonly Lock _sendLock = new();
+    private SendState _sendState;
+    private SendTarget? _target;
+    private TaskCompletionSource? _sendEnded;
+    private TaskCompletionSource? _drainEnded;
 
     internal WatchSession(WatchHub hub)
     {
@@ -81,6 +90,7 @@ public sealed class WatchSession : IDisposable
 
         Interlocked.Increment(ref _queuedEvents);
         Interlocked.Add(ref _queuedBytes, batch.Bytes);
+        ScheduleSend();
         return true;
     }
 
@@ -104,14 +114,17 @@ public sealed class WatchSession : IDisposable
         if (_queue.Writer.TryWrite(new ControlItem(response, revision)))
         {
             Interlocked.Increment(ref _queuedControls);
+            ScheduleSend();
         }
     }
 
     /// <summary>
-    /// Writes queued responses to the client until cancelled: fills headers, adds prev_kv (read at mod_revision - 1),
-    /// fragments large responses of fragmenting watchers, and sends periodic progress notifications. When
-    /// <paramref name="flush"/> is given, <paramref name="write"/> may buffer and the loop flushes once per batch of
-    /// queued responses, so one commit fanned out to many watchers of a stream leaves in a few frames, not one each.
+    /// Writes queued responses to the client until cancelled or the stream is disposed: fills headers, adds prev_kv (read
+    /// at mod_revision - 1), fragments large responses of fragmenting watchers, and sends periodic progress
+    /// notifications. The writing itself runs on the hub's send pump. When <paramref name="flush"/> is given,
+    /// <paramref name="write"/> may buffer and each drain of the queue ends with one flush, so one commit fanned out to
+    /// many watchers of a stream leaves in a few frames, not one each. Fails with the first failed write; returns only
+    /// once no write is under way, so the caller may end the stream.
     /// </summary>
     public async Task RunSendLoopAsync(
         Func<WatchResponse, Task> write, Func<long, ResponseHeader> header, CancellationToken cancellationToken, Func<Task>? flush = null)
@@ -120,12 +133,143 @@ public sealed class WatchSession : IDisposable
         ArgumentNullException.ThrowIfNull(header);
         using var progress = _hub.Time.CreateTimer(
             static state => ((WatchSession)state!).ProgressTick(), this, _hub.Options.ProgressNotifyInterval, _hub.Options.ProgressNotifyInterval);
-        while (await _queue.Reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
+        var ended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_sendLock)
         {
-            if (await DrainAsync(write, header).ConfigureAwait(false) > 0 && flush is not null)
+            if (_target is not null)
             {
-                await flush().ConfigureAwait(false);
+                throw new InvalidOperationException("the stream already has a send loop");
             }
+
+            if (Volatile.Read(ref _disposed) != 0)
+            {
+                return;
+            }
+
+            _target = new SendTarget(write, header, flush);
+            _sendEnded = ended;
+        }
+
+        ScheduleSend(); // what was queued before the loop started
+        try
+        {
+            using var cancel = cancellationToken.Register(static state => ((TaskCompletionSource)state!).TrySetCanceled(), ended);
+            await ended.Task.ConfigureAwait(false);
+        }
+        finally
+        {
+            Task drainEnded;
+            lock (_sendLock)
+            {
+                drainEnded = _sendState is SendState.Draining or SendState.DrainingAgain
+                    ? (_drainEnded = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task
+                    : Task.CompletedTask;
+                _sendState = SendState.Closed;
+            }
+
+            await drainEnded.ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>After a response is queued: hands the stream to the send pump, unless it is there already or being drained.</summary>
+    private void ScheduleSend()
+    {
+        lock (_sendLock)
+        {
+            switch (_sendState)
+            {
+                case SendState.Idle when _target is not null:
+                    _sendState = SendState.Queued;
+                    break;
+                case SendState.Draining:
+                    _sendState = SendState.DrainingAgain;
+                    return;
+                default:
+                    return;
+            }
+        }
+
+        _hub.SendPump.Enqueue(this);
+    }
+
+    /// <summary>
+    /// The send pump's turn: writes everything queued. A drain that has to wait (a flush held by a slow client) goes on
+    /// by itself and the pump moves to the next stream. Never throws: a failed write ends the send loop.
+    /// </summary>
+    internal void Send()
+    {
+        SendTarget target;
+        lock (_sendLock)
+        {
+            if (_sendState != SendState.Queued)
+            {
+                return;
+            }
+
+            _sendState = SendState.Draining;
+            target = _target!;
+        }
+
+        Task drain;
+        try
+        {
+            drain = DrainAndFlushAsync(target);
+        }
+        catch (Exception e)
+        {
+            drain = Task.FromException(e);
+        }
+
+        if (drain.IsCompleted)
+        {
+            Drained(drain);
+        }
+        else
+        {
+            drain.ContinueWith(static (done, state) => ((WatchSession)state!).Drained(done), this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+    }
+
+    private async Task DrainAndFlushAsync(SendTarget target)
+    {
+        if (await DrainAsync(target.Write, target.Header).ConfigureAwait(false) > 0 && target.Flush is not null)
+        {
+            await target.Flush().ConfigureAwait(false);
+        }
+    }
+
+    private void Drained(Task drain)
+    {
+        var again = false;
+        TaskCompletionSource? closing;
+        lock (_sendLock)
+        {
+            if (!drain.IsCompletedSuccessfully)
+            {
+                _sendState = SendState.Closed;
+            }
+            else if (_sendState == SendState.DrainingAgain)
+            {
+                _sendState = SendState.Queued;
+                again = true;
+            }
+            else if (_sendState == SendState.Draining)
+            {
+                _sendState = SendState.Idle;
+            }
+
+            closing = _drainEnded;
+        }
+
+        if (!drain.IsCompletedSuccessfully)
+        {
+            _sendEnded!.TrySetException(drain.Exception?.InnerExceptions ?? [new OperationCanceledException()]);
+        }
+
+        closing?.TrySetResult();
+        if (again)
+        {
+            _hub.SendPump.Enqueue(this);
         }
     }
 
@@ -161,6 +305,10 @@ public sealed class WatchSession : IDisposable
         {
             _hub.Close(this);
             _queue.Writer.TryComplete();
+            lock (_sendLock)
+            {
+                _sendEnded?.TrySetResult();
+            }
         }
     }
 
@@ -228,6 +376,17 @@ public sealed class WatchSession : IDisposable
         Value = UnsafeByteOperations.UnsafeWrap(kv.Value ?? []),
         Lease = kv.Lease,
     };
+
+    private enum SendState
+    {
+        Idle,
+        Queued,
+        Draining,
+        DrainingAgain,
+        Closed,
+    }
+
+    private sealed record SendTarget(Func<WatchResponse, Task> Write, Func<long, ResponseHeader> Header, Func<Task>? Flush);
 
     private abstract record StreamItem;
 
