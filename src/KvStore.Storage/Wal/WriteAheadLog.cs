@@ -40,7 +40,6 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
 
     // Group commit state, guarded by _gate.
     private long _durableAddress;
-    private long _roundTarget;
     private Task? _round;
     private long _syncedSegment = -1;
     private bool _disposed;
@@ -181,6 +180,8 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
         while (true)
         {
             Task round;
+            TaskCompletionSource? started = null;
+            long roundTarget = 0;
             lock (_gate)
             {
                 if (_durableAddress >= target)
@@ -190,20 +191,28 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
 
                 if (_round is null)
                 {
-                    _roundTarget = _log.TailAddress;
-                    _round = RunCommitRoundAsync(_roundTarget);
+                    started = new TaskCompletionSource();
+                    roundTarget = _log.TailAddress;
+                    _round = started.Task;
                 }
 
                 round = _round;
+            }
+
+            if (started is not null)
+            {
+                // The caller that opens a round starts its commit itself (outside the gate), so a sync costs no hop
+                // onto the thread pool before the write; the round ends on the thread that completes the write.
+                _ = RunCommitRoundAsync(roundTarget, started);
             }
 
             await round.WaitAsync(ct).ConfigureAwait(false);
         }
     }
 
-    private async Task RunCommitRoundAsync(long target)
+    private async Task RunCommitRoundAsync(long target, TaskCompletionSource round)
     {
-        await Task.Yield();
+        Exception? failure = null;
         try
         {
             // FasterLog opens segments with O_SYNC (FileOptions.WriteThrough) on Linux, so the commit's pwrite of the
@@ -218,13 +227,25 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
                 Volatile.Write(ref _syncedSegment, segment);
             }
         }
-        finally
+        catch (Exception e)
         {
-            lock (_gate)
-            {
-                _durableAddress = Math.Max(_durableAddress, _log.CommittedUntilAddress);
-                _round = null;
-            }
+            failure = e;
+        }
+
+        lock (_gate)
+        {
+            _durableAddress = Math.Max(_durableAddress, _log.CommittedUntilAddress);
+            _round = null;
+        }
+
+        // Completed outside the gate: the waiters continue on this thread.
+        if (failure is null)
+        {
+            round.SetResult();
+        }
+        else
+        {
+            round.SetException(failure);
         }
     }
 
