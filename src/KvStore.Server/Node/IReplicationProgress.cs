@@ -18,6 +18,13 @@ public interface IReplicationProgress
     /// <summary>Waits until this member has applied <paramref name="index"/>.</summary>
     Task WaitAppliedAsync(ulong index, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Raised on the apply loop after each applied batch of entries and each installed snapshot. A handler holds up the
+    /// apply loop, so it must return at once: it is for a cheap check that decides whether to start work elsewhere.
+    /// Awaiting <see cref="NextChangeAsync"/> instead costs a thread-pool hand-off at every apply.
+    /// </summary>
+    event Action Applied;
+
     /// <summary>Completes at the next apply or leader change (for waiting on conditions without polling).</summary>
     Task NextChangeAsync(CancellationToken cancellationToken);
 

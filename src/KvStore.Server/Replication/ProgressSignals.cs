@@ -17,18 +17,25 @@ internal sealed class ProgressSignals(NodeState state)
     /// <summary>True once <see cref="Stop"/> was called.</summary>
     public bool IsStopped => _stopped;
 
+    /// <summary>Run on the apply loop by <see cref="Applied"/>; see <see cref="IReplicationProgress.Applied"/>.</summary>
+    public event Action? AppliedHandlers;
+
     /// <summary>The apply loop moved the applied index (or installed a snapshot).</summary>
-    public void Applied() => Interlocked.Exchange(ref _applied, NewSignal()).TrySetResult();
+    public void Applied()
+    {
+        Fire(ref _applied);
+        AppliedHandlers?.Invoke();
+    }
 
     /// <summary>The raft loop saw a new leader or role.</summary>
-    public void LeaderChanged() => Interlocked.Exchange(ref _leader, NewSignal()).TrySetResult();
+    public void LeaderChanged() => Fire(ref _leader);
 
     /// <summary>Ends every wait with "server stopped": the loops have ended (stopped or failed).</summary>
     public void Stop()
     {
         _stopped = true;
-        Applied();
-        LeaderChanged();
+        Fire(ref _applied);
+        Fire(ref _leader);
     }
 
     /// <summary>Completes at the next apply or leader change.</summary>
@@ -73,6 +80,8 @@ internal sealed class ProgressSignals(NodeState state)
             throw EtcdErrors.Stopped.Exception();
         }
     }
+
+    private static void Fire(ref TaskCompletionSource signal) => Interlocked.Exchange(ref signal, NewSignal()).TrySetResult();
 
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 }

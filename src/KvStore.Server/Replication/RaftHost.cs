@@ -151,6 +151,13 @@ public sealed partial class RaftHost : IProposer, ILinearizableReads, IReplicati
     public Task NextChangeAsync(CancellationToken cancellationToken) => _progress.NextChangeAsync(cancellationToken);
 
     /// <inheritdoc/>
+    public event Action Applied
+    {
+        add => _progress.AppliedHandlers += value;
+        remove => _progress.AppliedHandlers -= value;
+    }
+
+    /// <inheritdoc/>
     public Task NextLeaderChangeAsync() => _progress.NextLeaderChangeAsync();
 
     /// <inheritdoc/>
