@@ -101,7 +101,9 @@ public sealed class ReadBarrierTests
     [Fact]
     public async Task A_read_whose_index_is_not_applied_in_time_fails_with_etcds_applied_index_timeout()
     {
-        var barrier = NewBarrier(TimeSpan.FromMilliseconds(200));
+        // The same timeout bounds the wait for the index, which the read must pass: long enough that a busy thread pool
+        // cannot fire it before the index already given reaches the read (200 ms did, once, under the full suite).
+        var barrier = NewBarrier(TimeSpan.FromSeconds(2));
         _state.LeaderId = 1;
         var read = barrier.WaitAsync(CancellationToken.None);
         barrier.IssuePending(Send, ticks: 0);
