@@ -213,11 +213,23 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
     private async Task RunCommitRoundAsync(long target, TaskCompletionSource round)
     {
         Exception? failure = null;
+        var durable = 0L;
         try
         {
-            // FasterLog opens segments with O_SYNC (FileOptions.WriteThrough) on Linux, so the commit's pwrite of the
-            // tail page (which carries the fast-commit record) is durable when CommitAsync completes.
-            await _log.CommitAsync().ConfigureAwait(false);
+            // The segment device writes on this thread, write-through (O_SYNC): once the commit record's range counts
+            // as flushed, it is on the disk, and FASTER never counts a range flushed whose write failed. That is known
+            // when the call returns, before FASTER's own commit completion has gone through the thread pool, which is
+            // only waited for when the write ran elsewhere (another thread held the log's epoch) or nothing was left
+            // to commit.
+            if (_log.CommitStrongly(out var commitTail, out var commitNum) && _log.FlushedUntilAddress >= commitTail)
+            {
+                durable = commitTail;
+            }
+            else
+            {
+                await _log.WaitForCommitAsync(commitTail > 0 ? commitTail : target, commitTail > 0 ? commitNum : -1).ConfigureAwait(false);
+            }
+
             Interlocked.Increment(ref _commitRounds);
             var segment = target >> SegmentSizeBits;
             if (segment != Volatile.Read(ref _syncedSegment))
@@ -234,7 +246,7 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
 
         lock (_gate)
         {
-            _durableAddress = Math.Max(_durableAddress, _log.CommittedUntilAddress);
+            _durableAddress = Math.Max(_durableAddress, Math.Max(durable, _log.CommittedUntilAddress));
             _round = null;
         }
 
@@ -339,7 +351,7 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
 
     private void OpenLog()
     {
-        _device = new PacedRemovalDevice(Devices.CreateLogDevice(Path.Combine(_directory, LogFileName), preallocateFile: false, deleteOnClose: false));
+        _device = new PacedRemovalDevice(new WalSegmentDevice(Path.Combine(_directory, LogFileName)));
         if (_wrapLogDevice is not null)
         {
             _device = _wrapLogDevice(_device);

@@ -1,4 +1,5 @@
 using System.Text;
+using FASTER.core;
 using KvStore.Storage.Wal;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -89,18 +90,29 @@ public sealed class WriteAheadLogTests : IDisposable
     [Fact]
     public async Task Concurrent_sync_callers_share_commits()
     {
-        await using var wal = WriteAheadLog.Open(WalDir, NullLogger.Instance);
-        var tasks = new List<Task>();
-        for (var i = 1; i <= 200; i++)
+        // The first commit's write is held until every other caller has appended and is waiting: they all arrive
+        // while a commit runs, so they share the next one instead of writing one each.
+        HeldWriteDevice? device = null;
+        await using var wal = WriteAheadLog.Open(WalDir, NullLogger.Instance, inner => device = new HeldWriteDevice(inner));
+        device!.Hold();
+        wal.Append(Entry(1, 1, "v1"));
+        var first = Task.Run(() => wal.SyncAsync().AsTask());
+        (await device.Held.WaitAsync(TimeSpan.FromSeconds(30))).Should().BeTrue("the first commit's write reaches the device");
+
+        var others = new List<Task>();
+        for (var i = 2; i <= 200; i++)
         {
             wal.Append(Entry((ulong)i, 1, $"v{i}"));
-            tasks.Add(wal.SyncAsync().AsTask());
+            others.Add(wal.SyncAsync().AsTask());
         }
 
-        await Task.WhenAll(tasks);
+        others.Should().OnlyContain(t => !t.IsCompleted, "no commit can finish while the first one's write is held");
+        device.Release();
+        await Task.WhenAll(others.Append(first)).WaitAsync(TimeSpan.FromSeconds(30));
 
-        wal.CommitRounds.Should().BeLessThan(200);
-        wal.CommitRounds.Should().BeGreaterThan(0);
+        wal.CommitRounds.Should().BeInRange(2, 3, "199 callers that arrived during one commit share the next");
+        await wal.DisposeAsync();
+        Reopen().Entries.Should().HaveCount(200);
     }
 
     [Fact]
@@ -290,5 +302,46 @@ public sealed class WriteAheadLogTests : IDisposable
         var at = haystack.AsSpan().IndexOf(Encoding.ASCII.GetBytes(needle));
         at.Should().BeGreaterThanOrEqualTo(0, $"'{needle}' should be in the segment file");
         return at;
+    }
+
+    /// <summary>Passes I/O through, except that while held a write waits (on the writer's thread) until released.</summary>
+    private sealed class HeldWriteDevice(IDevice inner) : StorageDeviceBase(inner.FileName, inner.SectorSize, inner.Capacity)
+    {
+        private readonly ManualResetEventSlim _released = new(initialState: true);
+
+        public SemaphoreSlim Held { get; } = new(0);
+
+        public void Hold() => _released.Reset();
+
+        public void Release() => _released.Set();
+
+        public override void Initialize(long segmentSize, LightEpoch? epoch = null, bool omitSegmentIdFromFilename = false)
+        {
+            base.Initialize(segmentSize, epoch, omitSegmentIdFromFilename);
+            inner.Initialize(segmentSize, epoch, omitSegmentIdFromFilename);
+        }
+
+        public override void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context)
+        {
+            if (!_released.IsSet)
+            {
+                Held.Release();
+                _released.Wait(TimeSpan.FromSeconds(60));
+            }
+
+            inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, callback, context);
+        }
+
+        public override void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength, DeviceIOCompletionCallback callback, object context) =>
+            inner.ReadAsync(segmentId, sourceAddress, destinationAddress, readLength, callback, context);
+
+        public override void RemoveSegmentAsync(int segment, AsyncCallback callback, IAsyncResult result) =>
+            inner.RemoveSegmentAsync(segment, callback, result);
+
+        public override void Dispose()
+        {
+            inner.Dispose();
+            _released.Dispose();
+        }
     }
 }
