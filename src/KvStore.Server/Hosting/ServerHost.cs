@@ -171,10 +171,18 @@ public static class ServerHost
         var forwarder = new Http1Forwarder();
         var listeners = new Listeners(forwarder, new Serilog.Extensions.Logging.SerilogLoggerFactory(serilog).CreateLogger("kvstore.tls"));
         builder.WebHost.ConfigureKestrel(k => listeners.Configure(k, options));
-        if (listenSockets is not null)
+        builder.WebHost.UseSockets(o =>
         {
-            builder.WebHost.UseSockets(o => o.CreateBoundListenSocket = listenSockets.Take);
-        }
+            // Kestrel's transport runs its HTTP/2 frame reading and socket sends on the thread whose I/O completed,
+            // instead of handing each to its I/O queue and the thread pool: a single client's put went from 11 to 8
+            // thread-pool work items. Application code stays off those threads: HTTP/2 streams are started on the
+            // thread pool by Kestrel itself, and HTTP/1.x requests by OnThreadPool below.
+            o.UnsafePreferInlineScheduling = true;
+            if (listenSockets is not null)
+            {
+                o.CreateBoundListenSocket = listenSockets.Take;
+            }
+        });
 
         var services = builder.Services;
         services.AddSingleton(options);
@@ -247,6 +255,7 @@ public static class ServerHost
         });
 
         var app = builder.Build();
+        app.Use(OnThreadPool);
         app.Use(RoutePorts(listeners));
         bool IsPeerConnection(HttpContext context) => listeners.Kinds.TryGetValue(context.Connection.LocalPort, out var kind) && kind == PortKind.Peer;
         app.MapReplication(IsPeerConnection);
@@ -267,6 +276,20 @@ public static class ServerHost
 
         RegisterGauges(app.Services);
         return app;
+    }
+
+    /// <summary>
+    /// HTTP/1.x requests (probes, /metrics, the JSON gateway) leave the transport's I/O thread before any handler runs:
+    /// with inline scheduling Kestrel would run them there, and a slow one (a large gateway range) would hold up the
+    /// other connections served by that thread. HTTP/2 streams already start on the thread pool.
+    /// </summary>
+    private static Task OnThreadPool(HttpContext context, RequestDelegate next) =>
+        HttpProtocol.IsHttp2(context.Request.Protocol) ? next(context) : YieldThenAsync(context, next);
+
+    private static async Task YieldThenAsync(HttpContext context, RequestDelegate next)
+    {
+        await Task.Yield();
+        await next(context);
     }
 
     /// <summary>Peer ports answer only the peer services of package kvstore.raft (client services look unimplemented
