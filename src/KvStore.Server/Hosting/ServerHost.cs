@@ -283,7 +283,7 @@ public static class ServerHost
     /// with inline scheduling Kestrel would run them there, and a slow one (a large gateway range) would hold up the
     /// other connections served by that thread. HTTP/2 streams already start on the thread pool.
     /// </summary>
-    private static Task OnThreadPool(HttpContext context, RequestDelegate next) =>
+    internal static Task OnThreadPool(HttpContext context, RequestDelegate next) =>
         HttpProtocol.IsHttp2(context.Request.Protocol) ? next(context) : YieldThenAsync(context, next);
 
     private static async Task YieldThenAsync(HttpContext context, RequestDelegate next)
