@@ -184,11 +184,8 @@ public sealed partial class PeerTransport : IAsyncDisposable
         await _stopping.CancelAsync();
         var senders = _peers.Values.ToList();
         _peers.Clear();
-        foreach (var sender in senders)
-        {
-            await sender.DisposeAsync();
-        }
-
+        // All at once: a sender still finishing a snapshot stream must not keep the other peers' links up meanwhile.
+        await Task.WhenAll(senders.Select(sender => sender.DisposeAsync().AsTask()));
     }
 
     /// <summary>Ends incoming streams now (the host is stopping); senders stop in <see cref="DisposeAsync"/>.</summary>
