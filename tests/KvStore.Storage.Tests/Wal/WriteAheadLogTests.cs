@@ -100,14 +100,21 @@ public sealed class WriteAheadLogTests : IDisposable
         (await device.Held.WaitAsync(TimeSpan.FromSeconds(30))).Should().BeTrue("the first commit's write reaches the device");
 
         var others = new List<Task>();
-        for (var i = 2; i <= 200; i++)
+        try
         {
-            wal.Append(Entry((ulong)i, 1, $"v{i}"));
-            others.Add(wal.SyncAsync().AsTask());
+            for (var i = 2; i <= 200; i++)
+            {
+                wal.Append(Entry((ulong)i, 1, $"v{i}"));
+                others.Add(wal.SyncAsync().AsTask());
+            }
+
+            others.Should().OnlyContain(t => !t.IsCompleted, "no commit can finish while the first one's write is held");
+        }
+        finally
+        {
+            device.Release();
         }
 
-        others.Should().OnlyContain(t => !t.IsCompleted, "no commit can finish while the first one's write is held");
-        device.Release();
         await Task.WhenAll(others.Append(first)).WaitAsync(TimeSpan.FromSeconds(30));
 
         wal.CommitRounds.Should().BeInRange(2, 3, "199 callers that arrived during one commit share the next");
@@ -304,14 +311,19 @@ public sealed class WriteAheadLogTests : IDisposable
         return at;
     }
 
-    /// <summary>Passes I/O through, except that while held a write waits (on the writer's thread) until released.</summary>
+    /// <summary>Passes I/O through, except that the first write after <see cref="Hold"/> waits (on the writer's thread) until released.</summary>
     private sealed class HeldWriteDevice(IDevice inner) : StorageDeviceBase(inner.FileName, inner.SectorSize, inner.Capacity)
     {
         private readonly ManualResetEventSlim _released = new(initialState: true);
+        private int _holdNext;
 
         public SemaphoreSlim Held { get; } = new(0);
 
-        public void Hold() => _released.Reset();
+        public void Hold()
+        {
+            _released.Reset();
+            Volatile.Write(ref _holdNext, 1);
+        }
 
         public void Release() => _released.Set();
 
@@ -323,7 +335,7 @@ public sealed class WriteAheadLogTests : IDisposable
 
         public override void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context)
         {
-            if (!_released.IsSet)
+            if (Interlocked.Exchange(ref _holdNext, 0) == 1)
             {
                 Held.Release();
                 _released.Wait(TimeSpan.FromSeconds(60));
