@@ -221,13 +221,18 @@ public sealed partial class WriteAheadLog : IAsyncDisposable, IDisposable
             // when the call returns, before FASTER's own commit completion has gone through the thread pool, which is
             // only waited for when the write ran elsewhere (another thread held the log's epoch) or nothing was left
             // to commit.
-            if (_log.CommitStrongly(out var commitTail, out var commitNum) && _log.FlushedUntilAddress >= commitTail)
+            if (!_log.CommitStrongly(out var commitTail, out var commitNum))
+            {
+                // Nothing left to commit: a commit already under way covers the target.
+                await _log.WaitForCommitAsync(target).ConfigureAwait(false);
+            }
+            else if (_log.FlushedUntilAddress >= commitTail)
             {
                 durable = commitTail;
             }
             else
             {
-                await _log.WaitForCommitAsync(commitTail > 0 ? commitTail : target, commitTail > 0 ? commitNum : -1).ConfigureAwait(false);
+                await _log.WaitForCommitAsync(commitTail, commitNum).ConfigureAwait(false);
             }
 
             Interlocked.Increment(ref _commitRounds);
