@@ -35,6 +35,9 @@ internal static class DataLogCheck
     private const int LengthMask = 0x3FFF_FFFF;
     private const int HeaderLength = 8;
 
+    /// <summary>Whether any log checkpoint listed under <paramref name="checkpointDir"/> has metadata that reads.</summary>
+    public static bool HasReadableCheckpoint(string checkpointDir) => LatestCheckpoints(checkpointDir, []) is not null;
+
     public static CheckedLog Read(string checkpointDir, string dataFilePrefix, int pageBits, int segmentBits, ILogRecordSink? sink)
     {
         var skipped = new List<string>();

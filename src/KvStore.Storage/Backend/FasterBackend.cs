@@ -27,6 +27,9 @@ internal sealed unsafe class FasterBackend : IDisposable
     public const int ChecksumLength = sizeof(uint);
     private const int StackCopyLimit = 1024;
 
+    // FasterKV's directory of log checkpoints (one per token) under the checkpoint directory.
+    private const string LogCheckpointsDirectory = "cpr-checkpoints";
+
     private readonly FasterKV<SpanByte, SpanByte> _kv;
     private readonly IDevice _device;
     private readonly string _checkpointDir;
@@ -41,14 +44,21 @@ internal sealed unsafe class FasterBackend : IDisposable
     /// <param name="recoverySink">Receives every record of the recovered checkpoint's log, in log order, as it is checked (the open's one read of the log); null when nothing needs them.</param>
     /// <param name="wrapLogDevice">Tests only: wraps the log device (power-cut simulation); null in the server.</param>
     /// <param name="wrapCheckpointDevice">Tests only: wraps each checkpoint file's device (power-cut simulation); null in the server.</param>
+    /// <param name="logHoldsEveryWrite">The caller's log can replay every write since the store was created (<see cref="Mvcc.MvccStoreOptions.LogHoldsEveryWrite"/>).</param>
     public FasterBackend(string dataDirectory, long indexBuckets, int memoryBits, int pageBits, int segmentBits, ILogger logger,
-        ILogRecordSink? recoverySink = null, Func<IDevice, IDevice>? wrapLogDevice = null, Func<IDevice, IDevice>? wrapCheckpointDevice = null)
+        ILogRecordSink? recoverySink = null, Func<IDevice, IDevice>? wrapLogDevice = null, Func<IDevice, IDevice>? wrapCheckpointDevice = null,
+        bool logHoldsEveryWrite = false)
     {
         _checkpointDir = Path.Combine(dataDirectory, "checkpoints");
         _segmentBits = segmentBits;
         _pageBits = pageBits;
         CheckOrWriteFormat(dataDirectory);
         DurableDirectory.Create(_checkpointDir);
+        if (logHoldsEveryWrite)
+        {
+            DropUnfinishedFirstCheckpoint(logger);
+        }
+
         _device = new PacedRemovalDevice(Devices.CreateLogDevice(Path.Combine(dataDirectory, "kv.log"), preallocateFile: false, deleteOnClose: false));
         if (wrapLogDevice is not null)
         {
@@ -212,10 +222,35 @@ internal sealed unsafe class FasterBackend : IDisposable
         return value;
     }
 
+    /// <summary>
+    /// A crash during the store's first checkpoint leaves checkpoint directories none of whose log metadata reads.
+    /// Nothing durable depends on them (the caller's log still holds every write), so they go, and the store opens
+    /// empty as if that checkpoint had never started; FasterKV then writes its log from the start again.
+    /// </summary>
+    private void DropUnfinishedFirstCheckpoint(ILogger logger)
+    {
+        var logCheckpoints = Path.Combine(_checkpointDir, LogCheckpointsDirectory);
+        if (!Directory.Exists(logCheckpoints) || !Directory.EnumerateFileSystemEntries(logCheckpoints).Any()
+            || DataLogCheck.HasReadableCheckpoint(_checkpointDir))
+        {
+            return;
+        }
+
+        logger.LogWarning(
+            "FasterKV checkpoint in {Dir} never finished (a crash during the store's first checkpoint): dropping it; the store opens empty and the write-ahead log replays every write",
+            _checkpointDir);
+        foreach (var directory in Directory.EnumerateDirectories(_checkpointDir))
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+
+        DurableDirectory.Sync(_checkpointDir);
+    }
+
     private bool TryRecover(ILogger logger, ILogRecordSink? sink)
     {
-        var hasCheckpoint = Directory.Exists(Path.Combine(_checkpointDir, "cpr-checkpoints"))
-            && Directory.EnumerateFileSystemEntries(Path.Combine(_checkpointDir, "cpr-checkpoints")).Any();
+        var hasCheckpoint = Directory.Exists(Path.Combine(_checkpointDir, LogCheckpointsDirectory))
+            && Directory.EnumerateFileSystemEntries(Path.Combine(_checkpointDir, LogCheckpointsDirectory)).Any();
         if (!hasCheckpoint)
         {
             return false;

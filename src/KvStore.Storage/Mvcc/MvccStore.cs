@@ -61,7 +61,7 @@ public sealed partial class MvccStore : IMvccReader, IDisposable
         _dataDirectory = Path.GetFullPath(options.DataDirectory);
         DurableDirectory.Create(_dataDirectory);
         _recovered = new RecoveredRecords();
-        _backend = new FasterBackend(_dataDirectory, options.IndexBuckets, options.MemorySizeBits, options.PageSizeBits, options.SegmentSizeBits, logger, _recovered, options.WrapLogDevice, options.WrapCheckpointDevice);
+        _backend = new FasterBackend(_dataDirectory, options.IndexBuckets, options.MemorySizeBits, options.PageSizeBits, options.SegmentSizeBits, logger, _recovered, options.WrapLogDevice, options.WrapCheckpointDevice, options.LogHoldsEveryWrite);
         _writerSession = _backend.NewSession();
         _logCompactionMinBytes = options.LogCompactionMinBytes;
     }

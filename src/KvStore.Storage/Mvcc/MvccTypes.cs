@@ -94,6 +94,14 @@ public sealed class MvccStoreOptions
     /// </summary>
     public long LogCompactionMinBytes { get; init; } = 16L << 20;
 
+    /// <summary>
+    /// Set when the caller's write-ahead log still holds every write made since this store was created (it has never
+    /// been truncated behind a checkpoint). A store whose checkpoints all lack readable metadata (a crash during its
+    /// first checkpoint) then drops them and opens empty at index 0 for that log to replay; without it, such a store
+    /// refuses to open, since the writes the checkpoint was taking may exist nowhere else.
+    /// </summary>
+    public bool LogHoldsEveryWrite { get; init; }
+
     /// <summary>Tests only: wraps the FasterKV log device (power-cut simulation); null in the server.</summary>
     internal Func<FASTER.core.IDevice, FASTER.core.IDevice>? WrapLogDevice { get; init; }
 
