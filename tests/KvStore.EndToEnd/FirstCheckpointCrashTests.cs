@@ -53,5 +53,33 @@ public sealed class FirstCheckpointCrashTests(ITestOutputHelper output) : IDispo
         (await again.GetRangeAsync("/first/", deadline: DateTime.UtcNow + CallTimeout)).Kvs.Should().HaveCount(Keys);
     }
 
+    [Fact]
+    public async Task After_a_finished_checkpoint_unreadable_checkpoint_metadata_stops_the_start_naming_the_file()
+    {
+        await _server.StartAsync();
+        using (var client = new EtcdClient(_server.ClientUrl))
+        {
+            await client.PutAsync("/checkpointed/a", "1", deadline: DateTime.UtcNow + CallTimeout);
+        }
+
+        // A graceful stop checkpoints the store and truncates the WAL behind it: the WAL no longer holds every
+        // write, so a checkpoint whose metadata cannot be read must not be dropped.
+        (await _server.TerminateAsync(TimeSpan.FromSeconds(30))).Should().Be(0);
+        var metadata = Directory.GetFiles(Path.Combine(_server.DataDir, "member", "kv", "checkpoints", "cpr-checkpoints"), "info.dat*", SearchOption.AllDirectories);
+        metadata.Should().NotBeEmpty();
+        foreach (var file in metadata)
+        {
+            await File.WriteAllBytesAsync(file, []);
+        }
+
+        var logBefore = _server.LogLineCount;
+        _server.StartProcess("existing");
+        (await _server.WaitExitAsync(ServerProcess.StartTimeout)).Should().Be(1);
+        var log = _server.LogSince(logBefore);
+        output.WriteLine(log);
+        log.Should().Contain("has readable metadata").And.Contain("info.dat").And.NotContain("Unhandled exception");
+        metadata.Should().OnlyContain(file => File.Exists(file), "nothing is dropped");
+    }
+
     public void Dispose() => _server.Dispose();
 }

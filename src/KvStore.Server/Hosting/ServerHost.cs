@@ -115,8 +115,9 @@ public static class ServerHost
                 new MvccStoreOptions { DataDirectory = Path.Combine(memberDir, "kv"), LogHoldsEveryWrite = walHoldsEveryWrite },
                 loggerFactory.CreateLogger("kvstore.mvcc"));
         }
-        catch (WalCorruptException e)
+        catch (Exception e) when (e is WalCorruptException or InvalidDataException)
         {
+            // A damaged WAL or store: the message names the file; the member stops instead of serving from it.
             Log.Fatal(logger, e);
             await Console.Error.WriteLineAsync(e.Message);
             return 1;
