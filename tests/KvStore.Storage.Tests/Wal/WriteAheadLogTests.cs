@@ -88,6 +88,38 @@ public sealed class WriteAheadLogTests : IDisposable
     }
 
     [Fact]
+    public async Task After_a_failed_write_every_later_sync_fails_instead_of_waiting()
+    {
+        // FasterLog never counts anything past a failed write as flushed, so no later commit can complete: each later
+        // sync must fail, although its own write would reach the disk, rather than wait for a commit that never comes.
+        FailingWriteDevice? device = null;
+        var wal = WriteAheadLog.Open(WalDir, NullLogger.Instance, inner => device = new FailingWriteDevice(inner));
+        try
+        {
+            wal.Append(Entry(1, 1, "v1"));
+            await wal.SyncAsync();
+
+            device!.FailNext();
+            wal.Append(Entry(2, 1, "v2"));
+            var failed = () => wal.SyncAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+            await failed.Should().ThrowAsync<CommitFailureException>("the failed write fails its sync");
+
+            for (var i = 3; i <= 5; i++)
+            {
+                wal.Append(Entry((ulong)i, 1, $"v{i}"));
+                var later = () => wal.SyncAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+                await later.Should().ThrowAsync<CommitFailureException>("sync {0} comes after a write the log lost", i);
+            }
+        }
+        finally
+        {
+            // Closing commits once more, which fails the same way; the log is closed all the same.
+            var close = () => wal.DisposeAsync().AsTask();
+            await close.Should().ThrowAsync<CommitFailureException>();
+        }
+    }
+
+    [Fact]
     public async Task Concurrent_sync_callers_share_commits()
     {
         // The first commit's write is held until every other caller has appended and is waiting: they all arrive
@@ -312,6 +344,39 @@ public sealed class WriteAheadLogTests : IDisposable
     }
 
     /// <summary>Passes I/O through, except that the first write after <see cref="Hold"/> waits (on the writer's thread) until released.</summary>
+    /// <summary>Fails the next write it is told to (EIO, nothing written), passes every other one.</summary>
+    private sealed class FailingWriteDevice(IDevice inner) : StorageDeviceBase(inner.FileName, inner.SectorSize, inner.Capacity)
+    {
+        private int _failNext;
+
+        public void FailNext() => Volatile.Write(ref _failNext, 1);
+
+        public override void Initialize(long segmentSize, LightEpoch? epoch = null, bool omitSegmentIdFromFilename = false)
+        {
+            base.Initialize(segmentSize, epoch, omitSegmentIdFromFilename);
+            inner.Initialize(segmentSize, epoch, omitSegmentIdFromFilename);
+        }
+
+        public override void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context)
+        {
+            if (Interlocked.Exchange(ref _failNext, 0) == 1)
+            {
+                callback(5, 0, context);
+                return;
+            }
+
+            inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, callback, context);
+        }
+
+        public override void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength, DeviceIOCompletionCallback callback, object context) =>
+            inner.ReadAsync(segmentId, sourceAddress, destinationAddress, readLength, callback, context);
+
+        public override void RemoveSegmentAsync(int segment, AsyncCallback callback, IAsyncResult result) =>
+            inner.RemoveSegmentAsync(segment, callback, result);
+
+        public override void Dispose() => inner.Dispose();
+    }
+
     private sealed class HeldWriteDevice(IDevice inner) : StorageDeviceBase(inner.FileName, inner.SectorSize, inner.Capacity)
     {
         private readonly ManualResetEventSlim _released = new(initialState: true);
