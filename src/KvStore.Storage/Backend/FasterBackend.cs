@@ -34,6 +34,7 @@ internal sealed unsafe class FasterBackend : IDisposable
     private readonly IDevice _device;
     private readonly string _checkpointDir;
     private readonly DeviceLogCommitCheckpointManager _checkpoints; // FasterKV does not dispose a manager it is given
+    private readonly CheckpointFiles.Writes _checkpointWrites = new();
     private readonly SpanByteFunctions<Empty> _functions = new AppendOnlyFunctions();
     private readonly int _segmentBits;
     private readonly int _pageBits;
@@ -65,7 +66,7 @@ internal sealed unsafe class FasterBackend : IDisposable
             _device = wrapLogDevice(_device);
         }
 
-        _checkpoints = CheckpointFiles.OpenManager(_checkpointDir, wrapCheckpointDevice);
+        _checkpoints = CheckpointFiles.OpenManager(_checkpointDir, _checkpointWrites, wrapCheckpointDevice);
         var settings = new FasterKVSettings<SpanByte, SpanByte>
         {
             IndexSize = indexBuckets * 64,
@@ -529,6 +530,12 @@ internal sealed unsafe class FasterBackend : IDisposable
     /// </summary>
     private void SyncNewNames()
     {
+        if (_checkpointWrites.Failure is { } failure)
+        {
+            // Not a checkpoint: its files may not read back. The previous one is kept (and the caller's log with it).
+            throw new IOException($"FasterKV checkpoint into '{_checkpointDir}' failed: {failure.Message}", failure);
+        }
+
         IndexChecksums.RecordMissing(_checkpointDir);
         DurableDirectory.SyncTree(_checkpointDir);
         DurableDirectory.Sync(Path.GetDirectoryName(_checkpointDir)!);
