@@ -7,7 +7,7 @@ namespace KvStore.Testing;
 /// applied to the unflushed writes of each. Devices wrapped after the cut (a checkpoint opening its next file) are
 /// cut from the start.
 /// </summary>
-public sealed class PowerDomain
+internal sealed class PowerDomain
 {
     private readonly object _lock = new();
     private readonly List<PowerLossDevice> _devices = [];

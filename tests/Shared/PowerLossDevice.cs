@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using FASTER.core;
+using KvStore.Storage.Backend;
 
 namespace KvStore.Testing;
 
@@ -11,9 +12,8 @@ namespace KvStore.Testing;
 /// <see cref="ApplyLoss"/> rewrites the files so that, sector by sector, each of those writes reached the disk, or
 /// an earlier one of them, or none: an arbitrary subset dropped or torn at sector granularity.
 /// </summary>
-public sealed class PowerLossDevice : StorageDeviceBase
+internal sealed class PowerLossDevice : ForwardingDevice
 {
-    private readonly IDevice _inner;
     private readonly Action? _writeAfterCut;
     private readonly object _lock = new();
 
@@ -30,9 +30,8 @@ public sealed class PowerLossDevice : StorageDeviceBase
 
     /// <param name="writeAfterCut">Called when the owner issues a write after a freezing cut (it never completes): the abandoned owner went on.</param>
     public PowerLossDevice(IDevice inner, Action? writeAfterCut = null)
-        : base(inner.FileName, inner.SectorSize, inner.Capacity)
+        : base(inner)
     {
-        _inner = inner;
         _writeAfterCut = writeAfterCut;
         _drained.SetResult();
     }
@@ -58,12 +57,6 @@ public sealed class PowerLossDevice : StorageDeviceBase
                 return _inFlight.Count;
             }
         }
-    }
-
-    public override void Initialize(long segmentSize, LightEpoch? epoch = null, bool omitSegmentIdFromFilename = false)
-    {
-        base.Initialize(segmentSize, epoch, omitSegmentIdFromFilename);
-        _inner.Initialize(segmentSize, epoch, omitSegmentIdFromFilename);
     }
 
     /// <summary>From now on nothing more reaches the disk; in-flight writes fail.</summary>
@@ -166,7 +159,7 @@ public sealed class PowerLossDevice : StorageDeviceBase
             return;
         }
 
-        _inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, (error, bytes, ctx) =>
+        Inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, (error, bytes, ctx) =>
         {
             bool report;
             bool silent;
@@ -224,18 +217,6 @@ public sealed class PowerLossDevice : StorageDeviceBase
             callback(0, bytes, context);
         }
     }
-
-    public override void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength, DeviceIOCompletionCallback callback, object context) =>
-        _inner.ReadAsync(segmentId, sourceAddress, destinationAddress, readLength, callback, context);
-
-    public override void RemoveSegmentAsync(int segment, AsyncCallback callback, IAsyncResult result) =>
-        _inner.RemoveSegmentAsync(segment, callback, result);
-
-    public override long GetFileSize(int segment) => _inner.GetFileSize(segment);
-
-    public override bool TryComplete() => _inner.TryComplete();
-
-    public override void Dispose() => _inner.Dispose();
 
     private string SegmentFile(int segment) => $"{FileName}.{segment}";
 

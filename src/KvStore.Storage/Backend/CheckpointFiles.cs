@@ -75,16 +75,10 @@ internal static class CheckpointFiles
         public IEnumerable<FileDescriptor> ListContents(string path) => inner.ListContents(path);
     }
 
-    private sealed class WriteErrorRecordingDevice(IDevice inner, Writes writes) : StorageDeviceBase(inner.FileName, inner.SectorSize, inner.Capacity)
+    private sealed class WriteErrorRecordingDevice(IDevice inner, Writes writes) : ForwardingDevice(inner)
     {
-        public override void Initialize(long segmentSize, LightEpoch? epoch = null, bool omitSegmentIdFromFilename = false)
-        {
-            base.Initialize(segmentSize, epoch, omitSegmentIdFromFilename);
-            inner.Initialize(segmentSize, epoch, omitSegmentIdFromFilename);
-        }
-
         public override void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context) =>
-            inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, (errorCode, numBytes, ctx) =>
+            Inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, (errorCode, numBytes, ctx) =>
             {
                 if (errorCode != 0)
                 {
@@ -93,17 +87,5 @@ internal static class CheckpointFiles
 
                 callback(errorCode, numBytes, ctx);
             }, context);
-
-        public override void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength, DeviceIOCompletionCallback callback, object context) =>
-            inner.ReadAsync(segmentId, sourceAddress, destinationAddress, readLength, callback, context);
-
-        public override void RemoveSegmentAsync(int segment, AsyncCallback callback, IAsyncResult result) =>
-            inner.RemoveSegmentAsync(segment, callback, result);
-
-        public override long GetFileSize(int segment) => inner.GetFileSize(segment);
-
-        public override bool TryComplete() => inner.TryComplete();
-
-        public override void Dispose() => inner.Dispose();
     }
 }

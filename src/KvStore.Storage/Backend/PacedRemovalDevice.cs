@@ -17,7 +17,7 @@ namespace KvStore.Storage.Backend;
 /// never leaves a shortened file under a segment's name for a recovery scan of the segment files to read as a damaged
 /// log; a crash's leftover <c>.removed</c> files are deleted when the device opens.
 /// </remarks>
-internal sealed class PacedRemovalDevice : StorageDeviceBase
+internal sealed class PacedRemovalDevice : ForwardingDevice
 {
     public const string RemovedSuffix = ".removed";
 
@@ -25,13 +25,11 @@ internal sealed class PacedRemovalDevice : StorageDeviceBase
     private const long DefaultStepBytes = 8L << 20;
     private static readonly TimeSpan DefaultPause = TimeSpan.FromMilliseconds(20);
 
-    private readonly IDevice _inner;
     private readonly long _stepBytes;
     private readonly TimeSpan _pause;
     private readonly object _lock = new();
     private readonly CancellationTokenSource _disposing = new();
     private Task _removals = Task.CompletedTask; // one file at a time, in the order FASTER asked
-    private int _disposed;
 
     public PacedRemovalDevice(IDevice inner)
         : this(inner, DefaultStepBytes, DefaultPause)
@@ -39,9 +37,8 @@ internal sealed class PacedRemovalDevice : StorageDeviceBase
     }
 
     public PacedRemovalDevice(IDevice inner, long stepBytes, TimeSpan pause)
-        : base(inner.FileName, inner.SectorSize, inner.Capacity)
+        : base(inner)
     {
-        _inner = inner;
         _stepBytes = stepBytes;
         _pause = pause;
         var directory = Path.GetDirectoryName(Path.GetFullPath(FileName))!;
@@ -53,18 +50,6 @@ internal sealed class PacedRemovalDevice : StorageDeviceBase
             }
         }
     }
-
-    public override void Initialize(long segmentSize, LightEpoch? epoch = null, bool omitSegmentIdFromFilename = false)
-    {
-        base.Initialize(segmentSize, epoch, omitSegmentIdFromFilename);
-        _inner.Initialize(segmentSize, epoch, omitSegmentIdFromFilename);
-    }
-
-    public override void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context) =>
-        _inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, callback, context);
-
-    public override void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength, DeviceIOCompletionCallback callback, object context) =>
-        _inner.ReadAsync(segmentId, sourceAddress, destinationAddress, readLength, callback, context);
 
     public override void RemoveSegmentAsync(int segment, AsyncCallback callback, IAsyncResult result)
     {
@@ -78,18 +63,9 @@ internal sealed class PacedRemovalDevice : StorageDeviceBase
         }
     }
 
-    public override long GetFileSize(int segment) => _inner.GetFileSize(segment);
-
-    public override bool TryComplete() => _inner.TryComplete();
-
     /// <summary>Finishes the removals FASTER asked for, without pauses, so no obsolete file outlives the device.</summary>
-    public override void Dispose()
+    protected override void OnDisposing()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0)
-        {
-            return;
-        }
-
         _disposing.Cancel();
         Task pending;
         lock (_lock)
@@ -98,7 +74,6 @@ internal sealed class PacedRemovalDevice : StorageDeviceBase
         }
 
         pending.GetAwaiter().GetResult();
-        _inner.Dispose();
         _disposing.Dispose();
     }
 
@@ -119,7 +94,7 @@ internal sealed class PacedRemovalDevice : StorageDeviceBase
         }
 
         // Closes the wrapped device's handles on the segment; its delete of the old name finds nothing left.
-        _inner.RemoveSegmentAsync(segment, callback, result);
+        Inner.RemoveSegmentAsync(segment, callback, result);
         if (!renamed)
         {
             return;

@@ -1,5 +1,6 @@
 using System.Text;
 using FASTER.core;
+using KvStore.Storage.Backend;
 using KvStore.Storage.Wal;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -345,17 +346,11 @@ public sealed class WriteAheadLogTests : IDisposable
 
     /// <summary>Passes I/O through, except that the first write after <see cref="Hold"/> waits (on the writer's thread) until released.</summary>
     /// <summary>Fails the next write it is told to (EIO, nothing written), passes every other one.</summary>
-    private sealed class FailingWriteDevice(IDevice inner) : StorageDeviceBase(inner.FileName, inner.SectorSize, inner.Capacity)
+    private sealed class FailingWriteDevice(IDevice inner) : ForwardingDevice(inner)
     {
         private int _failNext;
 
         public void FailNext() => Volatile.Write(ref _failNext, 1);
-
-        public override void Initialize(long segmentSize, LightEpoch? epoch = null, bool omitSegmentIdFromFilename = false)
-        {
-            base.Initialize(segmentSize, epoch, omitSegmentIdFromFilename);
-            inner.Initialize(segmentSize, epoch, omitSegmentIdFromFilename);
-        }
 
         public override void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context)
         {
@@ -365,19 +360,11 @@ public sealed class WriteAheadLogTests : IDisposable
                 return;
             }
 
-            inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, callback, context);
+            Inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, callback, context);
         }
-
-        public override void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength, DeviceIOCompletionCallback callback, object context) =>
-            inner.ReadAsync(segmentId, sourceAddress, destinationAddress, readLength, callback, context);
-
-        public override void RemoveSegmentAsync(int segment, AsyncCallback callback, IAsyncResult result) =>
-            inner.RemoveSegmentAsync(segment, callback, result);
-
-        public override void Dispose() => inner.Dispose();
     }
 
-    private sealed class HeldWriteDevice(IDevice inner) : StorageDeviceBase(inner.FileName, inner.SectorSize, inner.Capacity)
+    private sealed class HeldWriteDevice(IDevice inner) : ForwardingDevice(inner)
     {
         private readonly ManualResetEventSlim _released = new(initialState: true);
         private int _holdNext;
@@ -392,12 +379,6 @@ public sealed class WriteAheadLogTests : IDisposable
 
         public void Release() => _released.Set();
 
-        public override void Initialize(long segmentSize, LightEpoch? epoch = null, bool omitSegmentIdFromFilename = false)
-        {
-            base.Initialize(segmentSize, epoch, omitSegmentIdFromFilename);
-            inner.Initialize(segmentSize, epoch, omitSegmentIdFromFilename);
-        }
-
         public override void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context)
         {
             if (Interlocked.Exchange(ref _holdNext, 0) == 1)
@@ -406,19 +387,9 @@ public sealed class WriteAheadLogTests : IDisposable
                 _released.Wait(TimeSpan.FromSeconds(60));
             }
 
-            inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, callback, context);
+            Inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, callback, context);
         }
 
-        public override void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength, DeviceIOCompletionCallback callback, object context) =>
-            inner.ReadAsync(segmentId, sourceAddress, destinationAddress, readLength, callback, context);
-
-        public override void RemoveSegmentAsync(int segment, AsyncCallback callback, IAsyncResult result) =>
-            inner.RemoveSegmentAsync(segment, callback, result);
-
-        public override void Dispose()
-        {
-            inner.Dispose();
-            _released.Dispose();
-        }
+        protected override void OnDisposing() => _released.Dispose();
     }
 }
