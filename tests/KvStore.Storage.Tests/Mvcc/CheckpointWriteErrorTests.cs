@@ -7,7 +7,7 @@ namespace KvStore.Storage.Tests.Mvcc;
 /// <summary>
 /// A checkpoint whose files cannot be written (EIO, a full disk). FasterKV ignores the outcome of its metadata writes
 /// and deletes the previous checkpoint once the new metadata is "written"; the store must refuse the checkpoint
-/// instead, and keep the previous one, which recovery then finds.
+/// instead, and keep the previous one, so that recovery finds a whole state.
 /// </summary>
 public sealed class CheckpointWriteErrorTests : IDisposable
 {
@@ -77,7 +77,10 @@ public sealed class CheckpointWriteErrorTests : IDisposable
         using var reopened = MvccStore.Open(
             new MvccStoreOptions { DataDirectory = image, MemorySizeBits = 20, PageSizeBits = 12, SegmentSizeBits = 20, IndexBuckets = 1 << 8 },
             NullLogger.Instance);
-        reopened.ConsistentIndex.Should().Be(20, "the checkpoint before the failed one is kept and recovered");
-        CheckpointDamageSweepTests.Describe(reopened).Should().Equal(CheckpointDamageSweepTests.Expected(20));
+        // With the log checkpoint's metadata lost, only the previous checkpoint reads. With the index checkpoint's
+        // files lost, FasterKV may pair the new log checkpoint with the previous index and replay the log between.
+        var index = (int)reopened.ConsistentIndex;
+        index.Should().BeOneOf(failingDirectory == "cpr-checkpoints" ? [20] : [20, 30], "the checkpoint before the failed one is kept");
+        CheckpointDamageSweepTests.Describe(reopened).Should().Equal(CheckpointDamageSweepTests.Expected(index), "the state at index {0}, whole", index);
     }
 }
