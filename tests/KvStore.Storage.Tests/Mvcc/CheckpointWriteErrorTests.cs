@@ -58,12 +58,7 @@ public sealed class CheckpointWriteErrorTests : IDisposable
             checkpoint.Should().Throw<IOException>().WithMessage($"*{failingDirectory}*failed (error 5)*");
 
             // What a crash now leaves (checked below): recovery must find the previous checkpoint, whole.
-            foreach (var file in Directory.EnumerateFiles(dir, "*", SearchOption.AllDirectories))
-            {
-                var target = Path.Combine(image, Path.GetRelativePath(dir, file));
-                Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-                File.Copy(file, target);
-            }
+            StoreFiles.CopyAsCrashImage(dir, image);
 
             // The store refuses later checkpoints too, even when their writes succeed: it has seen a write lost.
             Volatile.Write(ref failWrites, false);

@@ -81,12 +81,7 @@ public sealed class FirstCheckpointCrashTests : IDisposable
                 }
             }
 
-            foreach (var file in Directory.EnumerateFiles(dir, "*", SearchOption.AllDirectories))
-            {
-                var target = Path.Combine(image, Path.GetRelativePath(dir, file));
-                Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-                File.Copy(file, target);
-            }
+            StoreFiles.CopyAsCrashImage(dir, image);
         }
 
         var unfinished = Path.Combine(image, "checkpoints", "cpr-checkpoints", Guid.NewGuid().ToString());
