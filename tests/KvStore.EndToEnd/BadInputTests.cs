@@ -102,6 +102,35 @@ public sealed class BadInputTests(BadInputServerFixture fixture, ITestOutputHelp
     }
 
     [Fact]
+    public async Task A_connection_reset_before_its_first_byte_is_closed_without_an_error_log()
+    {
+        foreach (var (port, name) in new[] { (ClientPort, "client"), (PeerPort, "peer") })
+        {
+            using (var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+            {
+                using var timeout = new CancellationTokenSource(Bound);
+                await socket.ConnectAsync(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, port), timeout.Token);
+                socket.LingerState = new LingerOption(true, 0); // close sends RST instead of FIN
+            }
+
+            // A TLS hello on a later connection is logged once it is read; the reset connection, accepted before it,
+            // has been read (and failed) by then.
+            using var tcp = new TcpClient();
+            await tcp.ConnectAsync("127.0.0.1", port);
+            await using var ssl = new SslStream(tcp.GetStream());
+            using var handshakeTimeout = new CancellationTokenSource(Bound);
+            var handshake = () => ssl.AuthenticateAsClientAsync(new SslClientAuthenticationOptions { TargetHost = "127.0.0.1" }, handshakeTimeout.Token);
+            await handshake.Should().ThrowAsync<Exception>();
+            await WaitForLogAsync($"on the plain-text {name} port: closed");
+        }
+
+        await AssertServesAsync();
+        var log = _server.LogSince(_logStart);
+        log.Should().NotContain("EROR", "a client's reset is not a server error");
+        log.Should().NotContain("ConnectionResetException");
+    }
+
+    [Fact]
     public async Task Http11_to_the_grpc_service_is_refused_with_a_status()
     {
         var request = Encoding.ASCII.GetBytes(

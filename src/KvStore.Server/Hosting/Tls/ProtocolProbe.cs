@@ -51,7 +51,11 @@ public sealed class ProtocolProbe(ILogger logger)
         await next(context);
     };
 
-    /// <summary>The first byte without consuming it; null when the client closed first or the server is stopping.</summary>
+    /// <summary>
+    /// The first byte without consuming it; null when the client closed or reset the connection first, or the server is
+    /// stopping. A reset before the first byte (a health checker's or a killed peer's connection) is the client's
+    /// business, not a server error to log.
+    /// </summary>
     private static async Task<byte?> PeekAsync(ConnectionContext context)
     {
         // An idle connection must not hold up a graceful shutdown (Kestrel asks middleware to let go through this token).
@@ -72,6 +76,10 @@ public sealed class ProtocolProbe(ILogger logger)
             return first;
         }
         catch (OperationCanceledException) when (closing.IsCancellationRequested)
+        {
+            return null;
+        }
+        catch (ConnectionResetException)
         {
             return null;
         }
