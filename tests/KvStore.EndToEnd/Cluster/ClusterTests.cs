@@ -166,6 +166,7 @@ public sealed partial class ClusterTests(ITestOutputHelper output)
         var old = await c.WaitLeaderAsync(c.Members, TimeSpan.FromSeconds(15));
         var survivors = c.Members.Where(m => m != old).ToList();
         var before = await TestCluster.PutAsync(survivors[0], "/lk/before", "x", CallTimeout);
+        var oldTerm = (await c.TryStatusAsync(old, CallTimeout))?.RaftTerm ?? throw new InvalidOperationException("the leader did not answer its status");
 
         var sw = Stopwatch.StartNew();
         old.Kill();
@@ -192,8 +193,15 @@ public sealed partial class ClusterTests(ITestOutputHelper output)
 
         output.WriteLine($"old leader {old.Name} ({old.HexId}) SIGKILLed; new leader {newLeader} after {elected?.TotalMilliseconds} ms");
         elected.Should().NotBeNull("a survivor must become leader after the leader's SIGKILL\n{0}", string.Join("\n", seen.TakeLast(20)));
-        elected!.Value.Should().BeLessThan(TimeSpan.FromSeconds(3), "a new leader within 3 s of the SIGKILL (election timeout 1000 ms)");
-        (await c.WaitLeaderAsync(survivors, TimeSpan.FromSeconds(5))).Id.Should().Be(newLeader!.MemberId, "both survivors follow the new leader");
+        // Raft's randomized election timeouts leave a small chance (about 2 % here) that both survivors campaign
+        // within one message round trip: each votes for itself, and the next round comes one more randomized timeout
+        // (1-2 s) later. Only that shows as a term two above the old one (pre-vote keeps a lone candidate from raising
+        // it), and only that gets the one extra round.
+        var rounds = newLeader!.RaftTerm - oldTerm;
+        rounds.Should().BeInRange(1UL, 2UL, "at most one split vote before a leader is elected (old term {0}, new {1})", oldTerm, newLeader.RaftTerm);
+        var bound = TimeSpan.FromSeconds(rounds == 1 ? 3 : 5);
+        elected!.Value.Should().BeLessThan(bound, "a new leader within {0} s of the SIGKILL (election timeout 1000 ms, {1} round(s))", bound.TotalSeconds, rounds);
+        (await c.WaitLeaderAsync(survivors, TimeSpan.FromSeconds(5))).Id.Should().Be(newLeader.MemberId, "both survivors follow the new leader");
 
         // Writes resume through every survivor (bounded retries), and linearizable reads through both see them.
         long last = before;
