@@ -2,6 +2,7 @@ using System.Net;
 using KvStore.Server.Hosting.Http2Authority;
 using KvStore.Server.Hosting.Tls;
 using KvStore.Server.Options;
+using KvStore.Server.Peer;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -107,6 +108,10 @@ public sealed class Listeners
                 {
                     listen.Use(_authority!.Middleware);
                 }
+                else if (kind == PortKind.Peer)
+                {
+                    listen.UsePeerStreams();
+                }
             }
             else if (kind == PortKind.Metrics)
             {
@@ -116,6 +121,7 @@ public sealed class Listeners
             {
                 listen.Protocols = HttpProtocols.Http2;
                 listen.Use(_probe.ExpectPlainText(portName));
+                listen.UsePeerStreams();
             }
             else
             {

@@ -68,4 +68,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 5019, Level = LogLevel.Information, Message = "peer {PeerId:x16} URLs updated to {Urls}")]
     public static partial void PeerUpdated(ILogger logger, ulong peerId, string urls);
+
+    [LoggerMessage(EventId = 5020, Level = LogLevel.Information, Message = "peer {PeerId:x16} at {Url} does not accept the framed stream (a member of an earlier version); using the gRPC stream")]
+    public static partial void FramedStreamUnsupported(ILogger logger, ulong peerId, Uri url);
 }

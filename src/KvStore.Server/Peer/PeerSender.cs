@@ -10,8 +10,8 @@ namespace KvStore.Server.Peer;
 
 /// <summary>
 /// Everything this member sends to one peer: a bounded queue of messages drained by one loop into one long-lived
-/// <c>RaftPeer.Stream</c> call (reconnecting with exponential backoff), and at most one snapshot transfer at a time on
-/// a connection of its own.
+/// stream (framed, or a <c>RaftPeer.Stream</c> call toward a peer without it; reconnecting with exponential backoff),
+/// and at most one snapshot transfer at a time on a connection of its own.
 /// </summary>
 internal sealed partial class PeerSender : IAsyncDisposable
 {
@@ -286,7 +286,52 @@ internal sealed partial class PeerSender : IAsyncDisposable
         _ => null,
     };
 
+    /// <summary>
+    /// One stream to the peer until it breaks: the framed stream, or the gRPC stream when the peer's listener does not
+    /// know the framed one (a member of an earlier version, during a rolling upgrade). Each attempt asks again, so a
+    /// peer upgraded meanwhile gets the framed stream from its next connection on.
+    /// </summary>
     private async Task StreamAsync(PeerEndpoint endpoint, Action onAcknowledged, CancellationToken cancellationToken)
+    {
+        await using var framed = await PeerStreamConnection.OpenAsync(endpoint.Url, _options, _peerId, cancellationToken);
+        if (framed is null)
+        {
+            Log.FramedStreamUnsupported(_logger, _peerId, endpoint.Url);
+            await GrpcStreamAsync(endpoint, onAcknowledged, cancellationToken);
+            return;
+        }
+
+        if (framed.Refusal is { } refusal)
+        {
+            throw new PeerRefusedException(refusal);
+        }
+
+        _roundTrip?.Observe(framed.HandshakeRoundTrip.TotalSeconds);
+        Acknowledged(endpoint, framed.ClusterId, framed.MemberId, onAcknowledged);
+
+        // The peer sends nothing but pongs: the connection ending, or going silent past the ping interval and the
+        // keep-alive timeout, is how a dead stream shows up even while there is nothing to write.
+        using var broken = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        long pingSentAt = 0;
+        var watch = WatchAsync(
+            framed.ReadPongsAsync(
+                _options.ProbeInterval + _options.KeepAlivePingTimeout,
+                () =>
+                {
+                    var sent = Interlocked.Exchange(ref pingSentAt, 0);
+                    if (sent != 0)
+                    {
+                        _roundTrip?.Observe(System.Diagnostics.Stopwatch.GetElapsedTime(sent).TotalSeconds);
+                    }
+                },
+                broken.Token),
+            broken);
+        var pings = PingAsync(framed, () => Interlocked.Exchange(ref pingSentAt, System.Diagnostics.Stopwatch.GetTimestamp()), broken.Token);
+        await PumpUntilBrokenAsync(framed.WriteAsync, watch, pings, broken, cancellationToken);
+    }
+
+    /// <summary>The stream over gRPC (<c>RaftPeer.Stream</c>), with its acknowledgement and etcd's prober.</summary>
+    private async Task GrpcStreamAsync(PeerEndpoint endpoint, Action onAcknowledged, CancellationToken cancellationToken)
     {
         var client = new RaftPeer.RaftPeerClient(endpoint.Messages(_options));
         var headers = PeerHeaders.Create(_options.ClusterId, _options.LocalMemberId, _peerId);
@@ -304,12 +349,52 @@ internal sealed partial class PeerSender : IAsyncDisposable
         }
 
         _roundTrip?.Observe(System.Diagnostics.Stopwatch.GetElapsedTime(opened).TotalSeconds);
-
         var ack = call.ResponseStream.Current;
-        if (ack.ClusterId != _options.ClusterId || ack.MemberId != _peerId)
+        Acknowledged(endpoint, ack.ClusterId, ack.MemberId, onAcknowledged);
+
+        // The peer sends nothing more: the response stream ending (or failing) is how a dead stream shows up
+        // even while there is nothing to write.
+        using var broken = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var watch = WatchAsync(DrainAsync(call.ResponseStream, broken.Token), broken);
+        var probes = ProbeAsync(client, broken.Token);
+        await PumpUntilBrokenAsync((envelope, token) => new ValueTask(call.RequestStream.WriteAsync(envelope, token)), watch, probes, broken, cancellationToken);
+    }
+
+    /// <summary>
+    /// Pumps the queue into a stream until it breaks (a write fails, or its reader ends and cancels
+    /// <paramref name="broken"/>), waits for its keep-alive to stop, and throws why it ended.
+    /// </summary>
+    private async Task PumpUntilBrokenAsync(
+        Func<RaftEnvelope, CancellationToken, ValueTask> write,
+        Task<Exception?> watch,
+        Task keepAlive,
+        CancellationTokenSource broken,
+        CancellationToken cancellationToken)
+    {
+        try
+        {
+            await PumpAsync(write, broken.Token);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && broken.IsCancellationRequested)
+        {
+            // Fall through: the watcher says why.
+        }
+        finally
+        {
+            await broken.CancelAsync();
+            await keepAlive;
+        }
+
+        throw await watch ?? new IOException("the peer ended the stream");
+    }
+
+    /// <summary>Checks who answered, then marks the stream active (counted, logged, waiters woken).</summary>
+    private void Acknowledged(PeerEndpoint endpoint, ulong clusterId, ulong memberId, Action onAcknowledged)
+    {
+        if (clusterId != _options.ClusterId || memberId != _peerId)
         {
             throw new PeerRefusedException(
-                $"the member at {endpoint.Url} is member {PeerHeaders.Format(ack.MemberId)} of cluster {PeerHeaders.Format(ack.ClusterId)}; " +
+                $"the member at {endpoint.Url} is member {PeerHeaders.Format(memberId)} of cluster {PeerHeaders.Format(clusterId)}; " +
                 $"expected member {PeerHeaders.Format(_peerId)} of cluster {PeerHeaders.Format(_options.ClusterId)}");
         }
 
@@ -319,28 +404,25 @@ internal sealed partial class PeerSender : IAsyncDisposable
         Interlocked.Exchange(ref _connected, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
         _onActive?.Invoke();
         Log.PeerActive(_logger, _peerId, endpoint.Url);
+    }
 
-        // The peer sends nothing more: the response stream ending (or failing) is how a dead stream shows up
-        // even while there is nothing to write.
-        using var broken = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var watch = WatchAsync(call.ResponseStream, broken);
-        var probes = ProbeAsync(client, broken.Token);
+    /// <summary>A ping every <see cref="PeerTransportOptions.ProbeInterval"/>: the keep-alive of a framed stream, and
+    /// (its pong timed) the round-trip sample etcd's prober takes.</summary>
+    private async Task PingAsync(PeerStreamConnection framed, Action onSent, CancellationToken cancellationToken)
+    {
+        using var timer = new PeriodicTimer(_options.ProbeInterval);
         try
         {
-            await PumpAsync(call.RequestStream, broken.Token);
+            while (await timer.WaitForNextTickAsync(cancellationToken))
+            {
+                onSent();
+                await framed.PingAsync(cancellationToken);
+            }
         }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && broken.IsCancellationRequested)
+        catch (Exception e) when (e is OperationCanceledException or IOException or ObjectDisposedException)
         {
-            // Fall through: the watcher says why.
+            // The stream is ending; the watcher or the pump says why.
         }
-        finally
-        {
-            await broken.CancelAsync();
-        }
-
-        await probes;
-        var failure = await watch;
-        throw failure ?? new IOException("the peer ended the stream");
     }
 
     /// <summary>
@@ -378,14 +460,19 @@ internal sealed partial class PeerSender : IAsyncDisposable
         }
     }
 
-    private static async Task<Exception?> WatchAsync(IAsyncStreamReader<PeerAck> responses, CancellationTokenSource broken)
+    private static async Task DrainAsync(IAsyncStreamReader<PeerAck> responses, CancellationToken cancellationToken)
+    {
+        while (await responses.MoveNext(cancellationToken))
+        {
+        }
+    }
+
+    /// <summary>Runs the stream's reader; its end (null when it simply ended) breaks the stream.</summary>
+    private static async Task<Exception?> WatchAsync(Task reading, CancellationTokenSource broken)
     {
         try
         {
-            while (await responses.MoveNext(broken.Token))
-            {
-            }
-
+            await reading;
             return null;
         }
         catch (Exception e)
@@ -398,7 +485,7 @@ internal sealed partial class PeerSender : IAsyncDisposable
         }
     }
 
-    private async Task PumpAsync(IClientStreamWriter<RaftEnvelope> requests, CancellationToken cancellationToken)
+    private async Task PumpAsync(Func<RaftEnvelope, CancellationToken, ValueTask> write, CancellationToken cancellationToken)
     {
         var reader = _queue.Reader;
         while (await reader.WaitToReadAsync(cancellationToken))
@@ -436,7 +523,7 @@ internal sealed partial class PeerSender : IAsyncDisposable
                     Interlocked.Exchange(ref _heartbeatSentAt, System.Diagnostics.Stopwatch.GetTimestamp());
                 }
 
-                await requests.WriteAsync(envelope, cancellationToken);
+                await write(envelope, cancellationToken);
                 _sentBytes?.Inc(size);
             }
         }

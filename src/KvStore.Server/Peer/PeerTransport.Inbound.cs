@@ -17,26 +17,43 @@ public sealed partial class PeerTransport
             || !PeerHeaders.TryGet(headers, PeerHeaders.FromMemberId, out var from)
             || !PeerHeaders.TryGet(headers, PeerHeaders.ToMemberId, out var to))
         {
-            throw Refuse(StatusCode.InvalidArgument, $"rejected peer connection from {context.Peer}: missing member identity headers");
+            var missing = $"rejected peer connection from {context.Peer}: missing member identity headers";
+            Log.RejectedIncoming(_logger, missing);
+            throw new RpcException(new Status(StatusCode.InvalidArgument, missing));
         }
 
-        if (clusterId != Options.ClusterId)
+        if (Refusal(clusterId, from, to) is { } reason)
         {
-            throw Refuse(
-                StatusCode.FailedPrecondition,
-                $"rejected connection from member {PeerHeaders.Format(from)} of cluster {PeerHeaders.Format(clusterId)}; " +
-                $"this member belongs to cluster {PeerHeaders.Format(Options.ClusterId)}");
-        }
-
-        if (to != Options.LocalMemberId)
-        {
-            throw Refuse(
-                StatusCode.FailedPrecondition,
-                $"rejected connection from member {PeerHeaders.Format(from)} meant for member {PeerHeaders.Format(to)}; " +
-                $"this is member {PeerHeaders.Format(Options.LocalMemberId)} of cluster {PeerHeaders.Format(Options.ClusterId)}");
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, reason));
         }
 
         return from;
+    }
+
+    /// <summary>
+    /// Why a caller naming itself member <paramref name="from"/> of cluster <paramref name="clusterId"/>, calling member
+    /// <paramref name="to"/>, is refused (logged), or null when it is accepted.
+    /// </summary>
+    internal string? Refusal(ulong clusterId, ulong from, ulong to)
+    {
+        string? reason = null;
+        if (clusterId != Options.ClusterId)
+        {
+            reason = $"rejected connection from member {PeerHeaders.Format(from)} of cluster {PeerHeaders.Format(clusterId)}; " +
+                $"this member belongs to cluster {PeerHeaders.Format(Options.ClusterId)}";
+        }
+        else if (to != Options.LocalMemberId)
+        {
+            reason = $"rejected connection from member {PeerHeaders.Format(from)} meant for member {PeerHeaders.Format(to)}; " +
+                $"this is member {PeerHeaders.Format(Options.LocalMemberId)} of cluster {PeerHeaders.Format(Options.ClusterId)}";
+        }
+
+        if (reason is not null)
+        {
+            Log.RejectedIncoming(_logger, reason);
+        }
+
+        return reason;
     }
 
     /// <summary>The acknowledgement that opens an accepted stream.</summary>
@@ -168,11 +185,5 @@ public sealed partial class PeerTransport
         catch (UnauthorizedAccessException)
         {
         }
-    }
-
-    private RpcException Refuse(StatusCode code, string reason)
-    {
-        Log.RejectedIncoming(_logger, reason);
-        return new RpcException(new Status(code, reason));
     }
 }

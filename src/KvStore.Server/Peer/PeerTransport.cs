@@ -6,10 +6,12 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace KvStore.Server.Peer;
 
 /// <summary>
-/// Carries Raft messages between this member and its peers over gRPC (protos/kvstore/raft.proto; docs/peer-transport.md).
+/// Carries Raft messages between this member and its peers (docs/peer-transport.md): on a framed stream of their own,
+/// or over gRPC toward a peer without it (protos/kvstore/raft.proto).
 /// Outgoing: <see cref="Send"/> never blocks — each peer has a bounded queue drained by one stream that reconnects with
-/// exponential backoff; snapshots travel on a call and connection of their own. Incoming: <see cref="RaftPeerService"/>
-/// checks the caller's cluster and member IDs and hands messages and snapshots to the <see cref="IPeerTransportHandler"/>.
+/// exponential backoff; snapshots travel on a gRPC call and connection of their own. Incoming: <see cref="AcceptAsync"/>
+/// (framed streams) and <see cref="RaftPeerService"/> (gRPC) check the caller's cluster and member IDs and hand
+/// messages and snapshots to the <see cref="IPeerTransportHandler"/>.
 /// Membership: <see cref="AddPeer"/>, <see cref="UpdatePeer"/>, <see cref="RemovePeer"/>. All members are thread-safe.
 /// </summary>
 public sealed partial class PeerTransport : IAsyncDisposable

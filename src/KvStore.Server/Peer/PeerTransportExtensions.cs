@@ -3,6 +3,7 @@ using Grpc.AspNetCore.Server;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -38,6 +39,17 @@ public static class PeerTransportExtensions
         });
         services.AddHostedService<PeerTransportLifetime>();
         return services;
+    }
+
+    /// <summary>
+    /// Serves the framed peer stream on a peer listener (add it after <c>UseHttps</c> on a TLS listener): a connection
+    /// that opens with the stream's preface is handed to the <see cref="PeerTransport"/>, any other goes on to HTTP/2.
+    /// </summary>
+    public static ListenOptions UsePeerStreams(this ListenOptions listen)
+    {
+        ArgumentNullException.ThrowIfNull(listen);
+        listen.Use(next => context => listen.ApplicationServices.GetRequiredService<PeerTransport>().AcceptAsync(context, next));
+        return listen;
     }
 
     /// <summary>

@@ -154,7 +154,8 @@ internal sealed class PeerHost : IAsyncDisposable
         ulong clusterId = 0xC1,
         int port = 0,
         Func<PeerTransportOptions, PeerTransportOptions>? configure = null,
-        bool withOtherListener = false)
+        bool withOtherListener = false,
+        bool framedStreams = true)
     {
         var handler = new RecordingHandler();
         var logs = new CapturingLoggerProvider();
@@ -164,7 +165,14 @@ internal sealed class PeerHost : IAsyncDisposable
         builder.Logging.SetMinimumLevel(LogLevel.Information);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
-            kestrel.Listen(IPAddress.Loopback, port, listen => listen.Protocols = HttpProtocols.Http2);
+            kestrel.Listen(IPAddress.Loopback, port, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http2;
+                if (framedStreams)
+                {
+                    listen.UsePeerStreams();
+                }
+            });
             if (withOtherListener)
             {
                 kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Protocols = HttpProtocols.Http2);
