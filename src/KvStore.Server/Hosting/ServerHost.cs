@@ -108,11 +108,8 @@ public static class ServerHost
         {
             var walDir = options.WalDir.Length > 0 ? options.WalDir : Path.Combine(memberDir, "wal");
             wal = WriteAheadLog.Open(walDir, loggerFactory.CreateLogger("kvstore.wal"));
-            // Until the first snapshot the WAL starts at entry 1: every write the store holds can be replayed from it.
-            var replay = wal.Replay();
-            var walHoldsEveryWrite = replay.Snapshot is null && replay.Entries.Count > 0 && replay.Entries[0].Index == 1;
             store = MvccStore.Open(
-                new MvccStoreOptions { DataDirectory = Path.Combine(memberDir, "kv"), LogHoldsEveryWrite = walHoldsEveryWrite },
+                new MvccStoreOptions { DataDirectory = Path.Combine(memberDir, "kv"), LogHoldsEveryWrite = wal.Replay().HoldsEveryEntry },
                 loggerFactory.CreateLogger("kvstore.mvcc"));
         }
         catch (Exception e) when (e is WalCorruptException or InvalidDataException)

@@ -57,4 +57,11 @@ public sealed class WalReplay
 
     /// <summary>Entries after the last snapshot marker, ascending and contiguous by index.</summary>
     public IReadOnlyList<WalEntry> Entries { get; init; } = [];
+
+    /// <summary>
+    /// Whether the log holds every entry from the first on: no snapshot marker yet, and entries from index 1. Until the
+    /// first snapshot, then, every write a store built from this log holds can be replayed from it
+    /// (<see cref="Mvcc.MvccStoreOptions.LogHoldsEveryWrite"/>).
+    /// </summary>
+    public bool HoldsEveryEntry => Snapshot is null && Entries.Count > 0 && Entries[0].Index == 1;
 }

@@ -126,7 +126,14 @@ internal sealed class ClusterMemberHost : IAsyncDisposable
 
         Directory.CreateDirectory(dataDir);
         var wal = WriteAheadLog.Open(Path.Combine(dataDir, "wal"), NullLogger.Instance);
-        var storeOptions = new MvccStoreOptions { DataDirectory = Path.Combine(dataDir, "kv"), MemorySizeBits = 22, PageSizeBits = 16, IndexBuckets = 1 << 12 };
+        var storeOptions = new MvccStoreOptions
+        {
+            DataDirectory = Path.Combine(dataDir, "kv"),
+            MemorySizeBits = 22,
+            PageSizeBits = 16,
+            IndexBuckets = 1 << 12,
+            LogHoldsEveryWrite = wal.Replay().HoldsEveryEntry,
+        };
         var store = MvccStore.Open(storeOptions, NullLogger.Instance);
         var raftLog = RaftLogStore.Open(wal, NullLogger.Instance);
         var nodeState = new NodeState();

@@ -85,6 +85,7 @@ internal sealed class FullServer : IAsyncDisposable
                 IndexBuckets = 1 << 12,
                 WrapLogDevice = storage?.WrapStoreDevice,
                 WrapCheckpointDevice = storage?.WrapStoreCheckpointDevice,
+                LogHoldsEveryWrite = wal.Replay().HoldsEveryEntry,
             },
             NullLogger.Instance);
         var app = ServerHost.Build(options, identity, store, wal, Serilog.Core.Logger.None);

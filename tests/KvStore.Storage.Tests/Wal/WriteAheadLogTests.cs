@@ -61,6 +61,23 @@ public sealed class WriteAheadLogTests : IDisposable
         replay.Snapshot.Should().BeNull();
     }
 
+    [Fact]
+    public async Task The_log_holds_every_entry_until_its_first_snapshot_marker()
+    {
+        Reopen().HoldsEveryEntry.Should().BeFalse("an empty log holds no entry to replay a store's writes from");
+        await WriteAsync(Entry(1, 1, "a"), Entry(2, 1, "b"));
+        Reopen().HoldsEveryEntry.Should().BeTrue();
+        await WriteAsync(new WalSnapshotMarker(1, 1));
+        Reopen().HoldsEveryEntry.Should().BeFalse("entries before the marker may be gone");
+    }
+
+    [Fact]
+    public async Task A_log_that_starts_after_entry_1_does_not_hold_every_entry()
+    {
+        await WriteAsync(Entry(5, 2, "a"), Entry(6, 2, "b"));
+        Reopen().HoldsEveryEntry.Should().BeFalse();
+    }
+
     public static TheoryData<string, string[]> ReplayCases => new()
     {
         // record script: "e<index>/<term>:<data>", "s<index>/<term>" (snapshot marker); expected entries
