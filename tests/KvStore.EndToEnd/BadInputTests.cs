@@ -131,6 +131,27 @@ public sealed class BadInputTests(BadInputServerFixture fixture, ITestOutputHelp
     }
 
     [Fact]
+    public async Task The_peer_port_serves_the_framed_peer_stream_and_refuses_a_hello_of_another_cluster()
+    {
+        using var tcp = new TcpClient();
+        using var timeout = new CancellationTokenSource(Bound);
+        await tcp.ConnectAsync("127.0.0.1", PeerPort, timeout.Token);
+        var stream = tcp.GetStream();
+
+        // The framed stream's hello (preface, cluster, from, to) naming a cluster no member belongs to.
+        byte[] hello = [.. "KVRAFT1\n"u8, 0, 0, 0, 0, 0, 0, 0xde, 0xad, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2];
+        await stream.WriteAsync(hello, timeout.Token);
+        var answer = new byte[27];
+        await stream.ReadExactlyAsync(answer, timeout.Token);
+        Encoding.ASCII.GetString(answer, 0, 8).Should().Be("KVRAFT1\n", "the peer port answers the framed stream, not HTTP/2");
+        answer[8].Should().Be(1, "refused");
+        var reason = new byte[(answer[25] << 8) | answer[26]];
+        await stream.ReadExactlyAsync(reason, timeout.Token);
+        Encoding.UTF8.GetString(reason).Should().StartWith("rejected connection from member 0000000000000001 of cluster 000000000000dead; this member belongs to cluster ");
+        await AssertServesAsync();
+    }
+
+    [Fact]
     public async Task Http11_to_the_grpc_service_is_refused_with_a_status()
     {
         var request = Encoding.ASCII.GetBytes(

@@ -35,6 +35,7 @@ public sealed class PeerTlsClusterTests(ITestOutputHelper output) : IAsyncLifeti
         var first = await _cluster.CtlPutAsync(members[0], "/tls/a", "1", TestCluster.RequestTimeout);
         first.Error.Should().BeNull();
         await _cluster.WaitConvergedAsync(members.ToList(), first.Revision, TestCluster.StartTimeout);
+        members.Should().OnlyContain(m => !m.LogContains("does not accept the framed stream"), "the framed peer stream runs over peer TLS too");
 
         leader.Kill();
         var survivors = members.Where(m => m != leader).ToList();
