@@ -44,8 +44,8 @@ internal sealed class PeerStreamConnection : IAsyncDisposable
 
     /// <summary>
     /// Connects to <paramref name="url"/> and exchanges hellos within <see cref="PeerTransportOptions.DialTimeout"/>.
-    /// Null when the listener answered something other than the framed stream's preface: a member of an earlier
-    /// version, which serves only the gRPC stream.
+    /// Null when the listener answered something other than the framed stream's preface (an HTTP/2 GOAWAY, an HTTP/1.1
+    /// 400): a member of an earlier version, which serves only the gRPC stream.
     /// </summary>
     public static async Task<PeerStreamConnection?> OpenAsync(Uri url, PeerTransportOptions options, ulong peerId, CancellationToken cancellationToken)
     {
@@ -78,8 +78,14 @@ internal sealed class PeerStreamConnection : IAsyncDisposable
             await stream.WriteAsync(PeerStreamWire.Hello(options.ClusterId, options.LocalMemberId, peerId), dial.Token);
             var header = new byte[PeerStreamWire.AnswerHeaderBytes];
             var prefaceLength = PeerStreamWire.Preface.Length;
-            if (await stream.ReadAtLeastAsync(header.AsMemory(0, prefaceLength), prefaceLength, throwOnEndOfStream: false, dial.Token) < prefaceLength
-                || !header.AsSpan(0, prefaceLength).SequenceEqual(PeerStreamWire.Preface))
+            var read = await stream.ReadAtLeastAsync(header.AsMemory(0, prefaceLength), prefaceLength, throwOnEndOfStream: false, dial.Token);
+            if (read == 0)
+            {
+                // Closed without a word (a listener going down): not a sign of an earlier version; retried as usual.
+                throw new IOException($"{url} closed the connection without answering the stream's hello");
+            }
+
+            if (read < prefaceLength || !header.AsSpan(0, prefaceLength).SequenceEqual(PeerStreamWire.Preface))
             {
                 await stream.DisposeAsync();
                 return null;

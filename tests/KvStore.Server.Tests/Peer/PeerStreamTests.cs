@@ -24,8 +24,7 @@ public sealed class PeerStreamTests : IDisposable
     public async Task A_hello_is_answered_then_frames_are_delivered_in_order_and_each_ping_gets_a_pong()
     {
         await using var b = await PeerHost.StartAsync(2, _dir.Sub("b"));
-        using var tcp = new TcpClient();
-        await tcp.ConnectAsync(IPAddress.Loopback, b.Url.Port);
+        using var tcp = await ConnectAsync(b);
         var stream = tcp.GetStream();
 
         await stream.WriteAsync(Hello(clusterId: 0xC1, from: 1, to: 2));
@@ -57,8 +56,7 @@ public sealed class PeerStreamTests : IDisposable
     public async Task A_hello_from_another_cluster_gets_the_refusal_and_the_connection_ends()
     {
         await using var b = await PeerHost.StartAsync(2, _dir.Sub("b"));
-        using var tcp = new TcpClient();
-        await tcp.ConnectAsync(IPAddress.Loopback, b.Url.Port);
+        using var tcp = await ConnectAsync(b);
         var stream = tcp.GetStream();
 
         await stream.WriteAsync(Hello(clusterId: 0xAAAA, from: 1, to: 2));
@@ -118,6 +116,13 @@ public sealed class PeerStreamTests : IDisposable
         await stream.ReadExactlyAsync(pings).AsTask().WaitAsync(Wait.Timeout);
         pings.Should().Equal(0, 0, 0, 0);
         using var again = await listener.AcceptTcpClientAsync().WaitAsync(Wait.Timeout);
+    }
+
+    private static async Task<TcpClient> ConnectAsync(PeerHost host)
+    {
+        var tcp = new TcpClient();
+        await tcp.ConnectAsync(IPAddress.Loopback, host.Url.Port).WaitAsync(Wait.Timeout);
+        return tcp;
     }
 
     private static Message Heartbeat(ulong sequence) =>
