@@ -13,9 +13,19 @@ namespace KvStore.Storage.Wal;
 /// it returns, and FASTER never reports a range flushed whose write failed.
 /// </summary>
 /// <remarks>
+/// <para>
 /// Writes on the calling thread are right for this log and no other: its writes are the tail of one page per sync
 /// (a few kilobytes), and the caller of a sync waits for that write anyway. The store's data log keeps FASTER's device,
 /// whose checkpoint flushes are megabytes long.
+/// </para>
+/// <para>
+/// A segment file is allocated ahead of the writes, <see cref="PreallocationStep"/> at a time (fallocate, which also
+/// sets the file's length). A write-through write that makes its file longer must also get the new length and the new
+/// blocks through the file system's journal before it returns; a write into space already allocated has only its data
+/// to write. On this machine's ext4 that was 0.17 ms against 0.09 ms for a 1 KiB commit, most of a single member's
+/// put after the network. The recovery scan reads the zeros past the data as the end of the log, as it always did at a
+/// page's end.
+/// </para>
 /// </remarks>
 internal sealed class WalSegmentDevice : StorageDeviceBase
 {
@@ -23,7 +33,10 @@ internal sealed class WalSegmentDevice : StorageDeviceBase
     // recovery scan) on that alignment.
     private const uint SectorBytes = 512;
 
-    private readonly ConcurrentDictionary<int, SafeFileHandle> _segments = new();
+    /// <summary>How far ahead of its writes a segment file is allocated: one WAL page, a few thousand small commits.</summary>
+    internal const long PreallocationStep = 1L << WriteAheadLog.PageSizeBits;
+
+    private readonly ConcurrentDictionary<int, SegmentFile> _segments = new();
     private readonly object _opening = new();
     private bool _disposed;
 
@@ -38,9 +51,11 @@ internal sealed class WalSegmentDevice : StorageDeviceBase
         uint error = 0;
         try
         {
+            var segment = SegmentOf(segmentId);
+            segment.AllocateThrough((long)destinationAddress + numBytesToWrite, SegmentSize);
             unsafe
             {
-                RandomAccess.Write(HandleOf(segmentId), new ReadOnlySpan<byte>((void*)sourceAddress, (int)numBytesToWrite), (long)destinationAddress);
+                RandomAccess.Write(segment.Handle, new ReadOnlySpan<byte>((void*)sourceAddress, (int)numBytesToWrite), (long)destinationAddress);
             }
         }
         catch (Exception e) when (e is not OutOfMemoryException)
@@ -60,7 +75,7 @@ internal sealed class WalSegmentDevice : StorageDeviceBase
         {
             unsafe
             {
-                read = RandomAccess.Read(HandleOf(segmentId), new Span<byte>((void*)destinationAddress, (int)readLength), (long)sourceAddress);
+                read = RandomAccess.Read(SegmentOf(segmentId).Handle, new Span<byte>((void*)destinationAddress, (int)readLength), (long)sourceAddress);
             }
         }
         catch (Exception e) when (e is not OutOfMemoryException)
@@ -73,9 +88,9 @@ internal sealed class WalSegmentDevice : StorageDeviceBase
 
     public override void RemoveSegmentAsync(int segment, AsyncCallback callback, IAsyncResult result)
     {
-        if (_segments.TryRemove(segment, out var handle))
+        if (_segments.TryRemove(segment, out var file))
         {
-            handle.Dispose();
+            file.Handle.Dispose();
         }
 
         try
@@ -99,38 +114,84 @@ internal sealed class WalSegmentDevice : StorageDeviceBase
 
         foreach (var segment in _segments.Keys)
         {
-            if (_segments.TryRemove(segment, out var handle))
+            if (_segments.TryRemove(segment, out var file))
             {
-                handle.Dispose();
+                file.Handle.Dispose();
             }
         }
     }
 
-    private SafeFileHandle HandleOf(int segment)
+    private SegmentFile SegmentOf(int segment)
     {
-        if (_segments.TryGetValue(segment, out var handle))
+        if (_segments.TryGetValue(segment, out var file))
         {
-            return handle;
+            return file;
         }
 
         lock (_opening)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (!_segments.TryGetValue(segment, out handle))
+            if (!_segments.TryGetValue(segment, out file))
             {
-                handle = File.OpenHandle(
+                var handle = File.OpenHandle(
                     GetSegmentFilename(FileName, segment),
                     FileMode.OpenOrCreate,
                     FileAccess.ReadWrite,
                     FileShare.ReadWrite | FileShare.Delete,
                     FileOptions.WriteThrough);
-                _segments[segment] = handle;
+                file = new SegmentFile(handle);
+                _segments[segment] = file;
             }
 
-            return handle;
+            return file;
         }
     }
 
     // FASTER logs the code and fails the commit; any non-zero value does that, so keep the errno where there is one.
     private static uint ErrorCodeOf(Exception e) => (e.HResult & 0xFFFF) is var code and not 0 ? (uint)code : uint.MaxValue;
+
+    /// <summary>An open segment file and how much of it is allocated.</summary>
+    private sealed class SegmentFile(SafeFileHandle handle)
+    {
+        private readonly object _gate = new();
+        private long _allocated = RandomAccess.GetLength(handle);
+        private bool _unsupported;
+
+        public SafeFileHandle Handle { get; } = handle;
+
+        /// <summary>
+        /// Allocates the file through <paramref name="end"/> and a step beyond (never past the segment's size), unless
+        /// it already is. A file system without fallocate gets plain appending writes.
+        /// </summary>
+        public void AllocateThrough(long end, long segmentSize)
+        {
+            if (end <= Volatile.Read(ref _allocated))
+            {
+                return;
+            }
+
+            lock (_gate)
+            {
+                if (end <= _allocated || _unsupported)
+                {
+                    return;
+                }
+
+                var target = (end + PreallocationStep) & ~(PreallocationStep - 1);
+                if (segmentSize > 0)
+                {
+                    target = Math.Max(end, Math.Min(target, segmentSize));
+                }
+
+                if (NativeFile.Allocate(Handle, _allocated, target - _allocated))
+                {
+                    Volatile.Write(ref _allocated, target);
+                }
+                else
+                {
+                    _unsupported = true;
+                }
+            }
+        }
+    }
 }

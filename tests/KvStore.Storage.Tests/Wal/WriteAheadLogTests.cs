@@ -230,8 +230,10 @@ public sealed class WriteAheadLogTests : IDisposable
     public async Task Garbage_after_last_committed_record_is_ignored()
     {
         await WriteAsync(Entry(1, 1, "first-record"), Entry(2, 1, "second-record"));
-        using (var fs = new FileStream(SegmentFile(), FileMode.Append))
+        using (var fs = new FileStream(SegmentFile(), FileMode.Open))
         {
+            // Right after the data, in the space allocated ahead of it.
+            fs.Position = DataEnd();
             var garbage = new byte[3000];
             new Random(42).NextBytes(garbage);
             fs.Write(garbage);
@@ -240,6 +242,35 @@ public sealed class WriteAheadLogTests : IDisposable
         Describe(Reopen()).Should().Equal("1/1:first-record", "2/1:second-record");
         await WriteAsync(Entry(3, 1, "third"));
         Describe(Reopen()).Should().Equal("1/1:first-record", "2/1:second-record", "3/1:third");
+    }
+
+    [Fact]
+    public async Task Segment_files_are_allocated_a_step_ahead_of_the_commits()
+    {
+        const long step = WalSegmentDevice.PreallocationStep;
+        var index = 0UL;
+        await using (var wal = WriteAheadLog.Open(WalDir, NullLogger.Instance))
+        {
+            wal.Append(Entry(++index, 1, "first"));
+            await wal.SyncAsync();
+            new FileInfo(SegmentFile()).Length.Should().Be(step, "the first commit allocates a step, not just its own bytes");
+            DataEnd().Should().BeLessThan(4096);
+
+            // Commits past the allocated space allocate the next step.
+            var value = new string('v', 60_000);
+            while (DataEnd() <= step)
+            {
+                wal.Append(Entry(++index, 1, value));
+                await wal.SyncAsync();
+            }
+
+            new FileInfo(SegmentFile()).Length.Should().Be(2 * step);
+        }
+
+        // The zeros past the data read as the end of the log.
+        var replay = Reopen();
+        replay.Entries.Should().HaveCount((int)index);
+        replay.Entries[^1].Index.Should().Be(index);
     }
 
     [Fact]
@@ -337,6 +368,13 @@ public sealed class WriteAheadLogTests : IDisposable
     }
 
     private string SegmentFile() => Path.Combine(WalDir, "wal.log.0");
+
+    /// <summary>Offset just past the segment file's last non-zero byte.</summary>
+    private long DataEnd()
+    {
+        var bytes = File.ReadAllBytes(SegmentFile());
+        return Array.FindLastIndex(bytes, b => b != 0) + 1;
+    }
 
     private void ZeroToSectorEnd(long offset)
     {
