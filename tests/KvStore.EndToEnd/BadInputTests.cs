@@ -182,6 +182,19 @@ public sealed class BadInputTests(BadInputServerFixture fixture, ITestOutputHelp
         await AssertServesAsync();
     }
 
+    [Fact]
+    public async Task An_rpc_the_member_does_not_implement_fails_with_unimplemented_naming_it()
+    {
+        using var channel = GrpcChannel.ForAddress(_server.ClientUrl);
+        var maintenance = new Maintenance.MaintenanceClient(channel);
+
+        // etcd 3.5's Downgrade: in the API, not served by kvstore.
+        var refused = await CallFailsAsync(() => maintenance.DowngradeAsync(new DowngradeRequest()).ResponseAsync);
+
+        refused.Should().Be((StatusCode.Unimplemented, "kvstore: /etcdserverpb.Maintenance/Downgrade is not implemented yet (not supported by a single kvstore member)"));
+        await AssertServesAsync();
+    }
+
     /// <summary>
     /// Idle TCP connections (never sending a byte) on both ports do not stop the member from serving. CI opens 2,000 per
     /// port to stay quick; 10,000 per port were run by hand (docs/security.md has the result).

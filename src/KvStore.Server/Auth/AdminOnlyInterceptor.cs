@@ -8,6 +8,7 @@ namespace KvStore.Server.Auth;
 /// With auth enabled, the maintenance and membership RPCs etcd reserves for root (defragment, snapshot, hash, move
 /// leader, member add/remove/update/promote) need a caller holding the root role. Checked here, before the service
 /// runs, so the list of admin-only methods is in one place. (Auth management is checked when applied; see AuthStore.)
+/// Registered for the two services these methods belong to (Maintenance, Cluster), not for every call.
 /// </summary>
 public sealed class AdminOnlyInterceptor(RequestAuthenticator auth) : Interceptor
 {

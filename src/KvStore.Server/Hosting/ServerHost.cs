@@ -254,8 +254,11 @@ public static class ServerHost
             o.Interceptors.Add<GrpcMetricsInterceptor>();
             o.Interceptors.Add<UnimplementedInterceptor>();
             o.Interceptors.Add<RequireLeaderInterceptor>();
-            o.Interceptors.Add<AdminOnlyInterceptor>();
-        });
+        })
+            // Each interceptor is a layer (an allocation and an await) on every call: the admin-only check only where its
+            // methods are.
+            .AddServiceOptions<MaintenanceService>(o => o.Interceptors.Add<AdminOnlyInterceptor>())
+            .AddServiceOptions<ClusterService>(o => o.Interceptors.Add<AdminOnlyInterceptor>());
 
         var app = builder.Build();
         app.Use(OnThreadPool);
