@@ -26,11 +26,15 @@ public sealed partial class Applier
     private readonly ITokenProvider _tokens;
     private readonly ILogger _logger;
 
+    // Made once: an instance method group becomes a new delegate at every conversion, here every applied entry.
+    private readonly Func<long, IEnumerable<byte[]>> _leaseKeys;
+
     public Applier(MvccStore store, ILeaseApplier leases, IWatchEventSink watch, HeaderFactory headers, AlarmState alarms, AuthStore auth, ITokenProvider tokens, ILogger<Applier>? logger = null)
     {
         _logger = logger ?? NullLogger<Applier>.Instance;
         _store = store;
         _leases = leases;
+        _leaseKeys = leases.KeysOf;
         _watch = watch;
         _headers = headers;
         _alarms = alarms;
@@ -59,7 +63,7 @@ public sealed partial class Applier
             return RecordOnly(index, ApplyOutcome.Fail(refusal));
         }
 
-        if (_auth.CheckApply(request, _leases.KeysOf) is { } denied)
+        if (_auth.CheckApply(request, _leaseKeys) is { } denied)
         {
             return RecordOnly(index, ApplyOutcome.Fail(denied));
         }
