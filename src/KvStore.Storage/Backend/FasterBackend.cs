@@ -283,6 +283,16 @@ internal sealed unsafe class FasterBackend : IDisposable
         }
     }
 
+    /// <summary>
+    /// Waits for the session's disk reads. FasterKV's own wait (<c>CompletePending(wait: true)</c>) blocks on a semaphore
+    /// the thread pool cannot see, while the device completes each read on the thread pool: with every worker blocked
+    /// in such a wait (64 clients reading records older than the in-memory window) the completions wait for the pool's
+    /// slow thread injection, and reads took seconds. Blocking on a task instead tells the pool that its thread is
+    /// blocked, and it adds a worker at once.
+    /// </summary>
+    private static CompletedOutputIterator<SpanByte, SpanByte, SpanByte, SpanByteAndMemory, Empty> WaitForPendingReads(Session session) =>
+        session.CompletePendingWithOutputsAsync().AsTask().GetAwaiter().GetResult();
+
     public static bool TryRead(Session session, ReadOnlySpan<byte> key, out byte[] value)
     {
         fixed (byte* k = key)
@@ -292,8 +302,7 @@ internal sealed unsafe class FasterBackend : IDisposable
             var status = session.Read(ref keySb, ref output);
             if (status.IsPending)
             {
-                session.CompletePendingWithOutputs(out var outputs, wait: true);
-                using (outputs)
+                using (var outputs = WaitForPendingReads(session))
                 {
                     while (outputs.Next())
                     {
@@ -353,8 +362,7 @@ internal sealed unsafe class FasterBackend : IDisposable
             return;
         }
 
-        session.CompletePendingWithOutputs(out var outputs, wait: true);
-        using (outputs)
+        using (var outputs = WaitForPendingReads(session))
         {
             while (outputs.Next())
             {
