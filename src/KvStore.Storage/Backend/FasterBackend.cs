@@ -60,7 +60,7 @@ internal sealed unsafe class FasterBackend : IDisposable
             DropUnfinishedFirstCheckpoint(logger);
         }
 
-        _device = new PacedRemovalDevice(Devices.CreateLogDevice(Path.Combine(dataDirectory, "kv.log"), preallocateFile: false, deleteOnClose: false));
+        _device = new InlineReadDevice(new PacedRemovalDevice(Devices.CreateLogDevice(Path.Combine(dataDirectory, "kv.log"), preallocateFile: false, deleteOnClose: false)));
         if (wrapLogDevice is not null)
         {
             _device = wrapLogDevice(_device);
