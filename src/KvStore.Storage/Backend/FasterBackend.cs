@@ -284,11 +284,12 @@ internal sealed unsafe class FasterBackend : IDisposable
     }
 
     /// <summary>
-    /// Waits for the session's disk reads. FasterKV's own wait (<c>CompletePending(wait: true)</c>) blocks on a semaphore
-    /// the thread pool cannot see, while the device completes each read on the thread pool: with every worker blocked
-    /// in such a wait (64 clients reading records older than the in-memory window) the completions wait for the pool's
-    /// slow thread injection, and reads took seconds. Blocking on a task instead tells the pool that its thread is
-    /// blocked, and it adds a worker at once.
+    /// Waits for the session's disk reads. Most are complete already (<see cref="InlineReadDevice"/> reads a record on
+    /// the caller's thread); the rest go to FASTER's file device, which completes them on the thread pool. FasterKV's
+    /// own wait (<c>CompletePending(wait: true)</c>) blocks on a semaphore the pool cannot see: with every worker
+    /// blocked in such a wait (64 clients reading records older than the in-memory window, before reads were inline)
+    /// the completions waited for the pool's slow thread injection, and reads took seconds. Blocking on a task instead
+    /// tells the pool that its thread is blocked, and it adds a worker at once.
     /// </summary>
     private static CompletedOutputIterator<SpanByte, SpanByte, SpanByte, SpanByteAndMemory, Empty> WaitForPendingReads(Session session) =>
         session.CompletePendingWithOutputsAsync().AsTask().GetAwaiter().GetResult();

@@ -10,7 +10,9 @@ namespace KvStore.Storage.Backend;
 /// the thread pool and reads past the page cache, so a read of a record older than the in-memory window held a pool
 /// thread while it waited for another one to run the read, and many such readers at once starved the pool. Reads
 /// longer than <see cref="MaxInlineReadBytes"/> (whole pages, for recovery, scans and log compaction, which FASTER issues
-/// many at a time) and any read this device cannot serve go to the wrapped device as before.
+/// many at a time) and any read this device cannot serve go to the wrapped device as before. The WAL's own device
+/// (<c>WalSegmentDevice</c>) reads the same way; this one leaves the store's writes and segment files to FASTER's device
+/// and only adds read handles.
 /// </summary>
 internal sealed class InlineReadDevice(IDevice inner) : ForwardingDevice(inner)
 {
