@@ -21,6 +21,7 @@ internal sealed class PowerLossDevice : ForwardingDevice
     private readonly Dictionary<(int Segment, long Sector), List<(long Write, byte[] Data)>> _volatile = [];
     private readonly HashSet<long> _inFlight = [];
     private long _nextWrite;
+    private long _cutAtWrite = -1;
     private bool _cut;
     private bool _freeze;
     private bool _discard;
@@ -73,6 +74,19 @@ internal sealed class PowerLossDevice : ForwardingDevice
         {
             _cut = true;
             _freeze = freeze;
+        }
+    }
+
+    /// <summary>
+    /// Cuts the power (without freezing) while the <paramref name="writesFromNow"/>-th write from now (0 = the next) is
+    /// in flight: that write goes to the file as issued but fails, and so does every later one. The cut then falls on
+    /// a chosen write, whatever the machine's load, where a cut from another thread has to catch a write in flight.
+    /// </summary>
+    public void CutPowerAtWrite(long writesFromNow)
+    {
+        lock (_lock)
+        {
+            _cutAtWrite = _nextWrite + writesFromNow;
         }
     }
 
@@ -138,6 +152,11 @@ internal sealed class PowerLossDevice : ForwardingDevice
             {
                 id = _nextWrite++;
                 _inFlight.Add(id);
+                if (id == _cutAtWrite)
+                {
+                    _cut = true; // this write is in flight at the cut: its completion below reports the failure
+                }
+
                 RememberVolatile(id, segmentId, (long)destinationAddress, data);
                 if (_pendingInner++ == 0)
                 {

@@ -2,6 +2,7 @@ using Etcdserverpb;
 using Google.Protobuf;
 using KvStore.Internal;
 using KvStore.Server.Replication;
+using KvStore.Testing;
 using Xunit.Abstractions;
 
 namespace KvStore.Server.Tests.Cluster;
@@ -127,7 +128,7 @@ public sealed class ClusterPowerLossTests(ITestOutputHelper output)
 
                 // The machine comes back with what reached its disk. The dead member's threads still hold the old
                 // files, so the new one starts on a copy and the old one is let finish into nothing.
-                CopyDirectory(victim.DataDir, victim.DataDir + "-after-cut");
+                CrashImage.Copy(victim.DataDir, victim.DataDir + "-after-cut");
                 victim.ReleaseDiscarding();
                 Volatile.Write(ref members[i], await PoweredMember.StartAsync(victim.DataDir + "-after-cut", i, peerPorts[i], clientPorts[i], initial));
             }
@@ -210,20 +211,6 @@ public sealed class ClusterPowerLossTests(ITestOutputHelper output)
         store.ReadEvents([0], [0], 1, revision, 0)
             .Select(e => $"{e.Kv.ModRevision} {e.Type} {System.Text.Encoding.UTF8.GetString(e.Kv.Key)} create {e.Kv.CreateRevision} version {e.Kv.Version} lease {e.Kv.Lease} = {System.Text.Encoding.UTF8.GetString(e.Kv.Value)}")
             .ToList();
-
-    private static void CopyDirectory(string from, string to)
-    {
-        foreach (var dir in Directory.EnumerateDirectories(from, "*", SearchOption.AllDirectories))
-        {
-            Directory.CreateDirectory(Path.Combine(to, Path.GetRelativePath(from, dir)));
-        }
-
-        Directory.CreateDirectory(to);
-        foreach (var file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
-        {
-            File.Copy(file, Path.Combine(to, Path.GetRelativePath(from, file)));
-        }
-    }
 
     private static Task<FullServer> WaitLeaderAsync(PoweredMember?[] members) =>
         FullServer.WaitLeaderAsync(members.Select(m => m!.Server).ToList());

@@ -1,5 +1,6 @@
 using System.Text;
 using KvStore.Storage.Mvcc;
+using KvStore.Testing;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace KvStore.Storage.Tests.Mvcc;
@@ -63,27 +64,6 @@ public sealed class SpaceReclamationTests : IDisposable
         + "\nmeta:" + string.Join(",", store.ReadMeta("lease").Select(m => Encoding.UTF8.GetString(m.Key) + "=" + Encoding.UTF8.GetString(m.Value)))
         + $"\nrev {store.CurrentRevision} compact {store.CompactRevision} ci {store.ConsistentIndex}";
 
-    private static void CopyDirectory(string from, string to)
-    {
-        foreach (var dir in Directory.EnumerateDirectories(from, "*", SearchOption.AllDirectories))
-        {
-            Directory.CreateDirectory(dir.Replace(from, to, StringComparison.Ordinal));
-        }
-
-        Directory.CreateDirectory(to);
-        foreach (var file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
-        {
-            try
-            {
-                File.Copy(file, file.Replace(from, to, StringComparison.Ordinal));
-            }
-            catch (FileNotFoundException)
-            {
-                // A segment below the begin address being deleted right now: not part of the crash image either way.
-            }
-        }
-    }
-
     [Fact]
     public async Task Compact_then_defragment_gives_space_back_and_keeps_live_data()
     {
@@ -143,13 +123,13 @@ public sealed class SpaceReclamationTests : IDisposable
 
         // Crash image 1: begin address moved in memory, copies appended, no checkpoint yet.
         store.CompactLogForTest();
-        CopyDirectory(dir, _tmp.Sub("crash1"));
+        CrashImage.Copy(dir, _tmp.Sub("crash1"));
         Directory.GetFiles(dir, "kv.log.*").Length.Should().BeGreaterThanOrEqualTo(filesAtCheckpoint, "no segment may go before a checkpoint records the new begin address");
 
         // Crash image 2: after the checkpoint that records the new begin address (and after the old segments went).
         store.CheckpointAfterCompactionForTest();
         var atSecondCheckpoint = Dump(store);
-        CopyDirectory(dir, _tmp.Sub("crash2"));
+        CrashImage.Copy(dir, _tmp.Sub("crash2"));
         store.CloseWithoutCheckpoint();
 
         using (var crash1 = MvccStore.Open(Options(_tmp.Sub("crash1")), NullLogger.Instance))

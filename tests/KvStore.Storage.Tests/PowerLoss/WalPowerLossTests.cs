@@ -8,7 +8,8 @@ namespace KvStore.Storage.Tests.PowerLoss;
 
 /// <summary>
 /// The WAL under simulated power cuts (<see cref="PowerLossDevice"/>): entries appended and synced while the cut
-/// comes at a random moment with writes in flight, which reach the disk whole, torn at a sector, or not at all.
+/// comes during a write chosen at random, which with any other write in flight reaches the disk whole, torn at a
+/// sector, or not at all.
 /// After the cut every entry whose sync completed must be replayed with its data, and nothing may be replayed that
 /// was never appended. A tear can only hit the unacknowledged last write, so recovery must never refuse here; the
 /// next cut then tears writes made over the repaired tail, and a last clean restart keeps everything. SIGKILL tests cannot see this: the
@@ -34,18 +35,20 @@ public sealed class WalPowerLossTests(ITestOutputHelper output) : IDisposable
         var appended = new Dictionary<ulong, string>();
         for (var cut = 0; cut < cuts; cut++)
         {
-            PowerLossDevice? device = null;
-            var wal = WriteAheadLog.Open(dir, NullLogger.Instance, inner => device = new PowerLossDevice(inner));
+            PowerLossDevice? wrapped = null;
+            var wal = WriteAheadLog.Open(dir, NullLogger.Instance, inner => wrapped = new PowerLossDevice(inner));
+            var device = wrapped!;
             var replayed = wal.Replay().Entries;
             next = replayed.Count > 0 ? replayed[^1].Index + 1 : 1;
 
-            // One writer appends batches and syncs; the cut comes once enough syncs are done, while writes are in flight.
+            // One writer appends batches and syncs until the cut, which falls while a chosen write is in flight: the
+            // partial page a sync writes, or the full page an append flushes when it crosses into the next page.
             var acked = 0UL;
-            var syncsBeforeCut = rng.Next(3, 40);
             var syncs = 0;
+            device.CutPowerAtWrite(rng.Next(3, 40));
             var writer = Task.Run(async () =>
             {
-                for (var batch = 0; batch < 10_000 && !device!.IsCut; batch++)
+                for (var batch = 0; batch < 10_000 && !device.IsCut; batch++)
                 {
                     var last = next;
                     for (var k = rng.Next(1, 4); k > 0; k--)
@@ -61,7 +64,7 @@ public sealed class WalPowerLossTests(ITestOutputHelper output) : IDisposable
                     {
                         await wal.SyncAsync().AsTask().WaitAsync(Bound);
                     }
-                    catch (Exception e) when (device!.IsCut && e is not TimeoutException)
+                    catch (Exception e) when (device.IsCut && e is not TimeoutException)
                     {
                         return; // the sync that was running at the cut fails: not acknowledged
                     }
@@ -71,15 +74,8 @@ public sealed class WalPowerLossTests(ITestOutputHelper output) : IDisposable
                 }
             });
 
-            var deadline = DateTime.UtcNow + Bound;
-            while ((Volatile.Read(ref syncs) < syncsBeforeCut || device!.InFlight == 0) && !writer.IsCompleted && DateTime.UtcNow < deadline)
-            {
-                Thread.SpinWait(50); // looking for a moment with writes in flight; bounded by the deadline
-            }
-
-            device!.CutPower();
-            var inFlight = device.InFlight;
             await writer.WaitAsync(Bound);
+            device.IsCut.Should().BeTrue("the writer stops only at the cut (seed {0}, cut {1})", seed, cut);
             var ackedAtCut = Volatile.Read(ref acked);
             try
             {
@@ -90,7 +86,7 @@ public sealed class WalPowerLossTests(ITestOutputHelper output) : IDisposable
                 // Closing commits once more, which the powered-off device refuses; the log is closed all the same.
             }
             var changed = await device.ApplyLossAsync(rng, Bound);
-            output.WriteLine($"cut {cut}: {syncs} syncs acknowledged up to entry {ackedAtCut}, {inFlight} writes in flight, {changed} sectors rolled back");
+            output.WriteLine($"cut {cut}: {syncs} syncs acknowledged up to entry {ackedAtCut}, {changed} sectors rolled back");
 
             // Restart from what reached the disk: a tear confined to the unacknowledged last write is repaired, never
             // refused, and the next cut then tears writes made over the repaired tail.

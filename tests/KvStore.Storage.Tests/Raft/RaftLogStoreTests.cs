@@ -3,6 +3,7 @@ using KvStore.Raft;
 using KvStore.Raft.Storage;
 using KvStore.Storage.Raft;
 using KvStore.Storage.Wal;
+using KvStore.Testing;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace KvStore.Storage.Tests.Raft;
@@ -155,7 +156,7 @@ public sealed class RaftLogStoreTests : IDisposable
         _store.Save(new HardState(2, 2, 5), Range(4, 6, 2), null);
 
         // Crash: the unsynced records never reach the disk image (copied before the WAL closes, which would commit).
-        CopyDirectory(_tmp.Sub("wal"), _tmp.Sub("crash"));
+        CrashImage.Copy(_tmp.Sub("wal"), _tmp.Sub("crash"));
         using var crashed = WriteAheadLog.Open(_tmp.Sub("crash"), NullLogger.Instance);
         var store = RaftLogStore.Open(crashed, NullLogger.Instance);
         store.LastIndex().Should().Be(3);
@@ -259,19 +260,5 @@ public sealed class RaftLogStoreTests : IDisposable
         _wal = WriteAheadLog.Open(_tmp.Sub("wal"), NullLogger.Instance);
         var act = () => RaftLogStore.Open(_wal, NullLogger.Instance);
         act.Should().Throw<InvalidDataException>().WithMessage("*holds entry 3 after index 0*");
-    }
-
-    private static void CopyDirectory(string from, string to)
-    {
-        Directory.CreateDirectory(to);
-        foreach (var dir in Directory.EnumerateDirectories(from, "*", SearchOption.AllDirectories))
-        {
-            Directory.CreateDirectory(dir.Replace(from, to, StringComparison.Ordinal));
-        }
-
-        foreach (var file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
-        {
-            File.Copy(file, file.Replace(from, to, StringComparison.Ordinal));
-        }
     }
 }

@@ -1,5 +1,6 @@
 using System.Text;
 using KvStore.Storage.Wal;
+using KvStore.Testing;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -117,13 +118,13 @@ public sealed class WalTornTailTests : IDisposable
     {
         var ends = await WriteSyncedAsync(Syncs);
         var image = _tmp.Sub("image");
-        CopyDirectory(WalDir, image);
+        CrashImage.Copy(WalDir, image);
         var last = ends[^1];
         var previous = ends[^2];
         for (var length = last - 1; length >= previous - 8; length--)
         {
             Directory.Delete(WalDir, recursive: true);
-            CopyDirectory(image, WalDir);
+            CrashImage.Copy(image, WalDir);
             CutTail(length);
             await using var wal = WriteAheadLog.Open(WalDir, NullLogger.Instance);
             var got = ReplayedData(wal.Replay());
@@ -131,17 +132,6 @@ public sealed class WalTornTailTests : IDisposable
             got.Should().Equal(Expected(got.Count));
             wal.Append(Entry((ulong)got.Count + 1, "after"));
             await wal.SyncAsync();
-        }
-    }
-
-    private static void CopyDirectory(string from, string to)
-    {
-        Directory.CreateDirectory(to);
-        foreach (var file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
-        {
-            var target = Path.Combine(to, Path.GetRelativePath(from, file));
-            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-            File.Copy(file, target);
         }
     }
 
