@@ -74,10 +74,11 @@ public sealed class MvccStoreOptions
     public long IndexBuckets { get; init; } = 1L << 16;
 
     /// <summary>
-    /// log2 of the in-memory part of the FasterKV log (default 64 MiB). Older records are read from disk (through the
-    /// page cache); a larger window mostly holds revisions nobody reads, and the restart reads all of it back.
+    /// log2 of the in-memory part of the FasterKV log (default 16 MiB, four pages). Older records are read from disk
+    /// (through the page cache, on the reader's thread); a larger window mostly holds revisions nobody reads, and the
+    /// restart reads all of it back.
     /// </summary>
-    public int MemorySizeBits { get; init; } = 26;
+    public int MemorySizeBits { get; init; } = 24;
 
     /// <summary>log2 of the FasterKV page size (default 4 MiB).</summary>
     public int PageSizeBits { get; init; } = 22;
