@@ -82,6 +82,9 @@ internal sealed class PowerLossDevice : ForwardingDevice
     /// in flight: that write goes to the file as issued but fails, and so does every later one. The cut then falls on
     /// a chosen write, whatever the machine's load, where a cut from another thread has to catch a write in flight.
     /// </summary>
+    /// <summary>The write <see cref="CutPowerAtWrite"/> cut: its segment, offset in the segment and length.</summary>
+    public (int Segment, ulong Offset, uint Length)? WriteAtCut { get; private set; }
+
     public void CutPowerAtWrite(long writesFromNow)
     {
         lock (_lock)
@@ -155,6 +158,7 @@ internal sealed class PowerLossDevice : ForwardingDevice
                 if (id == _cutAtWrite)
                 {
                     _cut = true; // this write is in flight at the cut: its completion below reports the failure
+                    WriteAtCut = (segmentId, destinationAddress, numBytesToWrite);
                 }
 
                 RememberVolatile(id, segmentId, (long)destinationAddress, data);

@@ -43,8 +43,11 @@ public sealed class WalPowerLossTests(ITestOutputHelper output) : IDisposable
 
             // One writer appends batches and syncs until the cut, which falls while a chosen write is in flight: the
             // partial page a sync writes, or the full page an append flushes when it crosses into the next page.
+            // Even seeds append entries of up to 300 KB, so that a page of the log (4 MiB) fills every dozen syncs or
+            // so and some cuts fall on the write that finishes a page as the appends move on to the next.
             var acked = 0UL;
             var syncs = 0;
+            var maxEntry = seed % 2 == 0 ? 300_000 : 3000;
             device.CutPowerAtWrite(rng.Next(3, 40));
             var writer = Task.Run(async () =>
             {
@@ -53,7 +56,7 @@ public sealed class WalPowerLossTests(ITestOutputHelper output) : IDisposable
                     var last = next;
                     for (var k = rng.Next(1, 4); k > 0; k--)
                     {
-                        var data = $"{seed}/{cut}/{next}/" + new string((char)('a' + (int)(next % 26)), rng.Next(10, 3000));
+                        var data = $"{seed}/{cut}/{next}/" + new string((char)('a' + (int)(next % 26)), rng.Next(10, maxEntry));
                         appended[next] = data;
                         wal.Append(new WalEntry(next, (ulong)cut + 1, 0, Encoding.ASCII.GetBytes(data)));
                         last = next++;
@@ -86,7 +89,9 @@ public sealed class WalPowerLossTests(ITestOutputHelper output) : IDisposable
                 // Closing commits once more, which the powered-off device refuses; the log is closed all the same.
             }
             var changed = await device.ApplyLossAsync(rng, Bound);
-            output.WriteLine($"cut {cut}: {syncs} syncs acknowledged up to entry {ackedAtCut}, {changed} sectors rolled back");
+            var (_, offset, length) = device.WriteAtCut!.Value;
+            var endsPage = (offset + length) % (1UL << WriteAheadLog.PageSizeBits) == 0;
+            output.WriteLine($"cut {cut}: {syncs} syncs acknowledged up to entry {ackedAtCut}; the write cut: {length} bytes at offset {offset}{(endsPage ? ", the end of a page" : "")}; {changed} sectors rolled back");
 
             // Restart from what reached the disk: a tear confined to the unacknowledged last write is repaired, never
             // refused, and the next cut then tears writes made over the repaired tail.
