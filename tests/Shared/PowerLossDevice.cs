@@ -77,14 +77,14 @@ internal sealed class PowerLossDevice : ForwardingDevice
         }
     }
 
+    /// <summary>The write <see cref="CutPowerAtWrite"/> cut: its segment, offset in the segment and length.</summary>
+    public (int Segment, ulong Offset, uint Length)? WriteAtCut { get; private set; }
+
     /// <summary>
     /// Cuts the power (without freezing) while the <paramref name="writesFromNow"/>-th write from now (0 = the next) is
     /// in flight: that write goes to the file as issued but fails, and so does every later one. The cut then falls on
     /// a chosen write, whatever the machine's load, where a cut from another thread has to catch a write in flight.
     /// </summary>
-    /// <summary>The write <see cref="CutPowerAtWrite"/> cut: its segment, offset in the segment and length.</summary>
-    public (int Segment, ulong Offset, uint Length)? WriteAtCut { get; private set; }
-
     public void CutPowerAtWrite(long writesFromNow)
     {
         lock (_lock)
