@@ -143,7 +143,20 @@ public sealed partial class ClusterTests(ITestOutputHelper output)
         }
 
         // ...and every member's advertised client URL, which each member publishes through the log when it starts
-        // (etcd's publish), so it shows through every member, not only through itself.
+        // (etcd's publish), so it shows through every member, not only through itself. A member serves before its own
+        // publish is applied (etcd waits for it; docs/cluster.md), so on a busy machine the lists may still lack one:
+        // they are read again until every URL shows, within a bound.
+        var published = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        while (lists.Any(l => l.List.Any(x => x.ClientUrls.Count == 0)) && DateTime.UtcNow < published)
+        {
+            await Task.Delay(100);
+            lists.Clear();
+            foreach (var m in ms)
+            {
+                lists.Add((m, await c.MemberListAsync(m)));
+            }
+        }
+
         foreach (var (via, list) in lists)
         {
             list.Select(x => (x.Id, Clients: string.Join(",", x.ClientUrls))).OrderBy(x => x.Id)
